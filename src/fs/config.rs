@@ -1,0 +1,59 @@
+//! What a union mount is made of: layer directories, mountpoint and behaviour flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to mount one union.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Lower layer directories, topmost first.
+    pub lowerdirs: Vec<PathBuf>,
+    /// The writable layer; `None` makes a read-only mount.
+    pub upperdir: Option<PathBuf>,
+    /// Scratch directory on the upper's filesystem (required with `upperdir`).
+    pub workdir: Option<PathBuf>,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Serve in this process instead of daemonising.
+    pub foreground: bool,
+    /// Trace every operation with its result and latency.
+    pub debug: bool,
+    /// Entry and attribute cache timeout given to the kernel.
+    pub timeout: Duration,
+    /// Unix socket on which the daemon accepts `pause` / `resume` (used by commit).
+    pub control_socket: Option<PathBuf>,
+    /// Extra FUSE mount options passed through (e.g. `allow_other`).
+    pub fuse_options: Vec<String>,
+}
+
+impl MountConfig {
+    /// A configuration with default behaviour for the given layers and mountpoint.
+    pub fn new(lowerdirs: Vec<PathBuf>, upperdir: Option<PathBuf>, workdir: Option<PathBuf>, mountpoint: PathBuf) -> Self {
+        MountConfig {
+            lowerdirs,
+            upperdir,
+            workdir,
+            mountpoint,
+            foreground: false,
+            debug: false,
+            timeout: Duration::from_secs(1),
+            control_socket: None,
+            fuse_options: Vec::new(),
+        }
+    }
+}
+
+/// Why a mount could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The arguments describe an impossible mount (message names the problem).
+    #[error("{0}")]
+    Invalid(String),
+    /// A system call failed while setting up; the context says which.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,8 @@
+//! strata: a union filesystem in userspace and a layer database of container images.
+//!
+//! The crate has two halves. [`fs`] serves a stack of read-only layers under one writable
+//! layer over FUSE, with the on-disk format and semantics of kernel overlayfs. The image half
+//! (store, image formats, registry, CLI) keeps content-addressed layers and mounts images
+//! through [`fs`]. Data flows one way: CLI -> store/image -> fs.
+
+pub mod fs;
