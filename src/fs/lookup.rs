@@ -113,7 +113,11 @@ impl Union {
             return Ok(n);
         }
         let node = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
-        Ok(self.nodes.attach_child(parent, name, node))
+        let same_object = |a: &Node, b: &Node| match (self.real_stat(a), self.real_stat(b)) {
+            (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+            _ => false,
+        };
+        Ok(self.nodes.attach_child(parent, name, node, &same_object))
     }
 
     /// Find what the union shows at `parent/name`, as a new (unregistered) node.

@@ -72,25 +72,39 @@ impl Union {
         sys::open_at(e.dir(), name, libc::O_PATH, 0).map_err(errno)
     }
 
-    /// setattr: truncate, chmod, chown, utimens.
+    /// setattr: truncate, chmod, chown, utimens. With an open handle the changes go through
+    /// its fd, so they work after the name was removed.
     pub fn setattr(&self, node: &Arc<Node>, a: SetAttr) -> FsResult<FileAttr> {
         let _pass = self.gate.enter();
-        copy_up(self, node)?;
+        let handle = a.fh.and_then(|fh| self.handles.file(fh));
+        if handle.is_none() || !node.in_upper() {
+            copy_up(self, node)?;
+        }
+        // The object to change: a directory fd and a name, or (empty name) the fd itself.
+        let (dir, name): (Arc<OwnedFd>, std::ffi::OsString) = match &handle {
+            Some(h) => (self.current_fd(h)?, Default::default()),
+            None => {
+                let e = self.entry_of(node)?;
+                (e.dir.clone(), e.name.clone())
+            }
+        };
         if let Some(size) = a.size {
-            let h = a.fh.and_then(|fh| self.handles.file(fh));
-            match h {
-                Some(h) => {
-                    let fd = self.current_fd(&h)?;
-                    sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
+            if name.is_empty() && !node.is_dir() {
+                match sys::ftruncate(dir.as_fd(), size) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EINVAL)
+                            || e.raw_os_error() == Some(libc::EBADF) =>
+                    {
+                        let fd = self.open_for_truncate(node)?;
+                        sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
+                    }
+                    other => other.map_err(errno)?,
                 }
-                None => {
-                    let e = self.entry_of(node)?;
-                    let fd = sys::open_at(e.dir(), &e.name, libc::O_WRONLY, 0).map_err(errno)?;
-                    sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
-                }
+            } else {
+                let fd = self.open_for_truncate(node)?;
+                sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
             }
         }
-        let e = self.entry_of(node)?;
         let over = node.state.read().over;
         if a.uid.is_some() || a.gid.is_some() {
             if let Some(mut o) = over.filter(|_| !self.settings.privileged) {
@@ -107,8 +121,8 @@ impl Union {
                 self.store_override(node, o)?;
             } else {
                 sys::chown_at(
-                    e.dir(),
-                    &e.name,
+                    dir.as_fd(),
+                    &name,
                     a.uid.unwrap_or(u32::MAX),
                     a.gid.unwrap_or(u32::MAX),
                 )
@@ -120,15 +134,28 @@ impl Union {
                 o.perm = mode & 0o7777;
                 self.store_override(node, o)?;
             } else if node.kind != fuser::FileType::Symlink {
-                let fd = self.object_fd(node)?;
-                sys::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(errno)?;
+                if name.is_empty() {
+                    sys::chmod_fd(dir.as_fd(), mode & 0o7777).map_err(errno)?;
+                } else {
+                    let fd = sys::open_at(dir.as_fd(), &name, libc::O_PATH, 0).map_err(errno)?;
+                    sys::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(errno)?;
+                }
             }
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let times = [timespec(a.atime), timespec(a.mtime)];
-            sys::utimens_at(e.dir(), &e.name, &times).map_err(errno)?;
+            sys::utimens_at(dir.as_fd(), &name, &times).map_err(errno)?;
+        }
+        if name.is_empty() && !node.is_dir() {
+            let st = sys::fstat(dir.as_fd()).map_err(errno)?;
+            return Ok(self.attr_from_stat(node, &st));
         }
         self.attr(node)
+    }
+
+    fn open_for_truncate(&self, node: &Node) -> FsResult<OwnedFd> {
+        let e = self.entry_of(node)?;
+        sys::open_at(e.dir(), &e.name, libc::O_WRONLY, 0).map_err(errno)
     }
 
     fn store_override(&self, node: &Arc<Node>, o: super::node::StatOverride) -> FsResult<()> {

@@ -41,7 +41,6 @@ pub enum NewObject<'a> {
     Link {
         src_dir: BorrowedFd<'a>,
         src_name: &'a OsStr,
-        ino: u64,
     },
 }
 
@@ -140,10 +139,43 @@ impl Union {
         obj: NewObject<'_>,
         who: Creator,
     ) -> FsResult<(Arc<Node>, Option<OwnedFd>)> {
+        let _pass = self.gate.enter();
+        let (udir, fd, over_whiteout) = self.place_object(parent, name, &obj, who)?;
+        let st = sys::stat_at(udir.as_fd(), name).map_err(errno)?;
+        let mut state = NodeState {
+            in_upper: true,
+            ..Default::default()
+        };
+        if obj.is_dir() {
+            let d = sys::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
+                .map_err(errno)?;
+            state.upper_dir = Some(Arc::new(d));
+            state.opaque = over_whiteout;
+        }
+        let node = Node::new(
+            attr::file_type(st.st_mode),
+            self.layers.ino(Place::Upper, st.st_ino),
+            Link {
+                parent: parent.id,
+                name: name.to_os_string(),
+            },
+            state,
+        );
+        Ok((self.nodes.replace_child(parent, name, node), fd))
+    }
+
+    /// Make `obj` as `name` in the upper dir of `parent`; returns that dir, the fd of a new
+    /// file, and whether a whiteout was replaced.
+    fn place_object(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        obj: &NewObject<'_>,
+        who: Creator,
+    ) -> FsResult<(Arc<OwnedFd>, Option<OwnedFd>, bool)> {
         if whiteout::is_reserved_name(std::os::unix::ffi::OsStrExt::as_bytes(name)) {
             return Err(Errno::EINVAL);
         }
-        let _pass = self.gate.enter();
         let udir = self.upper_dir(parent)?;
         let parent_st = sys::fstat(udir.as_fd()).map_err(errno)?;
         let slot = self.slot(udir.as_fd(), name)?;
@@ -151,7 +183,7 @@ impl Union {
         let fd;
         if !over_whiteout {
             fd = obj.make(udir.as_fd(), name).map_err(errno)?;
-            if let Err(e) = self.own(udir.as_fd(), name, &obj, who, &parent_st) {
+            if let Err(e) = self.own(udir.as_fd(), name, obj, who, &parent_st) {
                 let _ = sys::unlink_at(udir.as_fd(), name, obj.is_dir());
                 return Err(errno(e));
             }
@@ -160,7 +192,7 @@ impl Union {
             let tmp = self.temp_name();
             fd = obj.make(work, &tmp).map_err(errno)?;
             let placed = (|| -> std::io::Result<()> {
-                self.own(work, &tmp, &obj, who, &parent_st)?;
+                self.own(work, &tmp, obj, who, &parent_st)?;
                 if obj.is_dir() {
                     // A directory made where a lower one was deleted hides the old contents.
                     let d = sys::open_at(work, &tmp, libc::O_PATH | libc::O_DIRECTORY, 0)?;
@@ -186,56 +218,33 @@ impl Union {
                 return Err(errno(e));
             }
         }
-        let st = sys::stat_at(udir.as_fd(), name).map_err(errno)?;
-        let mut state = NodeState {
-            in_upper: true,
-            ..Default::default()
-        };
-        if obj.is_dir() {
-            let d = sys::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
-                .map_err(errno)?;
-            state.upper_dir = Some(Arc::new(d));
-            state.opaque = over_whiteout;
-        }
-        let ino = match &obj {
-            NewObject::Link { ino, .. } => *ino,
-            _ => self.layers.ino(Place::Upper, st.st_ino),
-        };
-        let node = Node::new(
-            attr::file_type(st.st_mode),
-            ino,
-            Link {
-                parent: parent.id,
-                name: name.to_os_string(),
-            },
-            state,
-        );
-        Ok((self.nodes.replace_child(parent, name, node), fd))
+        Ok((udir, fd, over_whiteout))
     }
 
-    /// Hard link `node` as `newname` in `newparent`.
+    /// Hard link `node` as `newname` in `newparent`: one more name of the same node.
     pub fn link(
         &self,
         node: &Arc<Node>,
         newparent: &Arc<Node>,
         newname: &OsStr,
     ) -> FsResult<Arc<Node>> {
+        let _pass = self.gate.enter();
         super::copyup::copy_up(self, node)?;
         let src = self.entry_of(node)?;
         let obj = NewObject::Link {
             src_dir: src.dir(),
             src_name: &src.name,
-            ino: node.ino,
         };
-        let (n, _) = self.make_object(newparent, newname, obj, Creator { uid: 0, gid: 0 })?;
-        Ok(n)
+        self.place_object(newparent, newname, &obj, Creator { uid: 0, gid: 0 })?;
+        self.nodes.add_name(newparent, newname, node);
+        Ok(node.clone())
     }
 
     /// The child `name` of `parent` without counting a kernel lookup (a transient node when
     /// the kernel does not hold it).
     pub fn peek_child(&self, parent: &Arc<Node>, name: &OsStr) -> FsResult<Option<Arc<Node>>> {
-        if let Some(id) = parent.children.lock().get(name) {
-            if let Some(n) = self.nodes.get(*id) {
+        if let Some(id) = self.nodes.child_id(parent.id, name) {
+            if let Some(n) = self.nodes.get(id) {
                 return Ok(Some(n));
             }
         }

@@ -53,13 +53,14 @@ pub struct NodeState {
 }
 
 /// Name and parent of a node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub parent: u64,
     pub name: OsString,
 }
 
-/// One object of the union as the kernel knows it.
+/// One object of the union as the kernel knows it. A non-directory may have several names
+/// (hard links); the first is the one used to reach its object.
 #[derive(Debug)]
 pub struct Node {
     /// The FUSE node id, which fuser also reports as st_ino: the origin's inode number
@@ -68,13 +69,14 @@ pub struct Node {
     pub kind: FileType,
     /// The preferred inode number (equal to `id` unless that was taken).
     pub ino: u64,
-    pub link: Mutex<Link>,
+    /// Names of the node, guarded by the table's tree lock for changes.
+    names: Mutex<Vec<Link>>,
     pub state: RwLock<NodeState>,
     pub lookups: AtomicU64,
-    /// Directories: looked-up children by name.
-    pub children: Mutex<HashMap<OsString, u64>>,
     /// Serialises copy-up of this node.
     pub copyup_lock: Mutex<()>,
+    /// The fd of an open handle, to stat the object once its last name is gone.
+    pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
 }
 
 impl Node {
@@ -84,11 +86,11 @@ impl Node {
             id: ino,
             kind,
             ino,
-            link: Mutex::new(link),
+            names: Mutex::new(vec![link]),
             state: RwLock::new(state),
             lookups: AtomicU64::new(0),
-            children: Mutex::new(HashMap::new()),
             copyup_lock: Mutex::new(()),
+            open_fd: Mutex::new(std::sync::Weak::new()),
         }
     }
 
@@ -96,8 +98,17 @@ impl Node {
         self.kind == FileType::Directory
     }
 
+    /// The name used to reach the object (parent DETACHED once every name is gone).
     pub fn link(&self) -> Link {
-        self.link.lock().clone()
+        self.names.lock().first().cloned().unwrap_or(Link {
+            parent: DETACHED,
+            name: OsString::new(),
+        })
+    }
+
+    /// Every name of the node.
+    pub fn links(&self) -> Vec<Link> {
+        self.names.lock().clone()
     }
 
     pub fn in_upper(&self) -> bool {
@@ -107,10 +118,12 @@ impl Node {
 
 const SHARDS: usize = 64;
 
-/// All live nodes, sharded by id.
+/// All live nodes, sharded by id, and the name index (parent id, name) -> node id.
 #[derive(Debug)]
 pub struct NodeTable {
     shards: Vec<Mutex<HashMap<u64, Arc<Node>>>>,
+    /// The tree: which node each known name shows. Also guards every node's `names`.
+    tree: Mutex<HashMap<(u64, OsString), u64>>,
     next_id: AtomicU64,
 }
 
@@ -118,10 +131,13 @@ impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            tree: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
     }
 }
+
+type Tree = HashMap<(u64, OsString), u64>;
 
 impl NodeTable {
     fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<Node>>> {
@@ -132,6 +148,14 @@ impl NodeTable {
     /// already the id of another live node).
     fn synthetic_id(&self) -> u64 {
         (1u64 << 63) | self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
+        self.shard(id).lock().get(&id).cloned()
+    }
+
+    pub fn insert(&self, node: Arc<Node>) {
+        self.shard(node.id).lock().insert(node.id, node);
     }
 
     /// Register a new node under its preferred id (its inode number), or under a synthetic
@@ -151,116 +175,152 @@ impl NodeTable {
         node
     }
 
-    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
-        self.shard(id).lock().get(&id).cloned()
+    /// Remove name `key` from whatever node it showed.
+    fn unlink_name(&self, tree: &mut Tree, key: &(u64, OsString)) -> Option<Arc<Node>> {
+        let id = tree.remove(key)?;
+        let node = self.get(id)?;
+        node.names
+            .lock()
+            .retain(|l| !(l.parent == key.0 && l.name == key.1));
+        Some(node)
     }
 
-    pub fn insert(&self, node: Arc<Node>) {
-        self.shard(node.id).lock().insert(node.id, node);
-    }
-
-    fn remove(&self, id: u64) {
-        self.shard(id).lock().remove(&id);
+    /// The node id of child `name` of `parent`, if the kernel knows it.
+    pub fn child_id(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.tree
+            .lock()
+            .get(&(parent, name.to_os_string()))
+            .copied()
     }
 
     /// The child `name` of `parent` if the kernel already knows it; counts one lookup.
     pub fn find_child(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
-        let children = parent.children.lock();
-        let id = *children.get(name)?;
+        let tree = self.tree.lock();
+        let id = *tree.get(&(parent.id, name.to_os_string()))?;
         let node = self.get(id)?;
         node.lookups.fetch_add(1, Ordering::Relaxed);
         Some(node)
     }
 
     /// Insert `node` as child `name` of `parent`, unless another thread got there first, in
-    /// which case that node is returned. Counts one lookup either way.
-    pub fn attach_child(&self, parent: &Node, name: &OsStr, node: Node) -> Arc<Node> {
-        let mut children = parent.children.lock();
-        if let Some(id) = children.get(name) {
+    /// which case that node is returned. A non-directory whose id is held by a live node
+    /// that `same_object` accepts joins it as one more name (a hard link). Counts one lookup.
+    pub fn attach_child(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        node: Node,
+        same_object: &dyn Fn(&Node, &Node) -> bool,
+    ) -> Arc<Node> {
+        let mut tree = self.tree.lock();
+        let key = (parent.id, name.to_os_string());
+        if let Some(id) = tree.get(&key) {
             if let Some(existing) = self.get(*id) {
                 existing.lookups.fetch_add(1, Ordering::Relaxed);
                 return existing;
             }
         }
+        if !node.is_dir() {
+            if let Some(existing) = self.get(node.id) {
+                if existing.kind == node.kind && same_object(&existing, &node) {
+                    existing.names.lock().push(Link {
+                        parent: parent.id,
+                        name: key.1.clone(),
+                    });
+                    existing.lookups.fetch_add(1, Ordering::Relaxed);
+                    tree.insert(key, existing.id);
+                    return existing;
+                }
+            }
+        }
         let node = self.insert_new(node);
         node.lookups.fetch_add(1, Ordering::Relaxed);
-        children.insert(name.to_os_string(), node.id);
+        tree.insert(key, node.id);
         node
     }
 
-    /// Make `node` (new) child `name` of `parent`, replacing whatever was there (which becomes
-    /// detached). Counts one lookup.
+    /// Make `node` (new) child `name` of `parent`, replacing whatever was there. Counts one
+    /// lookup.
     pub fn replace_child(&self, parent: &Node, name: &OsStr, node: Node) -> Arc<Node> {
         let node = self.insert_new(node);
-        node.lookups.fetch_add(1, Ordering::Relaxed);
-        let mut children = parent.children.lock();
-        if let Some(old) = children.insert(name.to_os_string(), node.id) {
-            if let Some(old) = self.get(old) {
-                old.link.lock().parent = DETACHED;
+        self.add_name(parent, name, &node);
+        node
+    }
+
+    /// Give `node` one more name (a new hard link), replacing whatever was there. Counts one
+    /// lookup.
+    pub fn add_name(&self, parent: &Node, name: &OsStr, node: &Arc<Node>) {
+        let mut tree = self.tree.lock();
+        let key = (parent.id, name.to_os_string());
+        self.unlink_name(&mut tree, &key);
+        {
+            let mut names = node.names.lock();
+            if !names
+                .iter()
+                .any(|l| l.parent == parent.id && l.name == name)
+            {
+                names.push(Link {
+                    parent: parent.id,
+                    name: key.1.clone(),
+                });
             }
         }
-        node
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        tree.insert(key, node.id);
     }
 
     /// Forget child `name` of `parent` (after unlink): the node stays until the kernel forgets it.
     pub fn detach_child(&self, parent: &Node, name: &OsStr) {
-        let mut children = parent.children.lock();
-        if let Some(id) = children.remove(name) {
-            if let Some(node) = self.get(id) {
-                let mut link = node.link.lock();
-                if link.parent == parent.id {
-                    link.parent = DETACHED;
-                }
-            }
-        }
+        let mut tree = self.tree.lock();
+        self.unlink_name(&mut tree, &(parent.id, name.to_os_string()));
     }
 
     /// Move the child entry `name` of `from` to `to_name` in `to` (after a rename). The entry
-    /// that was at the target becomes detached.
+    /// that was at the target loses that name.
     pub fn move_child(&self, from: &Node, name: &OsStr, to: &Node, to_name: &OsStr) {
-        let moved = {
-            let mut fc = from.children.lock();
-            fc.remove(name)
-        };
-        let mut tc = to.children.lock();
-        if let Some(old) = tc.remove(to_name) {
-            if let Some(old) = self.get(old) {
-                old.link.lock().parent = DETACHED;
-            }
-        }
-        if let Some(id) = moved {
+        let mut tree = self.tree.lock();
+        let src = (from.id, name.to_os_string());
+        let dst = (to.id, to_name.to_os_string());
+        self.unlink_name(&mut tree, &dst);
+        if let Some(id) = tree.remove(&src) {
             if let Some(node) = self.get(id) {
-                *node.link.lock() = Link {
-                    parent: to.id,
-                    name: to_name.to_os_string(),
-                };
-                tc.insert(to_name.to_os_string(), id);
+                for l in node.names.lock().iter_mut() {
+                    if l.parent == src.0 && l.name == src.1 {
+                        *l = Link {
+                            parent: dst.0,
+                            name: dst.1.clone(),
+                        };
+                    }
+                }
+                tree.insert(dst, id);
             }
         }
     }
 
     /// Swap two child entries (after RENAME_EXCHANGE).
     pub fn exchange_children(&self, a: &Node, an: &OsStr, b: &Node, bn: &OsStr) {
-        let ida = a.children.lock().remove(an);
-        let idb = b.children.lock().remove(bn);
-        if let Some(id) = ida {
-            if let Some(n) = self.get(id) {
-                *n.link.lock() = Link {
-                    parent: b.id,
-                    name: bn.to_os_string(),
-                };
-                b.children.lock().insert(bn.to_os_string(), id);
+        let mut tree = self.tree.lock();
+        let ka = (a.id, an.to_os_string());
+        let kb = (b.id, bn.to_os_string());
+        let ida = tree.remove(&ka);
+        let idb = tree.remove(&kb);
+        let mut retarget = |id: Option<u64>, from: &(u64, OsString), to: &(u64, OsString)| {
+            if let Some(id) = id {
+                if let Some(n) = self.get(id) {
+                    for l in n.names.lock().iter_mut() {
+                        if l.parent == from.0 && l.name == from.1 {
+                            *l = Link {
+                                parent: to.0,
+                                name: to.1.clone(),
+                            };
+                        }
+                    }
+                    tree.insert(to.clone(), id);
+                }
             }
-        }
-        if let Some(id) = idb {
-            if let Some(n) = self.get(id) {
-                *n.link.lock() = Link {
-                    parent: a.id,
-                    name: an.to_os_string(),
-                };
-                a.children.lock().insert(an.to_os_string(), id);
-            }
-        }
+        };
+        retarget(ida, &ka, &kb);
+        retarget(idb, &kb, &ka);
     }
 
     /// Drop `n` kernel lookups of node `id`; the node goes when none remain.
@@ -268,31 +328,18 @@ impl NodeTable {
         if id == ROOT_ID {
             return;
         }
+        let mut tree = self.tree.lock();
         let Some(node) = self.get(id) else { return };
-        loop {
-            let link = node.link();
-            let parent = if link.parent == DETACHED {
-                None
-            } else {
-                self.get(link.parent)
-            };
-            let mut guard = parent.as_ref().map(|p| p.children.lock());
-            if node.link.lock().parent != link.parent {
-                continue; // renamed meanwhile: retry with the new parent
-            }
-            let prev = node.lookups.fetch_sub(
-                n.min(node.lookups.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
-            if prev <= n {
-                if let Some(children) = guard.as_mut() {
-                    if children.get(&link.name) == Some(&id) {
-                        children.remove(&link.name);
-                    }
+        let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
+        node.lookups.store(left, Ordering::Relaxed);
+        if left == 0 {
+            for l in node.names.lock().drain(..) {
+                let key = (l.parent, l.name);
+                if tree.get(&key) == Some(&id) {
+                    tree.remove(&key);
                 }
-                self.remove(id);
             }
-            return;
+            self.shard(id).lock().remove(&id);
         }
     }
 }

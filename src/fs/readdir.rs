@@ -69,12 +69,7 @@ impl Union {
                         if !seen.insert(e.name.clone()) {
                             continue;
                         }
-                        let known = node
-                            .children
-                            .lock()
-                            .get(OsStr::from_bytes(&e.name))
-                            .and_then(|id| self.nodes.get(*id))
-                            .map(|n| n.id);
+                        let known = self.nodes.child_id(node.id, OsStr::from_bytes(&e.name));
                         let ino = match known {
                             Some(ino) => ino,
                             None => {
@@ -132,10 +127,9 @@ impl Union {
             }
         }
         // Names the kernel already knows carry their node's id (a synthetic one on collision).
-        let children = node.children.lock();
         for e in out.iter_mut() {
-            if let Some(id) = children.get(&e.name) {
-                e.ino = *id;
+            if let Some(id) = self.nodes.child_id(node.id, &e.name) {
+                e.ino = id;
             }
         }
         Ok(out)

@@ -180,9 +180,15 @@ impl Union {
         sys::stat_at(e.dir(), &e.name).map_err(errno)
     }
 
-    /// The attributes the kernel sees for `node`.
+    /// The attributes the kernel sees for `node` (through an open fd once its names are gone).
     pub fn attr(&self, node: &Node) -> FsResult<fuser::FileAttr> {
-        let st = self.real_stat(node)?;
+        let st = match self.real_stat(node) {
+            Err(e) if e == Errno::ENOENT => {
+                let fd = node.open_fd.lock().upgrade().ok_or(e)?;
+                sys::fstat(fd.as_fd()).map_err(errno)?
+            }
+            other => other?,
+        };
         Ok(self.attr_from_stat(node, &st))
     }
 

@@ -39,7 +39,14 @@ pub fn wh_name(name: &OsStr) -> OsString {
 
 /// Whether `dir` has a `.wh.NAME` whiteout file for `name`.
 pub fn has_wh_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
-    Ok(sys::stat_at_opt(dir, &wh_name(name))?.is_some())
+    if name.len() + WH_PREFIX.len() > 255 {
+        return Ok(false);
+    }
+    match sys::stat_at_opt(dir, &wh_name(name)) {
+        Ok(found) => Ok(found.is_some()),
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the directory behind `fd` is opaque by any known marker.
@@ -97,7 +104,7 @@ impl Format {
             }
         }
         let wh = wh_name(name);
-        if sys::stat_at_opt(dir, &wh)?.is_some() {
+        if has_wh_file(dir, name)? {
             sys::unlink_at(dir, &wh, false)?;
             removed = true;
         }
