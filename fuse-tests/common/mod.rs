@@ -515,7 +515,8 @@ impl KernelOverlay {
         extra: &[&str],
     ) -> Result<Self, String> {
         let mut errors = String::new();
-        let sets: &[&str] = if upper.is_some() {
+        // userxattr (rootless format) excludes redirect_dir/index
+        let sets: &[&str] = if upper.is_some() && !extra.contains(&"userxattr") {
             KERNEL_OPTION_SETS
         } else {
             &[""]
@@ -1282,11 +1283,16 @@ pub fn run_step_as(
             .arg("--clear-groups")
             .arg("--");
     }
-    c.arg("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(dir)
-        .stdin(Stdio::null());
+    if user.is_some() {
+        // a FUSE mount made by another user is not accessible to root: cd as that user
+        c.arg("sh").arg("-c").arg(format!(
+            "cd {} || exit 99; {cmd}",
+            shq(&dir.display().to_string())
+        ));
+    } else {
+        c.arg("sh").arg("-c").arg(cmd).current_dir(dir);
+    }
+    c.stdin(Stdio::null());
     if let Some(state) = state {
         c.env("STATE", state);
     }
@@ -1420,6 +1426,16 @@ impl Outcome {
             .find(|s| s.cmd == cmd)
             .expect("no such step")
     }
+}
+
+/// The upper snapshot of `upper`, without whiteouts and opaque markers over paths that no
+/// layer in `lowers` has (no-ops, which implementations may or may not write).
+pub fn normalised_upper(upper: &Path, lowers: &[PathBuf]) -> Snapshot {
+    let lower_paths: std::collections::BTreeSet<String> = lowers
+        .iter()
+        .flat_map(|l| snapshot(l).nodes.into_keys())
+        .collect();
+    normalise_upper(upper_snapshot(upper), &lower_paths)
 }
 
 fn normalise_upper(
