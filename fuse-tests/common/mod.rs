@@ -449,8 +449,7 @@ fn mountinfo_has(mnt: &Path) -> Option<String> {
     let want = want.to_string_lossy().replace(' ', "\\040");
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some(want.as_str()))
         .map(|l| {
             // fstype follows the " - " separator
             l.split(" - ")
@@ -522,11 +521,11 @@ impl KernelOverlay {
             &[""]
         };
         for (i, set) in sets.iter().enumerate() {
-            if i > 0 {
-                if let Some((_, w)) = upper {
-                    let _ = fs::remove_dir_all(w);
-                    let _ = fs::create_dir_all(w);
-                }
+            if i > 0
+                && let Some((_, w)) = upper
+            {
+                let _ = fs::remove_dir_all(w);
+                let _ = fs::create_dir_all(w);
             }
             match Self::mount_with(lowers, upper, mnt, set, extra) {
                 Ok(m) => {
@@ -674,15 +673,15 @@ impl FuseMount {
             .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
         let start = Instant::now();
         loop {
-            if let Some(t) = mountinfo_has(mnt) {
-                if t.starts_with("fuse") {
-                    return Ok(FuseMount {
-                        mnt: mnt.to_path_buf(),
-                        log,
-                        child: Some(child),
-                        mounted: true,
-                    });
-                }
+            if let Some(t) = mountinfo_has(mnt)
+                && t.starts_with("fuse")
+            {
+                return Ok(FuseMount {
+                    mnt: mnt.to_path_buf(),
+                    log,
+                    child: Some(child),
+                    mounted: true,
+                });
             }
             if let Ok(Some(st)) = child.try_wait() {
                 return Err(format!(
