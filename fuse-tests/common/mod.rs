@@ -673,9 +673,9 @@ impl FuseMount {
             .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
         let start = Instant::now();
         loop {
-            if let Some(t) = mountinfo_has(mnt)
-                && t.starts_with("fuse")
-            {
+            // any new mount at mnt (a FUSE one for strata; the harness self-check mounts
+            // kernel overlayfs through a stand-in program)
+            if mountinfo_has(mnt).is_some() {
                 return Ok(FuseMount {
                     mnt: mnt.to_path_buf(),
                     log,
@@ -1627,7 +1627,8 @@ pub fn differential(sc: &Scenario) -> Outcome {
     let no_cross = std::env::var_os("STRATA_TEST_NO_CROSS_MOUNT").is_some_and(|v| v == "1");
     if sc.cross_mount && !no_cross {
         // strata over the kernel's upper
-        let w = ws.mkdir("kernel/work-x");
+        // the original workdirs: they hold the hard-link index (kernel `index=on`)
+        let w = k.work.clone();
         let m = ws.mkdir("kernel/mnt-x");
         match FuseMount::mount(&k.lowers, Some((&k.upper, &w)), &m, &[]) {
             Ok(fm) => {
@@ -1647,10 +1648,16 @@ pub fn differential(sc: &Scenario) -> Outcome {
             )),
         }
         // the kernel over strata's upper
-        let w = ws.mkdir("strata/work-x");
+        let w = s.work.clone();
         let m = ws.mkdir("strata/mnt-x");
         match KernelOverlay::mount(&s.lowers, Some((&s.upper, &w)), &m, &[]) {
             Ok(km) => {
+                if km.options != kopts {
+                    problems.push(format!(
+                        "cross-mount: kernel overlayfs needed fallback options [{}] instead of [{kopts}] for strata's upper/workdir",
+                        km.options
+                    ));
+                }
                 let snap = snapshot(&m);
                 problems.extend(
                     diff(&kernel_merged, &snap, "kernel", "kernel-over-strata-upper")
