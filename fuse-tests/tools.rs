@@ -424,3 +424,74 @@ fn read_only_mount_without_upperdir_rejects_writes() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     m.unmount().unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn version_flag_prints_a_version_and_exits_zero() {
+    if !common::ready() {
+        return;
+    }
+    let out = std::process::Command::new(common::strata_fuse_bin())
+        .arg("--version")
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "--version exited with {}", out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.split(|c: char| !c.is_ascii_digit() && c != '.')
+            .any(|w| w.contains('.') && w.len() >= 3),
+        "no version number in {text:?}"
+    );
+}
+
+#[test]
+fn unknown_mount_options_are_warned_and_ignored() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    Layer::new().file("f", "f\n").build(&lower);
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(
+        &[lower],
+        Some((&upper, &work)),
+        &mnt,
+        &["noatime", "strata_bogus_option=1"],
+    )
+    .unwrap_or_else(|e| panic!("mount with an unknown option failed: {e}"));
+    assert_eq!(fs::read_to_string(mnt.join("f")).expect("read"), "f\n");
+    let log = m.log_text();
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        log.contains("strata_bogus_option"),
+        "no warning naming the unknown option; log: {log:?}"
+    );
+}
+
+#[test]
+fn lowerdir_paths_with_escaped_colons() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let (l1, l2) = (ws.join("lay:er1"), ws.join("layer:2"));
+    Layer::new().file("a", "from 1\n").build(&l1);
+    Layer::new()
+        .file("a", "from 2\n")
+        .file("b", "b from 2\n")
+        .build(&l2);
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(&[l1, l2], Some((&upper, &work)), &mnt, &[])
+        .unwrap_or_else(|e| panic!("mount with escaped colons failed: {e}"));
+    assert_eq!(
+        sh(&format!("cat {0}/a {0}/b", p(&mnt))),
+        "from 1\nb from 2\n"
+    );
+    fs::write(mnt.join("c"), "c\n").expect("write");
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs::read_to_string(upper.join("c")).expect("upper"), "c\n");
+}

@@ -611,12 +611,13 @@ pub struct FuseMount {
 }
 
 /// Build the `-o` option string of a fuse-overlayfs-compatible mount program.
+/// (`:` inside a lower dir path is written `\:`.)
 pub fn fuse_options(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, extra: &[&str]) -> String {
     let esc = |p: &Path| p.display().to_string().replace(':', "\\:");
     let lower: Vec<String> = lowers.iter().map(|p| esc(p)).collect();
     let mut opts = format!("lowerdir={}", lower.join(":"));
     if let Some((u, w)) = upper {
-        let _ = write!(opts, ",upperdir={},workdir={}", esc(u), esc(w));
+        let _ = write!(opts, ",upperdir={},workdir={}", u.display(), w.display());
     }
     for e in extra {
         let _ = write!(opts, ",{e}");
