@@ -608,6 +608,35 @@ pub struct FuseMount {
     pub log: PathBuf,
     child: Option<Child>,
     mounted: bool,
+    /// Set once the mount is being taken down; the watchdog then leaves the daemon alone.
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Kill a daemon still serving after `STRATA_TEST_MOUNT_TIMEOUT` seconds (default 600), so
+/// that a hung filesystem fails its test (stuck calls return ENOTCONN) instead of hanging CI.
+fn watchdog(pid: u32, mnt: PathBuf, done: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let secs = std::env::var("STRATA_TEST_MOUNT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(600);
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            if done.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if !done.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!(
+                "watchdog: {} still mounted after {secs} s: killing the daemon",
+                mnt.display()
+            );
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    });
 }
 
 /// Build the `-o` option string of a fuse-overlayfs-compatible mount program.
@@ -677,11 +706,14 @@ impl FuseMount {
             // any new mount at mnt (a FUSE one for strata; the harness self-check mounts
             // kernel overlayfs through a stand-in program)
             if mountinfo_has(mnt).is_some() {
+                let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                watchdog(child.id(), mnt.to_path_buf(), done.clone());
                 return Ok(FuseMount {
                     mnt: mnt.to_path_buf(),
                     log,
                     child: Some(child),
                     mounted: true,
+                    done,
                 });
             }
             if let Ok(Some(st)) = child.try_wait() {
@@ -723,6 +755,8 @@ impl FuseMount {
         }
         self.mounted = false;
         umount(&self.mnt, true);
+        // from here on this thread reaps and, if needed, kills the daemon itself
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
