@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 /// A strata mount over one lower layer with its own upper and work dirs.
 struct Fixture {
+    // fields drop in order: the mount goes before its workspace
+    mount: Option<FuseMount>,
     ws: Workspace,
     lower: PathBuf,
     upper: PathBuf,
     work: PathBuf,
     mnt: PathBuf,
-    mount: Option<FuseMount>,
 }
 
 impl Fixture {
@@ -26,12 +27,12 @@ impl Fixture {
         let work = ws.mkdir("work");
         let mnt = ws.mkdir("mnt");
         let mut f = Fixture {
+            mount: None,
             ws,
             lower: l,
             upper,
             work,
             mnt,
-            mount: None,
         };
         f.mount();
         f
