@@ -673,3 +673,37 @@ fn read_only_fd_opened_before_copy_up_sees_new_data() {
         );
     }
 }
+
+#[test]
+fn metadata_only_copy_up_keeps_file_mtime_owner_and_xattrs() {
+    let low = Layer::new()
+        .file_mode("chmodded", "1", 0o640)
+        .file_mode("xattred", "2", 0o640)
+        .file_mode("opened", "3", 0o640)
+        .file_mode("chowned", "4", 0o640)
+        .xattr("chmodded", "user.keep", "k1")
+        .xattr("opened", "user.keep", "k3")
+        .owner("chmodded", 1000, 1001)
+        .owner("xattred", 1000, 1001)
+        .owner("opened", 1000, 1001)
+        .mtime("chmodded", 1_111_111_111)
+        .mtime("xattred", 1_111_111_112)
+        .mtime("opened", 1_111_111_113)
+        .mtime("chowned", 1_111_111_114);
+    let stat = "stat -c '%n %a %u %g %Y %s' chmodded xattred opened chowned";
+    let sc = Scenario::new(vec![low]).ops([
+        "chmod 604 chmodded".to_string(),
+        "setfattr -n user.new -v n xattred".to_string(),
+        py("open('opened', 'r+').close()"),
+        "chown 2000 chowned".to_string(),
+        stat.to_string(),
+        "getfattr -d chmodded xattred opened | grep -v '^#'".to_string(),
+    ]);
+    if let Some(o) = check(sc) {
+        kernel_prints(
+            &o,
+            stat,
+            "chmodded 604 1000 1001 1111111111 1\nxattred 640 1000 1001 1111111112 1\nopened 640 1000 1001 1111111113 1\nchowned 640 2000 0 1111111114 1\n",
+        );
+    }
+}
