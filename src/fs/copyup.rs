@@ -133,10 +133,10 @@ fn copy_meta(
     if u.settings.privileged {
         sys::chown_at(dir, name, src_st.st_uid, src_st.st_gid)?;
     }
-    if let (Some(src), Some(obj)) = (src, obj) {
-        if !is_link {
-            copy_xattrs(src, obj)?;
-        }
+    if let (Some(src), Some(obj)) = (src, obj)
+        && !is_link
+    {
+        copy_xattrs(src, obj)?;
     }
     if !is_link {
         match obj {

@@ -52,10 +52,11 @@ fn dev_of(p: &Path) -> Result<u64, MountError> {
         .map_err(io_err(format!("stat {}", p.display())))
 }
 
+/// The checked, canonical directories of a mount: lowers, upper, work, mountpoint.
+type Checked = (Vec<PathBuf>, Option<PathBuf>, Option<PathBuf>, PathBuf);
+
 /// Check everything that can be checked before mounting.
-fn validate(
-    cfg: &MountConfig,
-) -> Result<(Vec<PathBuf>, Option<PathBuf>, Option<PathBuf>, PathBuf), MountError> {
+fn validate(cfg: &MountConfig) -> Result<Checked, MountError> {
     let lowers: Vec<PathBuf> = cfg
         .lowerdirs
         .iter()
@@ -317,10 +318,10 @@ fn serve(
             return Err(e);
         }
     };
-    if let Some(sock) = &cfg.control_socket {
-        if let Err(e) = super::control::serve(sock, union.clone()) {
-            log::warn!("control socket {}: {e}", sock.display());
-        }
+    if let Some(sock) = &cfg.control_socket
+        && let Err(e) = super::control::serve(sock, union.clone())
+    {
+        log::warn!("control socket {}: {e}", sock.display());
     }
     report(Ok(()));
     session.run().map_err(io_err("serving the mount".into()))

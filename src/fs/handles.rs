@@ -2,7 +2,7 @@
 //! into the upper layer once it is copied up, so it never reads stale data.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -94,9 +94,4 @@ impl HandleTable {
     pub fn remove_dir(&self, id: u64) {
         self.dirs.lock().remove(&id);
     }
-}
-
-/// Borrow helper so callers can write `h.fd().as_fd()`.
-pub fn borrow(fd: &Arc<OwnedFd>) -> std::os::fd::BorrowedFd<'_> {
-    fd.as_fd()
 }

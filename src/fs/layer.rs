@@ -9,7 +9,6 @@ use super::sys;
 /// One layer root directory.
 #[derive(Debug)]
 pub struct Layer {
-    pub path: PathBuf,
     pub fd: OwnedFd,
     pub dev: u64,
     /// Index into [`Layers::devs`], used to build unique inode numbers across filesystems.
@@ -21,7 +20,6 @@ impl Layer {
         let fd = sys::open_dir_path(path)?;
         let st = sys::fstat(fd.as_fd())?;
         Ok(Layer {
-            path: path.to_path_buf(),
             fd,
             dev: st.st_dev,
             fs_index: 0,
@@ -117,10 +115,5 @@ impl Layers {
         }
         let idx = self.layer(place).map(|l| l.fs_index).unwrap_or(0);
         (idx << 56) | (ino & ((1u64 << 56) - 1))
-    }
-
-    /// Whether `place` is on the given device.
-    pub fn dev_of(&self, place: Place) -> u64 {
-        self.layer(place).map(|l| l.dev).unwrap_or(0)
     }
 }

@@ -243,10 +243,10 @@ impl Union {
     /// The child `name` of `parent` without counting a kernel lookup (a transient node when
     /// the kernel does not hold it).
     pub fn peek_child(&self, parent: &Arc<Node>, name: &OsStr) -> FsResult<Option<Arc<Node>>> {
-        if let Some(id) = self.nodes.child_id(parent.id, name) {
-            if let Some(n) = self.nodes.get(id) {
-                return Ok(Some(n));
-            }
+        if let Some(id) = self.nodes.child_id(parent.id, name)
+            && let Some(n) = self.nodes.get(id)
+        {
+            return Ok(Some(n));
         }
         if whiteout::is_reserved_name(std::os::unix::ffi::OsStrExt::as_bytes(name)) {
             return Ok(None);

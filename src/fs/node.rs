@@ -106,11 +106,6 @@ impl Node {
         })
     }
 
-    /// Every name of the node.
-    pub fn links(&self) -> Vec<Link> {
-        self.names.lock().clone()
-    }
-
     pub fn in_upper(&self) -> bool {
         self.state.read().in_upper
     }
@@ -214,24 +209,24 @@ impl NodeTable {
     ) -> Arc<Node> {
         let mut tree = self.tree.lock();
         let key = (parent.id, name.to_os_string());
-        if let Some(id) = tree.get(&key) {
-            if let Some(existing) = self.get(*id) {
-                existing.lookups.fetch_add(1, Ordering::Relaxed);
-                return existing;
-            }
+        if let Some(id) = tree.get(&key)
+            && let Some(existing) = self.get(*id)
+        {
+            existing.lookups.fetch_add(1, Ordering::Relaxed);
+            return existing;
         }
-        if !node.is_dir() {
-            if let Some(existing) = self.get(node.id) {
-                if existing.kind == node.kind && same_object(&existing, &node) {
-                    existing.names.lock().push(Link {
-                        parent: parent.id,
-                        name: key.1.clone(),
-                    });
-                    existing.lookups.fetch_add(1, Ordering::Relaxed);
-                    tree.insert(key, existing.id);
-                    return existing;
-                }
-            }
+        if !node.is_dir()
+            && let Some(existing) = self.get(node.id)
+            && existing.kind == node.kind
+            && same_object(&existing, &node)
+        {
+            existing.names.lock().push(Link {
+                parent: parent.id,
+                name: key.1.clone(),
+            });
+            existing.lookups.fetch_add(1, Ordering::Relaxed);
+            tree.insert(key, existing.id);
+            return existing;
         }
         let node = self.insert_new(node);
         node.lookups.fetch_add(1, Ordering::Relaxed);
@@ -282,18 +277,18 @@ impl NodeTable {
         let src = (from.id, name.to_os_string());
         let dst = (to.id, to_name.to_os_string());
         self.unlink_name(&mut tree, &dst);
-        if let Some(id) = tree.remove(&src) {
-            if let Some(node) = self.get(id) {
-                for l in node.names.lock().iter_mut() {
-                    if l.parent == src.0 && l.name == src.1 {
-                        *l = Link {
-                            parent: dst.0,
-                            name: dst.1.clone(),
-                        };
-                    }
+        if let Some(id) = tree.remove(&src)
+            && let Some(node) = self.get(id)
+        {
+            for l in node.names.lock().iter_mut() {
+                if l.parent == src.0 && l.name == src.1 {
+                    *l = Link {
+                        parent: dst.0,
+                        name: dst.1.clone(),
+                    };
                 }
-                tree.insert(dst, id);
             }
+            tree.insert(dst, id);
         }
     }
 
@@ -305,18 +300,18 @@ impl NodeTable {
         let ida = tree.remove(&ka);
         let idb = tree.remove(&kb);
         let mut retarget = |id: Option<u64>, from: &(u64, OsString), to: &(u64, OsString)| {
-            if let Some(id) = id {
-                if let Some(n) = self.get(id) {
-                    for l in n.names.lock().iter_mut() {
-                        if l.parent == from.0 && l.name == from.1 {
-                            *l = Link {
-                                parent: to.0,
-                                name: to.1.clone(),
-                            };
-                        }
+            if let Some(id) = id
+                && let Some(n) = self.get(id)
+            {
+                for l in n.names.lock().iter_mut() {
+                    if l.parent == from.0 && l.name == from.1 {
+                        *l = Link {
+                            parent: to.0,
+                            name: to.1.clone(),
+                        };
                     }
-                    tree.insert(to.clone(), id);
                 }
+                tree.insert(to.clone(), id);
             }
         };
         retarget(ida, &ka, &kb);

@@ -466,10 +466,10 @@ impl Filesystem for StrataFs {
         let ttl = self.ttl();
         let mut off = offset;
         if off == 0 {
-            if let Ok(a) = self.u.attr(&h.node) {
-                if reply.add(INodeNo(h.node.id), 1, ".", &ttl, &a, GEN) {
-                    return reply.ok();
-                }
+            if let Ok(a) = self.u.attr(&h.node)
+                && reply.add(INodeNo(h.node.id), 1, ".", &ttl, &a, GEN)
+            {
+                return reply.ok();
             }
             off = 1;
         }
@@ -479,10 +479,10 @@ impl Filesystem for StrataFs {
                 .parent_of(&h.node)
                 .map(|(p, _)| p)
                 .unwrap_or_else(|_| h.node.clone());
-            if let Ok(a) = self.u.attr(&parent) {
-                if reply.add(INodeNo(parent.id), 2, "..", &ttl, &a, GEN) {
-                    return reply.ok();
-                }
+            if let Ok(a) = self.u.attr(&parent)
+                && reply.add(INodeNo(parent.id), 2, "..", &ttl, &a, GEN)
+            {
+                return reply.ok();
             }
             off = 2;
         }

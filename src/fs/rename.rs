@@ -64,10 +64,10 @@ impl Union {
         let dst_lower_at_name = self.lower_has(p2, n2)?;
 
         copy_up(self, &src)?;
-        if let Some(d) = &dst {
-            if exchange {
-                copy_up(self, d)?;
-            }
+        if let Some(d) = &dst
+            && exchange
+        {
+            copy_up(self, d)?;
         }
         let d1 = self.upper_dir(p1)?;
         let d2 = self.upper_dir(p2)?;
@@ -83,10 +83,11 @@ impl Union {
         }
 
         // Make room at the target: an upper directory there holds only whiteouts now.
-        if let Some(d) = &dst {
-            if d.is_dir() && d.in_upper() {
-                self.clear_upper_dir(d)?;
-            }
+        if let Some(d) = &dst
+            && d.is_dir()
+            && d.in_upper()
+        {
+            self.clear_upper_dir(d)?;
         }
         let target = sys::stat_at_opt(d2.as_fd(), n2).map_err(errno)?;
         let target_is_whiteout = target.as_ref().is_some_and(whiteout::is_whiteout_dev);

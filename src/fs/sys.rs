@@ -127,13 +127,6 @@ pub fn open_dir_path(path: &std::path::Path) -> SysResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Re-open the object behind an `O_PATH` fd with real access `flags`.
-pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> SysResult<OwnedFd> {
-    let path = proc_path(fd.as_raw_fd());
-    let fd = retry(|| check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) }))?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// `/proc/self/fd/N`: lets xattr and mode calls reach the object behind an `O_PATH` fd.
 pub fn proc_path(fd: RawFd) -> CString {
     CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
@@ -510,9 +503,4 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
 /// Whether a stat describes a directory.
 pub fn is_dir(st: &libc::stat64) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-/// Whether a stat describes a regular file.
-pub fn is_reg(st: &libc::stat64) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFREG
 }

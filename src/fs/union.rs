@@ -49,7 +49,6 @@ pub struct Union {
 pub struct Entry {
     pub dir: Arc<OwnedFd>,
     pub name: std::ffi::OsString,
-    pub place: Place,
 }
 
 impl Entry {
@@ -138,14 +137,12 @@ impl Union {
                 return Ok(Entry {
                     dir: u.clone(),
                     name: Default::default(),
-                    place: Place::Upper,
                 });
             }
             let l = st.lower_dirs.first().ok_or(Errno::ENOENT)?;
             return Ok(Entry {
                 dir: l.fd.clone(),
                 name: Default::default(),
-                place: Place::Lower(l.layer),
             });
         }
         let in_upper = st.in_upper;
@@ -155,11 +152,7 @@ impl Union {
         let pst = parent.state.read();
         if in_upper {
             let dir = pst.upper_dir.clone().ok_or(Errno::EIO)?;
-            return Ok(Entry {
-                dir,
-                name,
-                place: Place::Upper,
-            });
+            return Ok(Entry { dir, name });
         }
         let layer = lower_layer.ok_or(Errno::EIO)?;
         let l = pst
@@ -170,7 +163,6 @@ impl Union {
         Ok(Entry {
             dir: l.fd.clone(),
             name,
-            place: Place::Lower(layer),
         })
     }
 

@@ -97,11 +97,11 @@ impl Format {
     /// Remove a whiteout for `name` from `dir` if there is one; true if one was removed.
     pub fn remove_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
         let mut removed = false;
-        if let Some(st) = sys::stat_at_opt(dir, name)? {
-            if is_whiteout_dev(&st) {
-                sys::unlink_at(dir, name, false)?;
-                removed = true;
-            }
+        if let Some(st) = sys::stat_at_opt(dir, name)?
+            && is_whiteout_dev(&st)
+        {
+            sys::unlink_at(dir, name, false)?;
+            removed = true;
         }
         let wh = wh_name(name);
         if has_wh_file(dir, name)? {
