@@ -167,7 +167,32 @@ pub fn copy_up(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     let parent_st = sys::stat_at(pdir.as_fd(), OsStr::new("")).map_err(errno)?;
     let tmp = u.temp_name();
 
-    let made = make_copy(u, work, &tmp, &src, &src_st);
+    // Hard-linked lower files go through the index, so every name shares one upper inode.
+    let indexed = node.state.read().indexed.clone();
+    let key = match indexed {
+        Some(k) => Some(k),
+        None if sys::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() => {
+            Some(super::index::key_of(src.dir(), &src.name, &src_st))
+        }
+        None => None,
+    };
+    if let Some(key) = &key
+        && u.index_lookup(key)?.is_some()
+    {
+        u.link_from_index(key, pdir.as_fd(), &name)?;
+        u.index_name_settled(key)?;
+        let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
+        let mut st = node.state.write();
+        st.lower_layer = None;
+        st.in_upper = true;
+        st.indexed = Some(key.clone());
+        return Ok(());
+    }
+
+    let made = make_copy(u, work, &tmp, &src, &src_st).and_then(|_| match &key {
+        Some(k) => u.add_to_index(work, &tmp, k, (src_st.st_nlink - 1) as u32),
+        None => Ok(()),
+    });
     if let Err(e) = made {
         let _ = sys::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         return Err(e);
@@ -186,6 +211,7 @@ pub fn copy_up(u: &Union, node: &Arc<Node>) -> FsResult<()> {
         st.upper_dir = Some(Arc::new(fd));
     } else {
         st.lower_layer = None;
+        st.indexed = key;
     }
     st.in_upper = true;
     Ok(())

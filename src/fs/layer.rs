@@ -38,6 +38,8 @@ pub struct Layers {
     pub upper: Option<Layer>,
     /// `WORKDIR/work`: scratch directory on the upper's filesystem.
     pub work: Option<OwnedFd>,
+    /// `WORKDIR/strata-index`: the hard-link index (see `index.rs`).
+    pub index: Option<std::sync::Arc<OwnedFd>>,
     /// Distinct st_dev values; the upper's (or the first lower's) is index 0.
     pub devs: Vec<u64>,
 }
@@ -60,6 +62,7 @@ impl Layers {
             lowers: Vec::new(),
             upper: None,
             work: None,
+            index: None,
             devs: Vec::new(),
         };
         if let Some(u) = upper {
@@ -70,18 +73,11 @@ impl Layers {
         }
         if let Some(w) = workdir {
             let wfd = sys::open_dir_path(w)?;
-            let name = std::ffi::OsStr::new("work");
-            match sys::mkdir_at(wfd.as_fd(), name, 0o700) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
-            out.work = Some(sys::open_at(
+            out.work = Some(open_subdir(wfd.as_fd(), "work")?);
+            out.index = Some(std::sync::Arc::new(open_subdir(
                 wfd.as_fd(),
-                name,
-                libc::O_PATH | libc::O_DIRECTORY,
-                0,
-            )?);
+                "strata-index",
+            )?));
         }
         let mut devs: Vec<u64> = Vec::new();
         for l in out.upper.iter_mut().chain(out.lowers.iter_mut()) {
@@ -116,4 +112,15 @@ impl Layers {
         let idx = self.layer(place).map(|l| l.fs_index).unwrap_or(0);
         (idx << 56) | (ino & ((1u64 << 56) - 1))
     }
+}
+
+/// Open (creating it if needed) directory `name` inside `dir`.
+fn open_subdir(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<OwnedFd> {
+    let name = std::ffi::OsStr::new(name);
+    match sys::mkdir_at(dir, name, 0o700) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    sys::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use fuser::Errno;
 
 use super::attr;
+use super::index;
 use super::layer::Place;
 use super::node::{Link, LowerDir, Node, NodeState};
 use super::sys;
@@ -166,6 +167,18 @@ impl Union {
                                                 pst.lower_path.as_deref().unwrap_or_default(),
                                                 name,
                                             ));
+                                            if st.st_nlink > 1
+                                                && lst.st_nlink > 1
+                                                && self.has_index()
+                                            {
+                                                let key = index::key_of(ld.fd.as_fd(), name, &lst);
+                                                if let Some(ist) = self.index_lookup(&key)?
+                                                    && ist.st_ino == st.st_ino
+                                                    && ist.st_dev == st.st_dev
+                                                {
+                                                    state.indexed = Some(key);
+                                                }
+                                            }
                                         }
                                         break;
                                     }
@@ -271,6 +284,13 @@ impl Union {
             }
             if !is_dir {
                 state.lower_layer = Some(layer);
+                if st.st_nlink > 1 && self.has_index() {
+                    // A lower hard link whose inode was copied up under another name.
+                    let key = index::key_of(dir.as_fd(), &fname, &st);
+                    if self.index_lookup(&key)?.is_some() {
+                        state.indexed = Some(key);
+                    }
+                }
                 break;
             }
             let fd = open_dir(&dir, &fname)?;

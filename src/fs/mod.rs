@@ -9,6 +9,7 @@ mod daemon;
 mod files;
 mod gate;
 mod handles;
+mod index;
 mod layer;
 mod lookup;
 mod meta;

@@ -292,14 +292,43 @@ impl Union {
         Ok(())
     }
 
+    /// Whether `dir` (an upper directory) holds a real object (not a whiteout) at `name`.
+    pub fn name_in_upper(&self, dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<bool> {
+        Ok(
+            matches!(sys::stat_at_opt(dir, name).map_err(errno)?, Some(st) if !whiteout::is_whiteout_dev(&st)),
+        )
+    }
+
+    /// Make sure name `name` of non-directory `node` (already copied up under another name)
+    /// is linked into the upper layer too.
+    pub fn link_up_name(&self, parent: &Arc<Node>, name: &OsStr, node: &Arc<Node>) -> FsResult<()> {
+        if node.is_dir() {
+            return Ok(());
+        }
+        let Some(key) = node.state.read().indexed.clone() else {
+            return Ok(());
+        };
+        let udir = self.upper_dir(parent)?;
+        if self.name_in_upper(udir.as_fd(), name)? {
+            return Ok(());
+        }
+        self.link_from_index(&key, udir.as_fd(), name)?;
+        self.index_name_settled(&key)
+    }
+
     /// Take `name` (showing `node`) out of the union: delete the upper object and leave a
     /// whiteout when a lower layer holds the name.
     fn remove_name(&self, parent: &Arc<Node>, name: &OsStr, node: &Arc<Node>) -> FsResult<()> {
         let needs_whiteout = self.lower_has(parent, name)?;
         let udir = self.upper_dir(parent)?;
-        let in_upper = node.in_upper();
+        // Whether this very name is in the upper layer (a hard link may be there under
+        // another name only).
+        let in_upper = node.in_upper() && self.name_in_upper(udir.as_fd(), name)?;
         if !in_upper {
             self.fmt.make_whiteout(udir.as_fd(), name).map_err(errno)?;
+            if let Some(key) = node.state.read().indexed.clone() {
+                self.index_name_settled(&key)?;
+            }
         } else if !needs_whiteout {
             sys::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
         } else if self.fmt.whiteout_dev {

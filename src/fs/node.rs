@@ -50,6 +50,8 @@ pub struct NodeState {
     pub opaque: bool,
     /// Values recorded by a rootless unpack, shown instead of the real ones.
     pub over: Option<StatOverride>,
+    /// Non-directories with hard links: the object is the hard-link index entry of this key.
+    pub indexed: Option<OsString>,
 }
 
 /// Name and parent of a node.

@@ -64,10 +64,12 @@ impl Union {
         let dst_lower_at_name = self.lower_has(p2, n2)?;
 
         copy_up(self, &src)?;
+        self.link_up_name(p1, n1, &src)?;
         if let Some(d) = &dst
             && exchange
         {
             copy_up(self, d)?;
+            self.link_up_name(p2, n2, d)?;
         }
         let d1 = self.upper_dir(p1)?;
         let d2 = self.upper_dir(p2)?;

@@ -504,3 +504,9 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
 pub fn is_dir(st: &libc::stat64) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
+
+/// Whether a stat describes a non-directory that is not a symlink.
+pub fn is_reg_or_special(st: &libc::stat64) -> bool {
+    let f = st.st_mode & libc::S_IFMT;
+    f != libc::S_IFDIR && f != libc::S_IFLNK
+}

@@ -145,6 +145,12 @@ impl Union {
                 name: Default::default(),
             });
         }
+        if let (Some(key), Some(idx)) = (&st.indexed, &self.layers.index) {
+            return Ok(Entry {
+                dir: idx.clone(),
+                name: key.clone(),
+            });
+        }
         let in_upper = st.in_upper;
         let lower_layer = st.lower_layer;
         drop(st);
@@ -187,6 +193,12 @@ impl Union {
     /// Attributes of `node` from a stat of its real object.
     pub fn attr_from_stat(&self, node: &Node, st: &libc::stat64) -> fuser::FileAttr {
         let s = node.state.read();
+        if let Some(key) = &s.indexed {
+            // The index entry holds one link of its own; lower names not linked up yet count.
+            let mut st = *st;
+            st.st_nlink = (st.st_nlink.saturating_sub(1) + self.index_pending(key) as u64).max(1);
+            return attr::to_file_attr(&st, node.id, false, s.over.as_ref());
+        }
         let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
         attr::to_file_attr(st, node.id, merged, s.over.as_ref())
     }
