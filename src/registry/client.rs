@@ -172,13 +172,13 @@ impl Client {
             creds,
             state: Mutex::new(AuthState::default()),
         };
-        match client.ping() {
-            Ok(()) => {}
-            Err(Error::Protocol { .. }) if !opts.tls_verify => {
-                client.base = format!("http://{}", client.host);
-                client.ping()?;
+        if let Err(e) = client.ping() {
+            if opts.tls_verify {
+                return Err(e);
             }
-            Err(e) => return Err(e),
+            // Insecure registry: no usable HTTPS there, so plain HTTP (Docker's rule).
+            client.base = format!("http://{}", client.host);
+            client.ping()?;
         }
         Ok(client)
     }
@@ -294,14 +294,14 @@ impl Client {
         &self,
         realm: &str,
         service: Option<&str>,
-        scope: Option<&str>,
+        scope: Option<&Scope>,
     ) -> Result<String> {
         let mut req = self.agent.get(realm);
         if let Some(s) = service {
             req = req.query("service", s);
         }
         if let Some(s) = scope {
-            req = req.query("scope", s);
+            req = req.query("scope", s.token_scope());
         }
         if let Some(c) = &self.creds {
             req = req
@@ -315,6 +315,13 @@ impl Client {
             401 | 403 if self.creds.is_some() => {
                 return Err(Error::WrongCredentials {
                     host: self.host.clone(),
+                });
+            }
+            401 | 403 => {
+                return Err(Error::AuthRequired {
+                    host: self.host.clone(),
+                    repository: scope.map(|s| s.repository).unwrap_or("").to_string(),
+                    action: scope.map(|s| s.action()).unwrap_or("access").to_string(),
                 });
             }
             status => {
@@ -427,10 +434,9 @@ impl Client {
                     }
                 }
                 Some(Challenge::Bearer { realm, service, .. }) => {
-                    let s = scope.token_scope();
-                    let token = self.fetch_token(&realm, service.as_deref(), Some(&s))?;
+                    let token = self.fetch_token(&realm, service.as_deref(), Some(&scope))?;
                     if let Ok(mut st) = self.state.lock() {
-                        st.tokens.insert(s, token);
+                        st.tokens.insert(scope.token_scope(), token);
                     }
                 }
                 None => {
