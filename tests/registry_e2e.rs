@@ -135,7 +135,10 @@ fn pull_then_push_round_trip() -> TestResult {
         &l1,
         Some("1"),
         &r(&format!("{host}/test/other:1"))?,
-        &PushOptions { client: insecure() },
+        &PushOptions {
+            client: insecure(),
+            ..PushOptions::default()
+        },
         &events,
     )?;
     assert_eq!(pushed, src_digest);
@@ -163,12 +166,39 @@ fn pull_then_push_round_trip() -> TestResult {
         &l1,
         Some("1"),
         &r(&format!("{host}/test/other:1"))?,
-        &PushOptions { client: insecure() },
+        &PushOptions {
+            client: insecure(),
+            ..PushOptions::default()
+        },
         &events,
     )?;
     assert_eq!(again, pushed);
     assert_eq!(events.count("start"), 0, "{:?}", events.lines());
     assert_eq!(events.count("exists"), 2);
+
+    // Cross-repository mount: nothing uploaded when the blobs are in another repository.
+    let events = Events::default();
+    let mounted = push(
+        &l1,
+        Some("1"),
+        &r(&format!("{host}/test/mounted:1"))?,
+        &PushOptions {
+            client: insecure(),
+            mount_from: Some("test/busybox".into()),
+        },
+        &events,
+    )?;
+    assert_eq!(mounted, pushed);
+    let mounts = events
+        .lines()
+        .iter()
+        .filter(|l| l.contains("Mounted from test/busybox"))
+        .count();
+    assert_eq!(mounts, 2, "{:?}", events.lines());
+    assert_eq!(
+        support::skopeo_digest(&format!("docker://{host}/test/mounted:1"))?,
+        pushed
+    );
 
     // A derived image pushed next to its base uploads only its new layer (and config).
     let events = Events::default();
@@ -176,7 +206,10 @@ fn pull_then_push_round_trip() -> TestResult {
         &l1,
         Some("app"),
         &r(&format!("{host}/test/other:app"))?,
-        &PushOptions { client: insecure() },
+        &PushOptions {
+            client: insecure(),
+            ..PushOptions::default()
+        },
         &events,
     )?;
     assert_eq!(events.count("start"), 2, "{:?}", events.lines());
@@ -257,6 +290,7 @@ fn htpasswd_registry_auth() -> TestResult {
         &r(&format!("{host}/test/pushed:1"))?,
         &PushOptions {
             client: opts.clone(),
+            ..PushOptions::default()
         },
         &NoProgress,
     )?;
@@ -267,7 +301,10 @@ fn htpasswd_registry_auth() -> TestResult {
         &l,
         None,
         &r(&format!("{host}/test/anon:1"))?,
-        &PushOptions { client: insecure() },
+        &PushOptions {
+            client: insecure(),
+            ..PushOptions::default()
+        },
         &NoProgress,
     )
     .err()
@@ -285,6 +322,7 @@ fn htpasswd_registry_auth() -> TestResult {
         &r(&format!("{host}/test/pushed:2"))?,
         &PushOptions {
             client: opts.clone(),
+            ..PushOptions::default()
         },
         &NoProgress,
     )

@@ -17,6 +17,10 @@ use ureq::http::{self, StatusCode};
 pub struct PushOptions {
     /// Connection and credentials.
     pub client: ClientOptions,
+    /// A repository of the same registry that may hold the blobs already: they are mounted
+    /// from it (cross-repository mount) instead of uploaded, e.g. the repository the image
+    /// was pulled from (our pulls record it in the `io.containerd.image.name` annotation).
+    pub mount_from: Option<String>,
 }
 
 /// Pushes the image `image` (a ref name, full image name or manifest digest in `index.json`;
@@ -33,6 +37,12 @@ pub fn push(
     let client = Client::new(&dest.registry, &opts.client)?
         .for_repository(&dest.repository, &opts.client)?;
     let repo = dest.repository.as_str();
+    let mount_from = opts.mount_from.clone().filter(|m| m != repo);
+    let target = Target {
+        client: &client,
+        repo,
+        mount_from: mount_from.as_deref(),
+    };
     let bytes = layout::read_blob(layout_dir, &desc.digest)?;
     let (media_type, parsed) = manifest::parse(&bytes, Some(&desc.media_type), &desc.digest)?;
     if let Manifest::Index(idx) = &parsed {
@@ -45,12 +55,12 @@ pub fn push(
                     reason: "nested indexes are not supported".to_string(),
                 });
             };
-            push_blobs(&client, repo, layout_dir, &cm.config, &cm.layers, progress)?;
+            push_blobs(&target, layout_dir, &cm.config, &cm.layers, progress)?;
             put_manifest(&client, repo, &child.digest, &cmt, &cb)?;
         }
     }
     if let Manifest::Image(m) = &parsed {
-        push_blobs(&client, repo, layout_dir, &m.config, &m.layers, progress)?;
+        push_blobs(&target, layout_dir, &m.config, &m.layers, progress)?;
     }
     let digest = sha256_digest(&bytes);
     let target = dest
@@ -70,18 +80,24 @@ pub fn push(
     Ok(digest)
 }
 
+/// Where blobs go: a repository of a registry, and a repository to mount them from.
+struct Target<'a> {
+    client: &'a Client,
+    repo: &'a str,
+    mount_from: Option<&'a str>,
+}
+
 fn push_blobs(
-    client: &Client,
-    repo: &str,
+    target: &Target,
     dir: &Path,
     config: &Descriptor,
     layers: &[Descriptor],
     progress: &dyn Progress,
 ) -> Result<()> {
     for l in layers {
-        push_blob(client, repo, dir, l, "layer", progress)?;
+        push_blob(target, dir, l, "layer", progress)?;
     }
-    push_blob(client, repo, dir, config, "config", progress)
+    push_blob(target, dir, config, "config", progress)
 }
 
 fn scope(repo: &str) -> Scope<'_> {
@@ -103,13 +119,13 @@ fn blob_exists(client: &Client, repo: &str, digest: &str) -> Result<bool> {
 }
 
 fn push_blob(
-    client: &Client,
-    repo: &str,
+    target: &Target,
     dir: &Path,
     desc: &Descriptor,
     what: &str,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let (client, repo) = (target.client, target.repo);
     let digest = desc.digest.as_str();
     if blob_exists(client, repo, digest)? {
         progress.already_exists(digest, what);
@@ -127,8 +143,20 @@ fn push_blob(
         });
     }
     progress.start(digest, what, Some(size));
-    let url = client.url(repo, "blobs/uploads/");
+    let url = match target.mount_from {
+        Some(from) => client.url(repo, &format!("blobs/uploads/?mount={digest}&from={from}")),
+        None => client.url(repo, "blobs/uploads/"),
+    };
     let resp = client.send(http::Method::POST, &url, scope(repo), &[], ReqBody::Empty)?;
+    if resp.status() == StatusCode::CREATED && target.mount_from.is_some() {
+        progress.message(&format!(
+            "{}: Mounted from {}",
+            crate::registry::progress::short(digest),
+            target.mount_from.unwrap_or_default()
+        ));
+        progress.finish(digest);
+        return Ok(());
+    }
     if resp.status() != StatusCode::ACCEPTED {
         return Err(client.status_error(resp, "start blob upload", repo));
     }

@@ -345,4 +345,7 @@ impl Progress for Events {
     fn already_exists(&self, digest: &str, _: &str) {
         self.push(format!("exists {digest}"));
     }
+    fn message(&self, line: &str) {
+        self.push(format!("message {line}"));
+    }
 }
