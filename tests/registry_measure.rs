@@ -26,14 +26,22 @@ fn opts() -> PullOptions {
 }
 
 /// Pulls into `dest`, treating blobs already in `dest` as had; returns (result, seconds).
-fn timed_pull(image: &str, dest: &Path) -> Result<(PullResult, f64), Box<dyn std::error::Error>> {
+fn timed_pull(
+    image: &str,
+    mirror: Option<&str>,
+    dest: &Path,
+) -> Result<(PullResult, f64), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let have = |d: &str| {
         layout::blob_path(dest, d)
             .map(|p| p.exists())
             .unwrap_or(false)
     };
-    let res = pull(&Reference::parse(image)?, &opts(), dest, &have, &NoProgress)?;
+    let o = PullOptions {
+        mirror: mirror.map(str::to_string),
+        ..opts()
+    };
+    let res = pull(&Reference::parse(image)?, &o, dest, &have, &NoProgress)?;
     Ok((res, t.elapsed().as_secs_f64()))
 }
 
@@ -67,8 +75,8 @@ fn measure_shared_base_direct_and_through_cache() -> TestResult {
 
     // One node, straight from the registry.
     let node = tmp.path().join("node-direct");
-    let (a, ta) = timed_pull(&format!("{up}/fleet/base:1"), &node)?;
-    let (b, tb) = timed_pull(&format!("{up}/fleet/app:1"), &node)?;
+    let (a, ta) = timed_pull(&format!("{up}/fleet/base:1"), None, &node)?;
+    let (b, tb) = timed_pull(&format!("{up}/fleet/app:1"), None, &node)?;
     lines.push(format!(
         "direct, first image (base): {} layers fetched, {} over the wire, {ta:.3} s",
         a.downloaded.len() - 1,
@@ -135,11 +143,19 @@ fn measure_shared_base_direct_and_through_cache() -> TestResult {
     )?;
     let ch = cache.host();
     let before = cache.stored_bytes();
-    let (c1, t1) = timed_pull(&format!("{ch}/fleet/app:1"), &tmp.path().join("node-1"))?;
+    let (c1, t1) = timed_pull(
+        &format!("{up}/fleet/app:1"),
+        Some(&ch),
+        &tmp.path().join("node-1"),
+    )?;
     // The cache stores what it fetched upstream once the transfer completes.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let filled = cache.stored_bytes() - before;
-    let (c2, t2) = timed_pull(&format!("{ch}/fleet/app:1"), &tmp.path().join("node-2"))?;
+    let (c2, t2) = timed_pull(
+        &format!("{up}/fleet/app:1"),
+        Some(&ch),
+        &tmp.path().join("node-2"),
+    )?;
     let after = cache.stored_bytes() - before;
     lines.push(format!(
         "cache cold, node 1: {} to the node, {} stored by the cache from upstream, {t1:.3} s",

@@ -29,6 +29,9 @@ pub struct PullOptions {
     pub ref_name: Option<String>,
     /// Parallel layer downloads.
     pub max_parallel: usize,
+    /// Fetch from this registry (`host[:port]`, e.g. a pull-through cache of the reference's
+    /// registry) instead of the reference's own; the layout still records the original name.
+    pub mirror: Option<String>,
 }
 
 impl Default for PullOptions {
@@ -38,6 +41,7 @@ impl Default for PullOptions {
             platform: None,
             ref_name: None,
             max_parallel: 3,
+            mirror: None,
         }
     }
 }
@@ -78,8 +82,9 @@ pub fn pull(
     have_blob: &dyn Fn(&str) -> bool,
     progress: &dyn Progress,
 ) -> Result<PullResult> {
-    let client = Client::new(&reference.registry, &opts.client)?
-        .for_repository(&reference.repository, &opts.client)?;
+    let source = opts.mirror.as_deref().unwrap_or(&reference.registry);
+    let client =
+        Client::new(source, &opts.client)?.for_repository(&reference.repository, &opts.client)?;
     let repo = reference.repository.as_str();
     layout::init(dest)?;
     let bytes_total = AtomicU64::new(0);
