@@ -129,6 +129,36 @@ fn pull_then_push_round_trip() -> TestResult {
     assert_eq!(app.skipped, vec![res.layers[0].clone()]);
     assert_eq!(app.downloaded.len(), 2, "config and the new layer: {app:?}");
 
+    // Two pulls into one layout at once: each blob is downloaded by one, both succeed.
+    let l3 = tmp.path().join("l3");
+    let app_ref = r(&format!("{host}/test/app:1"))?;
+    std::thread::scope(|s| -> TestResult {
+        let a = s.spawn(|| pull(&app_ref, &pull_opts(insecure()), &l3, &never, &NoProgress));
+        let b = s.spawn(|| pull(&app_ref, &pull_opts(insecure()), &l3, &never, &NoProgress));
+        let (a, b) = (
+            a.join().map_err(|_| "panic")??,
+            b.join().map_err(|_| "panic")??,
+        );
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        Ok(())
+    })?;
+    let leftovers: Vec<_> = std::fs::read_dir(l3.join("blobs/sha256"))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    run(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:1", l3.display()),
+            &tmp.path().join("bundle3").display().to_string(),
+        ],
+    )?;
+    assert!(tmp.path().join("bundle3/rootfs/app.txt").is_file());
+
     // Our push to another repository; skopeo reads it and agrees on the digest.
     let events = Events::default();
     let pushed = push(

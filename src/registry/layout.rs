@@ -7,6 +7,7 @@ use crate::registry::manifest::{Descriptor, IMAGE_NAME, ImageIndex, OCI_INDEX, R
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory with `mode`,
 /// fsync, rename over `path`, fsync of the directory.
@@ -16,7 +17,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -50,7 +53,17 @@ pub fn init(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(&blobs).map_err(|e| Error::io("create directory", &blobs, e))?;
     let marker = dir.join("oci-layout");
     if !marker.exists() {
-        write_atomic(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+        // Written aside and hard-linked into place: never replaced once there, as its lock
+        // guards index.json (see add_to_index).
+        let aside = dir.join(format!(".oci-layout.{}", std::process::id()));
+        write_atomic(&aside, br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+        let linked = std::fs::hard_link(&aside, &marker);
+        let _ = std::fs::remove_file(&aside);
+        match linked {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create", &marker, e)),
+        }
     }
     let index = dir.join("index.json");
     if !index.exists() {
@@ -134,6 +147,10 @@ fn write_index(dir: &Path, index: &ImageIndex) -> Result<()> {
 
 /// Adds `desc` to `index.json`, replacing any entry with the same ref name annotation.
 pub fn add_to_index(dir: &Path, desc: Descriptor) -> Result<()> {
+    // `oci-layout` is never replaced, so its lock serialises index.json updates.
+    let marker = dir.join("oci-layout");
+    let guard = std::fs::File::open(&marker).map_err(|e| Error::io("open", &marker, e))?;
+    lock(&guard).map_err(|e| Error::io("lock", &marker, e))?;
     let mut index = match read_index(dir) {
         Ok(i) => i,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -190,5 +207,21 @@ pub fn resolve(dir: &Path, selector: Option<&str>) -> Result<Descriptor> {
                 selector.map(|s| format!(" {s:?}")).unwrap_or_default()
             ),
         }),
+    }
+}
+
+/// Takes an exclusive `flock` on the file, waiting for it; released when the file closes.
+pub(crate) fn lock(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a valid open descriptor has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::registry::progress::Progress;
 use crate::registry::reference::Reference;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -307,26 +307,38 @@ fn fetch_blob(
         return Ok(false);
     }
     let partial = partial_path(dest, digest)?;
+    let mut file = open_locked(&partial)?;
+    if layout::has_valid_blob(dest, digest, desc.size)? {
+        // Another pull finished it while this one waited for the lock.
+        let _ = std::fs::remove_file(&partial);
+        progress.already_exists(digest, what);
+        return Ok(false);
+    }
 
     // Resume: hash what an interrupted pull left, and ask only for the rest.
     let mut hasher = Hasher::default();
-    let mut have = 0u64;
-    if let Ok(mut f) = File::open(&partial) {
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > 0 && len < desc.size {
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .map_err(|e| Error::io("read", &partial, e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > 0 && len <= desc.size {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| Error::io("read", &partial, e))?;
+            if n == 0 {
+                break;
             }
-            have = hasher.len();
+            hasher.update(&buf[..n]);
+        }
+        if hasher.len() == desc.size && hasher.clone().digest() == digest {
+            // Complete but not yet renamed when the last pull stopped.
+            return finish_blob(&partial, &final_path, dest, digest, progress).map(|()| true);
         }
     }
+    let have = if hasher.len() < desc.size {
+        hasher.len()
+    } else {
+        0
+    };
     let range = format!("bytes={have}-");
     let mut headers = vec![("Accept", "*/*")];
     if have > 0 {
@@ -344,12 +356,14 @@ fn fetch_blob(
         ReqBody::Empty,
     )?;
     let status = resp.status();
+    let resumes_at_have = resp
+        .headers()
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(&format!("bytes {have}-")));
     let append = match status {
-        StatusCode::PARTIAL_CONTENT if have > 0 => true,
-        StatusCode::OK => {
-            hasher = Hasher::default();
-            false
-        }
+        StatusCode::PARTIAL_CONTENT if have > 0 && resumes_at_have => true,
+        StatusCode::OK => false,
         StatusCode::NOT_FOUND => {
             return Err(Error::BlobUnknown {
                 host: client.host().to_string(),
@@ -359,13 +373,15 @@ fn fetch_blob(
         }
         _ => return Err(client.status_error(resp, &format!("GET blob {digest}"), repo)),
     };
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(&partial)
-        .map_err(|e| Error::io("create", &partial, e))?;
+    if append {
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| Error::io("seek", &partial, e))?;
+    } else {
+        hasher = Hasher::default();
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(|e| Error::io("truncate", &partial, e))?;
+    }
     progress.start(digest, what, Some(desc.size));
     if append {
         progress.advance(digest, hasher.len());
@@ -405,7 +421,7 @@ fn fetch_blob(
     }
     file.sync_all()
         .map_err(|e| Error::io("fsync", &partial, e))?;
-    drop(file);
+    // `file` (and its lock) lives until the rename is done.
     let got = hasher.len();
     if got != desc.size {
         let _ = std::fs::remove_file(&partial);
@@ -423,8 +439,44 @@ fn fetch_blob(
             actual,
         });
     }
-    std::fs::rename(&partial, &final_path).map_err(|e| Error::io("rename into", &final_path, e))?;
+    finish_blob(&partial, &final_path, dest, digest, progress)?;
+    Ok(true)
+}
+
+/// Renames a verified partial blob to its final name, durably.
+fn finish_blob(
+    partial: &Path,
+    final_path: &Path,
+    dest: &Path,
+    digest: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
+    std::fs::rename(partial, final_path).map_err(|e| Error::io("rename into", final_path, e))?;
     layout::sync_dir(final_path.parent().unwrap_or(dest))?;
     progress.finish(digest);
-    Ok(true)
+    Ok(())
+}
+
+/// Opens (creating) the partial file of a blob and locks it: one downloader per blob, so
+/// another pull into the same layout waits here, then finds the blob in place. Retries when
+/// the path was renamed or removed while waiting for the lock.
+fn open_locked(partial: &Path) -> Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(partial)
+            .map_err(|e| Error::io("create", partial, e))?;
+        layout::lock(&file).map_err(|e| Error::io("lock", partial, e))?;
+        let held = file.metadata().map_err(|e| Error::io("stat", partial, e))?;
+        match std::fs::metadata(partial) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", partial, e)),
+        }
+    }
 }
