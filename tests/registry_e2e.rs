@@ -401,6 +401,22 @@ fn missing_tag_and_unreachable_registry() -> TestResult {
     .ok_or("pull of a missing repository succeeded")?;
     assert!(matches!(e, Error::ManifestUnknown { .. }), "{e:?}");
 
+    // A loopback registry is reached over plain HTTP even with TLS verification on.
+    let secure = PullOptions {
+        client: ClientOptions {
+            auth_file: insecure().auth_file,
+            ..ClientOptions::default()
+        },
+        ..PullOptions::default()
+    };
+    pull(
+        &r(&format!("{host}/test/busybox:1"))?,
+        &secure,
+        &tmp.path().join("c"),
+        &never,
+        &NoProgress,
+    )?;
+
     let down = format!("127.0.0.1:{}", support::free_port()?);
     let e = pull(
         &r(&format!("{down}/test/busybox:1"))?,

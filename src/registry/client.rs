@@ -101,6 +101,20 @@ fn build_agent(opts: &ClientOptions, verify: bool) -> Agent {
     Agent::new_with_config(b.build())
 }
 
+/// Whether `host[:port]` is on the loopback interface (`localhost`, 127.0.0.0/8, `[::1]`),
+/// which Docker treats as an insecure registry by default.
+pub fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Maps a ureq failure to the registry error it means.
 fn map_err(host: &str, e: ureq::Error) -> Error {
     use std::io::ErrorKind as K;
@@ -173,10 +187,10 @@ impl Client {
             state: Mutex::new(AuthState::default()),
         };
         if let Err(e) = client.ping() {
-            if opts.tls_verify {
+            if opts.tls_verify && !is_loopback(&client.host) {
                 return Err(e);
             }
-            // Insecure registry: no usable HTTPS there, so plain HTTP (Docker's rule).
+            // Insecure or loopback registry without usable HTTPS: plain HTTP (Docker's rule).
             client.base = format!("http://{}", client.host);
             client.ping()?;
         }
@@ -490,5 +504,45 @@ impl Client {
                     .unwrap_or_else(|| text.chars().take(200).collect()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "quay.io",
+            "10.0.0.1:5000",
+            "index.docker.io",
+            "[2001:db8::1]:443",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn api_error_body() {
+        let b =
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(
+            api_error(b),
+            Some((
+                "MANIFEST_UNKNOWN".to_string(),
+                "manifest unknown".to_string()
+            ))
+        );
+        assert_eq!(api_error("<html>"), None);
     }
 }
