@@ -7,10 +7,10 @@
 //! one (which the store exports). Data flows one way: CLI -> store/image -> registry.
 //!
 //! What the CLI calls:
-//! - `strata pull REF`: [`Reference::parse`], then [`pull`] into a temporary layout with
+//! - `strata pull REF`: [`Reference::parse`], then [`pull()`] into a temporary layout with
 //!   `have_blob` asking the store, then the store imports the layout ([`PullResult`] lists
 //!   the manifest, config and layer digests and which layers were skipped).
-//! - `strata push IMAGE REF`: the store exports the image to a layout, then [`push`].
+//! - `strata push IMAGE REF`: the store exports the image to a layout, then [`push()`].
 //! - `strata login HOST` / `strata logout HOST`: [`login`] / [`logout`].
 //! - `--tls-verify=false`, `--creds`, `--authfile`: [`ClientOptions`];
 //!   `--platform`: [`Platform::parse`] into [`PullOptions::platform`].

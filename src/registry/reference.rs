@@ -110,7 +110,7 @@ impl Reference {
         })
     }
 
-    /// The host[:port] to send API requests to.
+    /// The `host[:port]` to send API requests to.
     pub fn api_host(&self) -> &str {
         registry_api_host(&self.registry)
     }
