@@ -413,6 +413,7 @@ impl Client {
                 }
             };
             let resp = result.map_err(|e| map_err(&self.host, e))?;
+            log::debug!("{method} {url} -> {}", resp.status());
             if resp.status().as_u16() != 401 {
                 return Ok(resp);
             }

@@ -1,6 +1,7 @@
 //! Progress reporting of blob transfers: a trait the CLI implements with bars, and a
 //! plain-lines implementation.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -29,10 +30,13 @@ impl Progress for NoProgress {
 }
 
 /// Prints one line per event to a writer (stderr by default), Docker-style
-/// (`<short digest>: Pulling fs layer`, `Already exists`, `Pull complete`).
+/// (`<short digest>: Pulling layer`, `Already exists`, `Pull complete`), and a line per
+/// tenth of a blob transferred.
 pub struct PlainProgress {
     out: Mutex<Box<dyn Write + Send>>,
     verb: &'static str,
+    /// digest -> (bytes done, total, last tenth printed)
+    blobs: Mutex<HashMap<String, (u64, Option<u64>, u64)>>,
 }
 
 impl PlainProgress {
@@ -46,6 +50,7 @@ impl PlainProgress {
         PlainProgress {
             out: Mutex::new(out),
             verb,
+            blobs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -66,10 +71,41 @@ pub fn short(digest: &str) -> &str {
 impl Progress for PlainProgress {
     fn start(&self, digest: &str, what: &str, total: Option<u64>) {
         let size = total.map(|t| format!(" ({t} bytes)")).unwrap_or_default();
+        if let Ok(mut b) = self.blobs.lock() {
+            b.insert(digest.to_string(), (0, total, 0));
+        }
         self.line(&format!("{}: {} {what}{size}", short(digest), self.verb));
     }
-    fn advance(&self, _: &str, _: u64) {}
+    fn advance(&self, digest: &str, bytes: u64) {
+        let report = self.blobs.lock().ok().and_then(|mut b| {
+            let (done, total, last) = b.get_mut(digest)?;
+            *done += bytes;
+            let total = (*total).filter(|t| *t > 0)?;
+            let tenth = (*done).min(total) * 10 / total;
+            if tenth > *last && tenth < 10 {
+                *last = tenth;
+                Some((*done, total, tenth))
+            } else {
+                None
+            }
+        });
+        if let Some((done, total, tenth)) = report {
+            let verb = if self.verb == "Pushing" {
+                "Uploading"
+            } else {
+                "Downloading"
+            };
+            self.line(&format!(
+                "{}: {verb} {}0% ({done}/{total} bytes)",
+                short(digest),
+                tenth
+            ));
+        }
+    }
     fn finish(&self, digest: &str) {
+        if let Ok(mut b) = self.blobs.lock() {
+            b.remove(digest);
+        }
         let done = if self.verb == "Pushing" {
             "Pushed"
         } else {
@@ -92,5 +128,46 @@ impl Progress for PlainProgress {
     }
     fn message(&self, line: &str) {
         self.line(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_lines() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let p = PlainProgress::new(Box::new(Shared(buf.clone())), "Pulling");
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let e = format!("sha256:{}", "cd".repeat(32));
+        p.already_exists(&e, "layer");
+        p.start(&d, "layer", Some(1000));
+        for _ in 0..10 {
+            p.advance(&d, 100);
+        }
+        p.finish(&d);
+        let text = String::from_utf8(buf.lock().map(|v| v.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "cdcdcdcdcdcd: Already exists");
+        assert_eq!(lines[1], "abababababab: Pulling layer (1000 bytes)");
+        assert_eq!(lines[2], "abababababab: Downloading 10% (100/1000 bytes)");
+        assert_eq!(lines.len(), 2 + 9 + 1);
+        assert_eq!(lines[11], "abababababab: Pull complete");
     }
 }
