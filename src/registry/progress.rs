@@ -35,9 +35,11 @@ impl Progress for NoProgress {
 pub struct PlainProgress {
     out: Mutex<Box<dyn Write + Send>>,
     verb: &'static str,
-    /// digest -> (bytes done, total, last tenth printed)
-    blobs: Mutex<HashMap<String, (u64, Option<u64>, u64)>>,
+    blobs: Mutex<HashMap<String, BlobState>>,
 }
+
+/// Bytes done, total if known, last tenth printed.
+type BlobState = (u64, Option<u64>, u64);
 
 impl PlainProgress {
     /// Lines to stderr; `verb` is "Pulling" or "Pushing".
