@@ -517,6 +517,21 @@ fn interrupted_pull_leaves_no_partial_blob_and_resumes() -> TestResult {
     );
 
     reg.restart()?;
+
+    // Range reads of a blob: what lazy pulling fetches on read.
+    let client = strata::registry::client::Client::new(&host, &insecure())?;
+    let big_digest = imgs
+        .layer_digests("big")?
+        .pop()
+        .ok_or("big image has no layer")?;
+    let whole = std::fs::read(layout::blob_path(&imgs.layout, &big_digest)?)?;
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(
+        &mut client.fetch_range("test/big", &big_digest, 1_000_000, 4096)?,
+        &mut got,
+    )?;
+    assert_eq!(got.as_slice(), &whole[1_000_000..1_004_096]);
+
     let res = pull(
         &r(&format!("{host}/test/big:1"))?,
         &pull_opts(insecure()),

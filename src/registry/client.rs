@@ -467,6 +467,63 @@ impl Client {
         }
     }
 
+    /// Streams `len` bytes of blob `digest` of `repository` from `offset` (an HTTP range
+    /// request): the fetch-on-read primitive of lazy pulling. The bytes are not verified
+    /// here; the caller checks them against the chunk digests of the layer's table of
+    /// contents.
+    pub fn fetch_range(
+        &self,
+        repository: &str,
+        digest: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<impl std::io::Read + use<>> {
+        crate::registry::digest::sha256_hex(digest)?;
+        if len == 0 {
+            return Err(Error::Protocol {
+                host: self.host.clone(),
+                detail: format!("empty range of blob {digest}"),
+            });
+        }
+        let url = self.url(repository, &format!("blobs/{digest}"));
+        let range = format!("bytes={}-{}", offset, offset.saturating_add(len - 1));
+        let resp = self.send(
+            http::Method::GET,
+            &url,
+            Scope {
+                repository,
+                push: false,
+            },
+            &[("Range", range.as_str())],
+            ReqBody::Empty,
+        )?;
+        match resp.status().as_u16() {
+            206 => {}
+            404 => {
+                return Err(Error::BlobUnknown {
+                    host: self.host.clone(),
+                    repository: repository.to_string(),
+                    digest: digest.to_string(),
+                });
+            }
+            200 => {
+                return Err(Error::Protocol {
+                    host: self.host.clone(),
+                    detail: format!("range requests on blob {digest} are not supported"),
+                });
+            }
+            _ => {
+                return Err(self.status_error(
+                    resp,
+                    &format!("GET range of blob {digest}"),
+                    repository,
+                ));
+            }
+        }
+        use std::io::Read as _;
+        Ok(resp.into_body().into_reader().take(len))
+    }
+
     /// `base/v2/<repository>/<tail>`.
     pub(crate) fn url(&self, repository: &str, tail: &str) -> String {
         format!("{}/v2/{}/{}", self.base, repository, tail)

@@ -280,6 +280,21 @@ impl TestImages {
         Ok(TestImages { dir, layout })
     }
 
+    /// Layer digests of image `tag` in the layout, bottom first.
+    pub fn layer_digests(&self, tag: &str) -> BoxResult<Vec<String>> {
+        let desc = strata::registry::layout::resolve(&self.layout, Some(tag))?;
+        let bytes = strata::registry::layout::read_blob(&self.layout, &desc.digest)?;
+        let m: serde_json::Value = serde_json::from_slice(&bytes)?;
+        Ok(m["layers"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .filter_map(|l| l["digest"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Path of the skopeo policy accepting everything.
     pub fn policy(&self) -> String {
         self.dir.join("policy.json").display().to_string()
