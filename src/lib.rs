@@ -6,3 +6,4 @@
 //! through [`fs`]. Data flows one way: CLI -> store/image -> fs.
 
 pub mod fs;
+pub mod registry;
