@@ -16,8 +16,6 @@ use super::sys;
 use super::union::{FsResult, Union, errno};
 use super::whiteout;
 
-const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
-
 /// What one layer holds at a name.
 enum Found {
     Nothing,
@@ -39,25 +37,21 @@ fn probe(dir: &OwnedFd, name: &OsStr) -> FsResult<Found> {
     }
 }
 
+/// [`probe`] for a lower directory, answering from its cached name list where it can.
+fn probe_lower(ld: &LowerDir, name: &OsStr) -> FsResult<Found> {
+    if ld.may_hold(name.as_bytes()) {
+        return probe(&ld.fd, name);
+    }
+    if ld.may_hold(whiteout::wh_name(name).as_bytes()) {
+        return Ok(Found::Whiteout);
+    }
+    Ok(Found::Nothing)
+}
+
 fn open_dir(dir: &OwnedFd, name: &OsStr) -> FsResult<Arc<OwnedFd>> {
     sys::open_at(dir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
         .map(Arc::new)
         .map_err(errno)
-}
-
-/// The redirect recorded on a directory, if any.
-fn redirect_of(fd: &OwnedFd) -> FsResult<Option<OsString>> {
-    for x in REDIRECT_XATTRS {
-        match sys::get_xattr(fd.as_fd(), x) {
-            Ok(Some(v)) if !v.is_empty() => {
-                return Ok(Some(OsStr::from_bytes(&v).to_os_string()));
-            }
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-            Err(e) => return Err(errno(e)),
-        }
-    }
-    Ok(None)
 }
 
 fn join(base: &OsStr, name: &OsStr) -> OsString {
@@ -142,8 +136,14 @@ impl Union {
                     kind = Some(k);
                     if sys::is_dir(&st) {
                         let fd = open_dir(udir, name)?;
-                        state.opaque = whiteout::is_opaque_dir(fd.as_fd()).map_err(errno)?;
-                        let redirect = redirect_of(&fd)?;
+                        let (opaque, redirect) = whiteout::dir_marks(fd.as_fd()).map_err(errno)?;
+                        state.opaque = opaque
+                            || sys::stat_at_opt(
+                                fd.as_fd(),
+                                OsStr::from_bytes(whiteout::OPAQUE_FILE),
+                            )
+                            .map_err(errno)?
+                            .is_some();
                         state.upper_dir = Some(fd);
                         search = if state.opaque {
                             None
@@ -156,7 +156,7 @@ impl Union {
                         // layer still holds an object of the same type under this name.
                         if !pst.opaque {
                             for ld in &pst.lower_dirs {
-                                match probe(&ld.fd, name)? {
+                                match probe_lower(ld, name)? {
                                     Found::Nothing => continue,
                                     Found::Whiteout => break,
                                     Found::Object(lst) => {
@@ -233,12 +233,12 @@ impl Union {
         while idx < layer_iter.len() {
             let layer = layer_iter[idx];
             idx += 1;
-            let (dir, fname, lower_path): (Arc<OwnedFd>, OsString, OsString) = match &search {
+            let (dir, fname, lower_path): (LowerDir, OsString, OsString) = match &search {
                 LowerSearch::InParentDirs { name } => {
                     let Some(d) = pst.lower_dirs.iter().find(|d| d.layer == layer) else {
                         continue;
                     };
-                    (d.fd.clone(), name.clone(), join(&base, name))
+                    (d.clone(), name.clone(), join(&base, name))
                 }
                 LowerSearch::ByPath { path, .. } => {
                     let ppath = parent_path(path).to_os_string();
@@ -254,7 +254,7 @@ impl Union {
                         &ppath,
                         libc::O_PATH | libc::O_DIRECTORY,
                     ) {
-                        Ok(fd) => (Arc::new(fd), fname, path.clone()),
+                        Ok(fd) => (LowerDir::uncached(layer, Arc::new(fd)), fname, path.clone()),
                         Err(_) => continue,
                     }
                 }
@@ -262,7 +262,7 @@ impl Union {
             if fname.is_empty() {
                 continue;
             }
-            let st = match probe(&dir, &fname)? {
+            let st = match probe_lower(&dir, &fname)? {
                 Found::Nothing => continue,
                 Found::Whiteout => break,
                 Found::Object(st) => st,
@@ -286,17 +286,18 @@ impl Union {
                 state.lower_layer = Some(layer);
                 if st.st_nlink > 1 && self.has_index() {
                     // A lower hard link whose inode was copied up under another name.
-                    let key = index::key_of(dir.as_fd(), &fname, &st);
+                    let key = index::key_of(dir.fd.as_fd(), &fname, &st);
                     if self.index_lookup(&key)?.is_some() {
                         state.indexed = Some(key);
                     }
                 }
                 break;
             }
-            let fd = open_dir(&dir, &fname)?;
-            let opaque = whiteout::is_opaque_dir(fd.as_fd()).map_err(errno)?;
-            let redirect = redirect_of(&fd)?;
-            state.lower_dirs.push(LowerDir { layer, fd });
+            let fd = open_dir(&dir.fd, &fname)?;
+            let (opaque, redirect) = whiteout::dir_marks(fd.as_fd()).map_err(errno)?;
+            let child = LowerDir::new(layer, fd);
+            let opaque = opaque || child.may_hold(whiteout::OPAQUE_FILE);
+            state.lower_dirs.push(child);
             if opaque {
                 break;
             }
@@ -371,7 +372,7 @@ impl Union {
             return Ok(false);
         }
         for ld in &pst.lower_dirs {
-            match probe(&ld.fd, name)? {
+            match probe_lower(ld, name)? {
                 Found::Nothing => continue,
                 Found::Whiteout => return Ok(false),
                 Found::Object(_) => return Ok(true),

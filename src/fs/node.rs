@@ -20,6 +20,44 @@ pub const DETACHED: u64 = 0;
 pub struct LowerDir {
     pub layer: usize,
     pub fd: Arc<OwnedFd>,
+    /// The names it holds, read once on first use (lower layers never change while mounted),
+    /// so lookups of absent names and whiteout-file checks cost no system call.
+    names: Arc<std::sync::OnceLock<Option<std::collections::HashSet<Vec<u8>>>>>,
+}
+
+impl LowerDir {
+    pub fn new(layer: usize, fd: Arc<OwnedFd>) -> LowerDir {
+        LowerDir {
+            layer,
+            fd,
+            names: Default::default(),
+        }
+    }
+
+    /// A lower directory looked at once (no name cache).
+    pub fn uncached(layer: usize, fd: Arc<OwnedFd>) -> LowerDir {
+        let names = std::sync::OnceLock::new();
+        let _ = names.set(None);
+        LowerDir {
+            layer,
+            fd,
+            names: Arc::new(names),
+        }
+    }
+
+    /// Whether the directory may hold `name` (false only when it surely does not).
+    pub fn may_hold(&self, name: &[u8]) -> bool {
+        let names = self.names.get_or_init(|| {
+            use std::os::fd::AsFd;
+            super::sys::read_dir(self.fd.as_fd())
+                .ok()
+                .map(|entries| entries.into_iter().map(|e| e.name).collect())
+        });
+        match names {
+            Some(set) => set.contains(name),
+            None => true,
+        }
+    }
 }
 
 /// Owner and mode recorded by an unprivileged unpacker (`user.containers.override_stat`).

@@ -82,10 +82,7 @@ impl Union {
                 if root_ino.is_none() || i == 0 {
                     root_ino = Some(layers.ino(Place::Lower(i), sys::fstat(fd.as_fd())?.st_ino));
                 }
-                state.lower_dirs.push(LowerDir {
-                    layer: i,
-                    fd: Arc::new(fd),
-                });
+                state.lower_dirs.push(LowerDir::new(i, Arc::new(fd)));
                 if opaque {
                     break;
                 }

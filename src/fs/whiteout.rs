@@ -49,6 +49,38 @@ pub fn has_wh_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
     }
 }
 
+/// The overlay marks of a directory: opaque (by xattr), and its redirect if any. One
+/// listxattr tells which marks exist, so an unmarked directory costs one system call.
+pub fn dir_marks(fd: BorrowedFd<'_>) -> io::Result<(bool, Option<OsString>)> {
+    let names = match sys::list_xattr(fd) {
+        Ok(n) => n,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut opaque = false;
+    let mut redirect = None;
+    for n in &names {
+        let Ok(name) = std::str::from_utf8(n) else {
+            continue;
+        };
+        if OPAQUE_XATTRS.contains(&name) {
+            if let Ok(Some(v)) = sys::get_xattr(fd, name) {
+                opaque |= v.first() == Some(&b'y');
+            }
+        } else if REDIRECT_XATTRS.contains(&name) && redirect.is_none() {
+            if let Ok(Some(v)) = sys::get_xattr(fd, name) {
+                if !v.is_empty() {
+                    redirect = Some(OsString::from_vec(v));
+                }
+            }
+        }
+    }
+    Ok((opaque, redirect))
+}
+
+/// Xattrs that record where a moved directory's lower contents are.
+pub const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
+
 /// Whether the directory behind `fd` is opaque by any known marker.
 pub fn is_opaque_dir(fd: BorrowedFd<'_>) -> io::Result<bool> {
     for name in OPAQUE_XATTRS {
