@@ -490,6 +490,7 @@ fn umount(mnt: &Path, fuse: bool) {
 
 /// Option sets tried in order for a kernel overlay mount with an upper dir.
 const KERNEL_OPTION_SETS: &[&str] = &[
+    "redirect_dir=on,index=on,metacopy=on",
     "redirect_dir=on,index=on",
     "redirect_dir=on,index=on,nfs_export=off",
     "redirect_dir=on",
@@ -1034,6 +1035,15 @@ fn walk(root: &Path, rel: &str, opts: SnapOpts, out: &mut BTreeMap<String, Node>
             node.redirect = get_xattr(&path, "trusted.overlay.redirect").is_some()
                 || get_xattr(&path, "user.overlay.redirect").is_some();
         }
+        // A metadata-only copy (kernel `metacopy`) has no data of its own: its bytes are
+        // holes, and whether an implementation copied data or only metadata is its choice
+        // (the merged view, compared separately, shows the data).
+        if node.kind == Kind::File
+            && (get_xattr(&path, "trusted.overlay.metacopy").is_some()
+                || get_xattr(&path, "user.overlay.metacopy").is_some())
+        {
+            node.content = None;
+        }
     }
     let is_dir = node.kind == Kind::Dir;
     out.insert(rel.to_string(), node);
@@ -1177,7 +1187,7 @@ pub fn diff(a: &Snapshot, b: &Snapshot, la: &str, lb: &str) -> Vec<String> {
             format!("{:?}", na.size),
             format!("{:?}", nb.size),
         ));
-        if na.content != nb.content {
+        if na.content != nb.content && na.content.is_some() && nb.content.is_some() {
             let (ca, cb) = (
                 na.content.clone().unwrap_or_default(),
                 nb.content.clone().unwrap_or_default(),

@@ -150,11 +150,55 @@ fn copy_meta(
     sys::utimens_at(dir, name, &times_of(src_st))
 }
 
-/// Copy `node` up (its parents first). A no-op when it is already in the upper layer.
+/// Copy `node` up with its data (its parents first). A no-op when it is already in the upper
+/// layer; a metadata-only copy gets its data.
 pub fn copy_up(u: &Union, node: &Arc<Node>) -> FsResult<()> {
+    if node.in_upper() {
+        if node.state.read().metacopy {
+            return copy_up_data(u, node);
+        }
+        return Ok(());
+    }
+    copy_up_inner(u, node, false)
+}
+
+/// Copy `node` up for a change of metadata only (chmod, chown, utimes, xattrs): a regular
+/// file with one link gets an upper inode without data (kernel overlayfs `metacopy`), which
+/// reads keep taking from the lower file until the first write.
+pub fn copy_up_meta(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     if node.in_upper() {
         return Ok(());
     }
+    copy_up_inner(u, node, true)
+}
+
+/// Give a metadata-only copy its data: copied into the upper inode in place, the metacopy
+/// mark removed only afterwards, so a crash in between still reads the lower data.
+pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
+    let _guard = node.copyup_lock.lock();
+    if !node.state.read().metacopy {
+        return Ok(());
+    }
+    let src = u.data_entry_of(node)?;
+    let dst = u.entry_of(node)?;
+    let sfd = sys::open_at(src.dir(), &src.name, libc::O_RDONLY, 0).map_err(errno)?;
+    let dfd = sys::open_at(dst.dir(), &dst.name, libc::O_WRONLY, 0).map_err(errno)?;
+    let before = sys::fstat(dfd.as_fd()).map_err(errno)?;
+    let size = sys::fstat(sfd.as_fd()).map_err(errno)?.st_size as u64;
+    copy_data(sfd.as_fd(), dfd.as_fd(), size).map_err(errno)?;
+    sys::fsync(dfd.as_fd(), false).map_err(errno)?;
+    let _ = sys::utimens_at(dfd.as_fd(), OsStr::new(""), &times_of(&before));
+    match sys::remove_xattr(dfd.as_fd(), u.fmt.xattr("metacopy").as_bytes()) {
+        Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(errno(e)),
+        _ => {}
+    }
+    let mut st = node.state.write();
+    st.metacopy = false;
+    st.lower_layer = None;
+    Ok(())
+}
+
+fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let _guard = node.copyup_lock.lock();
     if node.in_upper() {
         return Ok(());
@@ -189,7 +233,14 @@ pub fn copy_up(u: &Union, node: &Arc<Node>) -> FsResult<()> {
         return Ok(());
     }
 
-    let made = make_copy(u, work, &tmp, &src, &src_st).and_then(|_| match &key {
+    // Rootless kernel overlayfs (userxattr) has no metacopy: copy data there too.
+    let metacopy = meta_only && u.settings.privileged && key.is_none() && sys::is_reg(&src_st);
+    let made = if metacopy {
+        make_meta_copy(u, work, &tmp, &src, &src_st)
+    } else {
+        make_copy(u, work, &tmp, &src, &src_st)
+    };
+    let made = made.and_then(|_| match &key {
         Some(k) => u.add_to_index(work, &tmp, k, (src_st.st_nlink - 1) as u32),
         None => Ok(()),
     });
@@ -209,12 +260,36 @@ pub fn copy_up(u: &Union, node: &Arc<Node>) -> FsResult<()> {
         let fd = sys::open_at(pdir.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(errno)?;
         st.upper_dir = Some(Arc::new(fd));
+    } else if metacopy {
+        st.metacopy = true;
     } else {
         st.lower_layer = None;
         st.indexed = key;
     }
     st.in_upper = true;
     Ok(())
+}
+
+/// Build a metadata-only copy of regular file `src` as `tmp`: the right size (all hole), the
+/// metadata, and the `metacopy` mark.
+fn make_meta_copy(
+    u: &Union,
+    work: BorrowedFd<'_>,
+    tmp: &OsStr,
+    src: &super::union::Entry,
+    st: &libc::stat64,
+) -> FsResult<()> {
+    let sfd = src_fd(src, libc::O_PATH)?;
+    let dfd = sys::open_at(
+        work,
+        tmp,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        0o600,
+    )
+    .map_err(errno)?;
+    sys::ftruncate(dfd.as_fd(), st.st_size as u64).map_err(errno)?;
+    sys::set_xattr(dfd.as_fd(), u.fmt.xattr("metacopy").as_bytes(), b"", 0).map_err(errno)?;
+    copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
 }
 
 /// Build the copy of `src` as `tmp` in the work dir.

@@ -33,7 +33,7 @@ fn backing_flags(flags: i32) -> i32 {
 
 impl Union {
     fn open_backing(&self, node: &Node, flags: i32) -> FsResult<OwnedFd> {
-        let e = self.entry_of(node)?;
+        let e = self.data_entry_of(node)?;
         match sys::open_at(e.dir(), &e.name, flags, 0) {
             Err(err) if err.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => {
                 sys::open_at(e.dir(), &e.name, flags & !libc::O_NOATIME, 0).map_err(errno)
@@ -54,7 +54,7 @@ impl Union {
         if flags & libc::O_TRUNC != 0 {
             sys::ftruncate(fd.as_fd(), 0).map_err(errno)?;
         }
-        let on_upper = node.in_upper();
+        let on_upper = node.data_in_upper();
         Ok(Opened {
             fh: self.add_handle(node, fd, bflags, on_upper),
             keep_cache: !on_upper,
@@ -75,7 +75,7 @@ impl Union {
 
     /// The fd of a handle, moved to the upper copy if the file was copied up meanwhile.
     pub fn current_fd(&self, h: &FileHandle) -> FsResult<Arc<OwnedFd>> {
-        if h.on_upper.load(Ordering::Acquire) || !h.node.in_upper() {
+        if h.on_upper.load(Ordering::Acquire) || !h.node.data_in_upper() {
             return Ok(h.fd());
         }
         let mut guard = h.fd.write();

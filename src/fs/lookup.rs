@@ -155,35 +155,9 @@ impl Union {
                         // A copied-up file keeps its origin's inode number while a lower
                         // layer still holds an object of the same type under this name.
                         if !pst.opaque {
-                            for ld in &pst.lower_dirs {
-                                match probe_lower(ld, name)? {
-                                    Found::Nothing => continue,
-                                    Found::Whiteout => break,
-                                    Found::Object(lst) => {
-                                        if attr::file_type(lst.st_mode) == k {
-                                            ino =
-                                                self.layers.ino(Place::Lower(ld.layer), lst.st_ino);
-                                            state.lower_path = Some(join(
-                                                pst.lower_path.as_deref().unwrap_or_default(),
-                                                name,
-                                            ));
-                                            if st.st_nlink > 1
-                                                && lst.st_nlink > 1
-                                                && self.has_index()
-                                            {
-                                                let key = index::key_of(ld.fd.as_fd(), name, &lst);
-                                                if let Some(ist) = self.index_lookup(&key)?
-                                                    && ist.st_ino == st.st_ino
-                                                    && ist.st_dev == st.st_dev
-                                                {
-                                                    state.indexed = Some(key);
-                                                }
-                                            }
-                                        }
-                                        break;
-                                    }
-                                }
-                            }
+                            ino = self
+                                .upper_file_origin(&pst, udir, name, &st, k, &mut state)?
+                                .unwrap_or(ino);
                         }
                     }
                 }
@@ -362,6 +336,112 @@ impl Union {
             Ok(Some(v)) => Ok(attr::parse_override(&v)),
             _ => Ok(None),
         }
+    }
+
+    /// For upper non-directory `name` (stat `st`, type `k`): the inode number of the lower
+    /// object it was copied up from, if a lower layer still holds one of the same type under
+    /// this name; records in `state` its lower path, a metadata-only copy, and a hard-link
+    /// index entry.
+    fn upper_file_origin(
+        &self,
+        pst: &NodeState,
+        udir: &OwnedFd,
+        name: &OsStr,
+        st: &libc::stat64,
+        k: fuser::FileType,
+        state: &mut NodeState,
+    ) -> FsResult<Option<u64>> {
+        if sys::is_reg(st) && self.is_metacopy(udir, name)? {
+            if let Some(found) =
+                self.metacopy_by_redirect(udir, name, pst.lower_path.as_deref(), state)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        for ld in &pst.lower_dirs {
+            let lst = match probe_lower(ld, name)? {
+                Found::Nothing => continue,
+                Found::Whiteout => return Ok(None),
+                Found::Object(lst) => lst,
+            };
+            if attr::file_type(lst.st_mode) != k {
+                return Ok(None);
+            }
+            state.lower_path = Some(join(pst.lower_path.as_deref().unwrap_or_default(), name));
+            if sys::is_reg(st) && self.is_metacopy(udir, name)? {
+                state.metacopy = true;
+                state.lower_layer = Some(ld.layer);
+            }
+            if st.st_nlink > 1 && lst.st_nlink > 1 && self.has_index() {
+                let key = index::key_of(ld.fd.as_fd(), name, &lst);
+                if let Some(ist) = self.index_lookup(&key)?
+                    && ist.st_ino == st.st_ino
+                    && ist.st_dev == st.st_dev
+                {
+                    state.indexed = Some(key);
+                }
+            }
+            return Ok(Some(self.layers.ino(Place::Lower(ld.layer), lst.st_ino)));
+        }
+        Ok(None)
+    }
+
+    /// A metadata-only upper file that carries a redirect: find its data by that path (from
+    /// the root of each lower layer, topmost first). Returns the data's inode number.
+    fn metacopy_by_redirect(
+        &self,
+        udir: &OwnedFd,
+        name: &OsStr,
+        parent_lower: Option<&OsStr>,
+        state: &mut NodeState,
+    ) -> FsResult<Option<u64>> {
+        let fd = sys::open_at(udir.as_fd(), name, libc::O_PATH, 0).map_err(errno)?;
+        let (_, redirect) = whiteout::dir_marks(fd.as_fd()).map_err(errno)?;
+        let Some(r) = redirect else { return Ok(None) };
+        // Absolute: from the lower roots; relative: a name in the parent's lower directory.
+        let path = match r.as_bytes().strip_prefix(b"/") {
+            Some(p) => OsStr::from_bytes(p).to_os_string(),
+            None => join(parent_lower.unwrap_or_default(), &r),
+        };
+        let path = path.as_os_str();
+        let (dir, fname) = (
+            parent_path(path),
+            OsStr::from_bytes(
+                path.as_bytes()
+                    .rsplit(|b| *b == b'/')
+                    .next()
+                    .unwrap_or_default(),
+            ),
+        );
+        for (i, l) in self.layers.lowers.iter().enumerate() {
+            let Ok(d) = sys::open_beneath(l.fd(), dir, libc::O_PATH | libc::O_DIRECTORY) else {
+                continue;
+            };
+            if let Some(lst) = sys::stat_at_opt(d.as_fd(), fname).map_err(errno)? {
+                if !sys::is_reg(&lst) {
+                    return Ok(None);
+                }
+                state.metacopy = true;
+                state.lower_layer = Some(i);
+                state.lower_path = Some(path.to_os_string());
+                return Ok(Some(self.layers.ino(Place::Lower(i), lst.st_ino)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether upper file `name` in `dir` is a metadata-only copy.
+    fn is_metacopy(&self, dir: &OwnedFd, name: &OsStr) -> FsResult<bool> {
+        let fd = sys::open_at(dir.as_fd(), name, libc::O_PATH, 0).map_err(errno)?;
+        for x in ["trusted.overlay.metacopy", "user.overlay.metacopy"] {
+            match sys::get_xattr(fd.as_fd(), x) {
+                Ok(Some(_)) => return Ok(true),
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(false)
     }
 
     /// Whether any lower layer under `parent` shows something at `name` (so removing the

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use fuser::{Errno, FileAttr, TimeOrNow};
 
 use super::attr;
-use super::copyup::copy_up;
+use super::copyup::{copy_up, copy_up_meta};
 use super::node::Node;
 use super::sys;
 use super::union::{FsResult, Union, errno};
@@ -77,8 +77,10 @@ impl Union {
     pub fn setattr(&self, node: &Arc<Node>, a: SetAttr) -> FsResult<FileAttr> {
         let _pass = self.gate.enter();
         let handle = a.fh.and_then(|fh| self.handles.file(fh));
-        if handle.is_none() || !node.in_upper() {
+        if a.size.is_some() {
             copy_up(self, node)?;
+        } else if handle.is_none() || !node.in_upper() {
+            copy_up_meta(self, node)?;
         }
         // The object to change: a directory fd and a name, or (empty name) the fd itself.
         let (dir, name): (Arc<OwnedFd>, std::ffi::OsString) = match &handle {
@@ -211,7 +213,7 @@ impl Union {
     ) -> FsResult<()> {
         self.check_xattr_name(name).map_err(|_| Errno::EOPNOTSUPP)?;
         let _pass = self.gate.enter();
-        copy_up(self, node)?;
+        copy_up_meta(self, node)?;
         let fd = self.object_fd(node)?;
         sys::set_xattr(fd.as_fd(), name.as_bytes(), value, flags).map_err(errno)
     }
@@ -225,7 +227,7 @@ impl Union {
             let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
             sys::get_xattr_raw(fd.as_fd(), &c, 0).map_err(errno)?;
         }
-        copy_up(self, node)?;
+        copy_up_meta(self, node)?;
         let fd = self.object_fd(node)?;
         sys::remove_xattr(fd.as_fd(), name.as_bytes()).map_err(errno)
     }

@@ -229,7 +229,8 @@ impl Union {
         newname: &OsStr,
     ) -> FsResult<Arc<Node>> {
         let _pass = self.gate.enter();
-        super::copyup::copy_up(self, node)?;
+        super::copyup::copy_up_meta(self, node)?;
+        self.set_file_redirect(node)?;
         let src = self.entry_of(node)?;
         let obj = NewObject::Link {
             src_dir: src.dir(),

@@ -90,6 +90,9 @@ pub struct NodeState {
     pub over: Option<StatOverride>,
     /// Non-directories with hard links: the object is the hard-link index entry of this key.
     pub indexed: Option<OsString>,
+    /// Metadata is in the upper layer but the data still in lower layer `lower_layer`
+    /// (kernel overlayfs `metacopy`).
+    pub metacopy: bool,
 }
 
 /// Name and parent of a node.
@@ -148,6 +151,12 @@ impl Node {
 
     pub fn in_upper(&self) -> bool {
         self.state.read().in_upper
+    }
+
+    /// Whether the file's data is in the upper layer (copied up and not metadata-only).
+    pub fn data_in_upper(&self) -> bool {
+        let s = self.state.read();
+        s.in_upper && !s.metacopy
     }
 }
 

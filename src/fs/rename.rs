@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fuser::Errno;
 
-use super::copyup::copy_up;
+use super::copyup::copy_up_meta;
 use super::node::Node;
 use super::sys;
 use super::union::{FsResult, Union, errno};
@@ -63,12 +63,12 @@ impl Union {
         let src_lower_at_name = self.lower_has(p1, n1)?;
         let dst_lower_at_name = self.lower_has(p2, n2)?;
 
-        copy_up(self, &src)?;
+        copy_up_meta(self, &src)?;
         self.link_up_name(p1, n1, &src)?;
         if let Some(d) = &dst
             && exchange
         {
-            copy_up(self, d)?;
+            copy_up_meta(self, d)?;
             self.link_up_name(p2, n2, d)?;
         }
         let d1 = self.upper_dir(p1)?;
@@ -81,6 +81,10 @@ impl Union {
             }
             sys::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_EXCHANGE).map_err(errno)?;
             self.nodes.exchange_children(p1, n1, p2, n2);
+            self.set_file_redirect(&src)?;
+            if let Some(d) = &dst {
+                self.set_file_redirect(d)?;
+            }
             return Ok(());
         }
 
@@ -114,6 +118,7 @@ impl Union {
             sys::unlink_at(d2.as_fd(), &whiteout::wh_name(n2), false).map_err(errno)?;
         }
         self.nodes.move_child(p1, n1, p2, n2);
+        self.set_file_redirect(&src)?;
         Ok(())
     }
 

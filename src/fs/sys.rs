@@ -510,3 +510,8 @@ pub fn is_reg_or_special(st: &libc::stat64) -> bool {
     let f = st.st_mode & libc::S_IFMT;
     f != libc::S_IFDIR && f != libc::S_IFLNK
 }
+
+/// Whether a stat describes a regular file.
+pub fn is_reg(st: &libc::stat64) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}

@@ -169,6 +169,54 @@ impl Union {
         })
     }
 
+    /// Where the data of non-directory `node` is: its object, or for a metadata-only copy the
+    /// lower file.
+    pub fn data_entry_of(&self, node: &Node) -> FsResult<Entry> {
+        let st = node.state.read();
+        if !st.metacopy || st.indexed.is_some() {
+            drop(st);
+            return self.entry_of(node);
+        }
+        let layer = st.lower_layer.ok_or(Errno::EIO)?;
+        let path = st.lower_path.clone().ok_or(Errno::EIO)?;
+        drop(st);
+        // The data may have moved with the name (a redirect): reach it by its lower path.
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        let (dir, name) = match bytes.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&bytes[..i], &bytes[i + 1..]),
+            None => (&b""[..], bytes),
+        };
+        let root = self.layers.lowers.get(layer).ok_or(Errno::EIO)?;
+        let dirfd = sys::open_beneath(
+            root.fd(),
+            <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .map_err(errno)?;
+        Ok(Entry {
+            dir: Arc::new(dirfd),
+            name: <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name).to_os_string(),
+        })
+    }
+
+    /// Record on metadata-only copy `node` where its data is, once its name no longer says
+    /// (kernel overlayfs sets the same absolute `redirect` on moved or linked metacopy files).
+    pub fn set_file_redirect(&self, node: &Node) -> FsResult<()> {
+        let st = node.state.read();
+        if !st.metacopy || st.indexed.is_some() {
+            return Ok(());
+        }
+        let Some(path) = st.lower_path.clone() else {
+            return Ok(());
+        };
+        drop(st);
+        let e = self.entry_of(node)?;
+        let fd = sys::open_at(e.dir(), &e.name, libc::O_PATH, 0).map_err(errno)?;
+        let mut value = b"/".to_vec();
+        value.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()));
+        sys::set_xattr(fd.as_fd(), self.fmt.xattr("redirect").as_bytes(), &value, 0).map_err(errno)
+    }
+
     /// stat of the real object behind `node`.
     pub fn real_stat(&self, node: &Node) -> FsResult<libc::stat64> {
         let e = self.entry_of(node)?;
