@@ -351,12 +351,12 @@ impl Union {
         k: fuser::FileType,
         state: &mut NodeState,
     ) -> FsResult<Option<u64>> {
-        if sys::is_reg(st) && self.is_metacopy(udir, name)? {
-            if let Some(found) =
+        if sys::is_reg(st)
+            && self.is_metacopy(udir, name)?
+            && let Some(found) =
                 self.metacopy_by_redirect(udir, name, pst.lower_path.as_deref(), state)?
-            {
-                return Ok(Some(found));
-            }
+        {
+            return Ok(Some(found));
         }
         for ld in &pst.lower_dirs {
             let lst = match probe_lower(ld, name)? {

@@ -67,12 +67,12 @@ pub fn dir_marks(fd: BorrowedFd<'_>) -> io::Result<(bool, Option<OsString>)> {
             if let Ok(Some(v)) = sys::get_xattr(fd, name) {
                 opaque |= v.first() == Some(&b'y');
             }
-        } else if REDIRECT_XATTRS.contains(&name) && redirect.is_none() {
-            if let Ok(Some(v)) = sys::get_xattr(fd, name) {
-                if !v.is_empty() {
-                    redirect = Some(OsString::from_vec(v));
-                }
-            }
+        } else if REDIRECT_XATTRS.contains(&name)
+            && redirect.is_none()
+            && let Ok(Some(v)) = sys::get_xattr(fd, name)
+            && !v.is_empty()
+        {
+            redirect = Some(OsString::from_vec(v));
         }
     }
     Ok((opaque, redirect))
