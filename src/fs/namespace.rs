@@ -176,6 +176,12 @@ impl Union {
         if whiteout::is_reserved_name(std::os::unix::ffi::OsStrExt::as_bytes(name)) {
             return Err(Errno::EINVAL);
         }
+        // A character device 0/0 would be a whiteout: refused, as kernel overlayfs does.
+        if let NewObject::Node { mode, rdev: 0 } = obj
+            && mode & libc::S_IFMT == libc::S_IFCHR
+        {
+            return Err(Errno::EPERM);
+        }
         let udir = self.upper_dir(parent)?;
         let parent_st = sys::fstat(udir.as_fd()).map_err(errno)?;
         let slot = self.slot(udir.as_fd(), name)?;
