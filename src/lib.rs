@@ -6,3 +6,6 @@
 //! through [`fs`]. Data flows one way: CLI -> store/image -> fs.
 
 pub mod fs;
+pub mod cli;
+pub mod image;
+pub mod store;
