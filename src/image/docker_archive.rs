@@ -51,7 +51,7 @@ pub fn read(dir: &Path) -> Result<Vec<SourceImage>> {
             layers.push(SourceLayer { path, name: l.clone(), digest, size: None, media_type: None });
         }
         let tags = e.repo_tags.unwrap_or_default().iter().map(|t| spec::normalize_ref(t)).collect();
-        out.push(SourceImage { config, config_digest, manifest: None, tags, layers });
+        out.push(SourceImage { config, config_digest, manifest: None, tags, layers, repo_digests: Vec::new() });
     }
     if out.is_empty() {
         return Err(ImageError::Format("docker-archive manifest.json lists no image".into()));

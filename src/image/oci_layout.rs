@@ -103,6 +103,7 @@ fn read_descriptor(dir: &Path, d: &Descriptor, tag: Option<String>, out: &mut Ve
         manifest: Some(mbytes),
         tags: tag.into_iter().collect(),
         layers,
+        repo_digests: Vec::new(),
     });
     Ok(())
 }

@@ -121,6 +121,8 @@ pub struct SourceImage {
     pub tags: Vec<String>,
     /// The layers, bottom first.
     pub layers: Vec<SourceLayer>,
+    /// Registry digests (`name@sha256:...`) to record, for pulled images.
+    pub repo_digests: Vec<String>,
 }
 
 /// A layer handed to an exporter.
