@@ -141,7 +141,7 @@ impl Store {
         push_layer(&mut config, &layer.diff_id, &now, "strata commit", opts.author.as_deref(), opts.message.as_deref())?;
         let mut layers = parent.layers.clone();
         layers.push(layer);
-        self.install_image(&staging, &config, layers, opts.tag.as_deref(), progress)
+        self.install_image(&staging, &config, layers, opts.tag.as_deref())
     }
 
     /// Make a one-layer image from a rootfs tar (plain or compressed) or a directory.
@@ -168,7 +168,7 @@ impl Store {
             "history": [],
         });
         push_layer(&mut config, &layer.diff_id, &now, &format!("strata import {}", src.display()), None, Some("Imported"))?;
-        self.install_image(&staging, &config, vec![layer], tag, progress)
+        self.install_image(&staging, &config, vec![layer], tag)
     }
 
     /// Hash an uncompressed layer tar, stage it as a blob and unpack it (unless present).
@@ -209,7 +209,7 @@ impl Store {
     }
 
     /// Install the staged layer and blobs with a new config, manifest, record and tag.
-    fn install_image(&self, staging: &Staging, config: &Value, layers: Vec<LayerRef>, tag: Option<&str>, progress: &mut dyn Progress) -> Result<ImageRecord> {
+    fn install_image(&self, staging: &Staging, config: &Value, layers: Vec<LayerRef>, tag: Option<&str>) -> Result<ImageRecord> {
         let cbytes = serde_json::to_vec(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (cd, cp) = stage_bytes(&staging.dir, &cbytes)?;
         let manifest = synth_manifest(&cbytes, &layers)?;
@@ -231,7 +231,6 @@ impl Store {
             tags.insert(spec::normalize_ref(t), rec.id.clone());
             self.write_tags(&tags)?;
         }
-        progress.message(&rec.id);
         Ok(rec)
     }
 }

@@ -95,16 +95,30 @@ impl Store {
                 ))
                 .into());
             }
+            // An image already stored keeps its record (and blobs); its content is still verified.
+            let existing = self.image(&config_digest).ok();
             let mut layer_refs = Vec::new();
             for (i, (l, diff_id)) in src.layers.iter().zip(&diff_ids).enumerate() {
                 let what = format!("{label}: layer {}/{} ({})", i + 1, src.layers.len(), l.name);
                 let r = self.stage_layer(&staging.dir, l, diff_id, &mut staged_layers, &what, progress)?;
                 if let Some(b) = staged_layers.get(&r.diff_id).and_then(|s| s.blob.clone()) {
-                    if let Some(d) = Digest::parse(&r.digest) {
+                    if let (Some(d), None) = (Digest::parse(&r.digest), &existing) {
                         staged_blobs.insert(d, b);
                     }
                 }
                 layer_refs.push(r);
+            }
+            if let Some(mut old) = existing {
+                for d in &src.repo_digests {
+                    if !old.repo_digests.contains(d) {
+                        old.repo_digests.push(d.clone());
+                    }
+                }
+                for t in &src.tags {
+                    all_tags.push((t.clone(), old.id.clone()));
+                }
+                records.push(old);
+                continue;
             }
             // Config and manifest blobs.
             let (cd, cp) = stage_bytes(&staging.dir, &src.config)?;
@@ -139,17 +153,7 @@ impl Store {
             }
         }
         for r in &records {
-            // Keep the oldest "stored" time of an image loaded again.
-            let mut r = r.clone();
-            if let Ok(old) = self.image(&r.digest()?) {
-                r.stored = old.stored;
-                for d in old.repo_digests {
-                    if !r.repo_digests.contains(&d) {
-                        r.repo_digests.push(d);
-                    }
-                }
-            }
-            self.write_image(&r)?;
+            self.write_image(r)?;
         }
         if !all_tags.is_empty() {
             let mut tags = self.tags()?;
@@ -157,14 +161,6 @@ impl Store {
                 tags.insert(t, id);
             }
             self.write_tags(&tags)?;
-        }
-        for (src, r) in sources.iter().zip(&records) {
-            if src.tags.is_empty() {
-                progress.message(&format!("Loaded image ID: {}", r.id));
-            }
-            for t in &src.tags {
-                progress.message(&format!("Loaded image: {t}"));
-            }
         }
         Ok(records)
     }
