@@ -12,14 +12,14 @@ use std::path::Path;
 
 /// `strata mount TARGET [MOUNTPOINT] [--name N]`: prints the mountpoint.
 pub fn mount(store: &Store, target: &str, mountpoint: Option<&Path>, name: Option<&str>) -> anyhow::Result<i32> {
-    let mut c = match store.container(target) {
+    let (mut c, created) = match store.container(target) {
         Ok(mut c) if name.is_none() => {
             if let Some(mp) = mountpoint {
                 store.set_mountpoint(&mut c, mp)?;
             }
-            c
+            (c, false)
         }
-        _ => store.create_container(target, name, mountpoint)?,
+        _ => (store.create_container(target, name, mountpoint)?, true),
     };
     let mp = Path::new(&c.mountpoint).to_path_buf();
     if is_mounted(&mp) {
@@ -30,7 +30,13 @@ pub fn mount(store: &Store, target: &str, mountpoint: Option<&Path>, name: Optio
     let sock = store.control_socket(&c);
     let _ = std::fs::remove_file(&sock);
     // No thread has been started by this process: the driver may fork its daemon now.
-    crate::fs::mount(&cfg).map_err(|e| anyhow::anyhow!("mount container {} at {}: {e}", c.name, mp.display()))?;
+    if let Err(e) = crate::fs::mount(&cfg) {
+        if created {
+            // A new container that never mounted is of no use: take it back.
+            let _ = store.remove_container(&c);
+        }
+        anyhow::bail!("mount container {} at {}: {e}", c.name, mp.display());
+    }
     c.mountpoint = mp.to_string_lossy().into_owned();
     println!("{}", c.mountpoint);
     Ok(0)

@@ -23,7 +23,6 @@ pub fn inspect_json(id: &str, repo_tags: &[String], repo_digests: &[String], con
         "Author": s("author"),
         "Config": config.get("config").cloned().unwrap_or(json!({})),
         "Architecture": s("architecture"),
-        "Variant": config.get("variant").cloned().unwrap_or(Value::Null),
         "Os": s("os"),
         "Size": size,
         "RootFS": { "Type": "layers", "Layers": layers },
