@@ -21,6 +21,7 @@ fn load_docker_archive_equals_umoci_unpack() {
     assert!(out.contains("Loaded image: localhost/strata-test:two"), "{out}");
     let ours = union_tree(&image_layers(&root, "localhost/strata-test:two"));
     let theirs = tree(&umoci_rootfs(&fx.join("img.oci"), "two", &work.join("bundle")));
+    assert!(theirs.len() >= 12 && theirs.iter().any(|l| l.starts_with("etc/added ")), "{theirs:?}");
     assert_eq!(ours, theirs);
     // The second layer really has both whiteout kinds in overlay format.
     let layers = image_layers(&root, "localhost/strata-test:two");
