@@ -324,3 +324,57 @@ fn mount_commit_umount_rm() {
     ok(&root, &["rm", "m1"]);
     assert!(ok(&root, &["ps", "-q"]).trim().is_empty());
 }
+
+/// The real thing: an unprivileged user (nobody, via setpriv when the tests run as root).
+#[test]
+fn unprivileged_user_load_save_roundtrip() {
+    let Some((fx, work)) = setup("unpriv") else { return };
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if is_root && !have("setpriv") {
+        eprintln!("SKIP: running as root without setpriv to drop privileges");
+        return;
+    }
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let archive = work.join("img.docker.tar");
+    std::fs::copy(fx.join("img.docker.tar"), &archive).unwrap();
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let xdg = work.join("xdg");
+    let run_as = |args: &[&str]| -> std::process::Output {
+        let mut c = if is_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_strata")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_strata"))
+        };
+        c.args(args).env("XDG_DATA_HOME", &xdg).env("HOME", &work).env_remove("STRATA_ROOT");
+        c.output().unwrap()
+    };
+    let o = run_as(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let root = xdg.join("strata");
+    assert!(root.join("tags.json").is_file(), "store not in $XDG_DATA_HOME/strata");
+    let layers = image_layers(&root, "localhost/strata-test:two");
+    let bb = layers[1].join("bin/busybox");
+    let v = strata::image::fsutil::get_xattr(&bb, "user.containers.override_stat").unwrap();
+    assert_eq!(v.as_deref(), Some(&b"0:0:4755"[..]));
+    let theirs = tree(&umoci_rootfs(&fx.join("img.oci"), "two", &work.join("bundle")));
+    // Symlinks cannot carry `user.` xattrs: their owner stays the user's (a known limit of
+    // rootless unpacking; a user namespace shows them as root's). Everything else matches.
+    let ours: Vec<String> = union_tree(&layers)
+        .into_iter()
+        .map(|l| if l.contains(" symlink->") { l.replace(" 65534:65534 ", " 0:0 ") } else { l })
+        .collect();
+    assert!(union_tree(&layers).iter().any(|l| l.starts_with("bin/sh symlink->busybox 0777 65534:65534")));
+    assert_eq!(ours, theirs);
+    let out = work.join("saved.tar");
+    let o = run_as(&["save", "-o", out.to_str().unwrap(), "localhost/strata-test:two"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pol = policy(&work);
+    run(Command::new("skopeo").arg("--policy").arg(&pol).arg("copy").arg("-q")
+        .arg(format!("docker-archive:{}", out.display()))
+        .arg(format!("oci:{}:u", work.join("sk").display())));
+    assert_eq!(tree(&umoci_rootfs(&work.join("sk"), "u", &work.join("b2"))), theirs);
+    let o = run_as(&["fsck"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("clean"));
+}

@@ -20,6 +20,10 @@ pub struct DiffOptions {
     pub overlay: bool,
     /// Lower layers (topmost first), for metacopy files whose data lives below.
     pub lowers: Vec<PathBuf>,
+    /// Rootless: entries owned by this uid:gid without an override xattr (files the user
+    /// made, symlinks, which cannot carry `user.` xattrs) are written as owned by 0:0, as in
+    /// a user namespace where the user is root.
+    pub map_owner: Option<(u32, u32)>,
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<OsString>> {
@@ -104,6 +108,14 @@ impl<W: Write> Writer<'_, W> {
         let ctx = |what: &str| ImageError::io(format!("{what} {}", p.display()));
         let (mut uid, mut gid, mut mode) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
         let mut dev_type: Option<String> = None;
+        if let Some((u, g)) = self.opts.map_owner {
+            if uid == u {
+                uid = 0;
+            }
+            if gid == g {
+                gid = 0;
+            }
+        }
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
         let ft = meta.file_type();
         for xn in fsutil::list_xattrs(p).map_err(ctx("list xattrs of"))? {

@@ -125,7 +125,7 @@ impl Store {
                 None
             };
             let f = std::fs::File::create(&tar_path).map_err(StoreError::io("create layer tar"))?;
-            write_layer_tar(&upper, f, &DiffOptions { overlay: true, lowers }).map_err(StoreError::Image)?;
+            write_layer_tar(&upper, f, &DiffOptions { overlay: true, lowers, map_owner: self.owner_map() }).map_err(StoreError::Image)?;
         }
         let layer = self.stage_tar_layer(&staging, &tar_path, progress)?;
         let now = spec::now_rfc3339();
@@ -151,7 +151,7 @@ impl Store {
         let tar_path = staging.dir.join("layer.tar");
         let mut out = std::fs::File::create(&tar_path).map_err(StoreError::io("create layer tar"))?;
         if src.is_dir() {
-            write_layer_tar(src, out, &DiffOptions::default()).map_err(StoreError::Image)?;
+            write_layer_tar(src, out, &DiffOptions { map_owner: self.owner_map(), ..DiffOptions::default() }).map_err(StoreError::Image)?;
         } else {
             let f = std::fs::File::open(src).map_err(StoreError::io(format!("open {}", src.display())))?;
             let (_, mut r) = compress::decompress(f).map_err(StoreError::io(format!("read {}", src.display())))?;
@@ -256,8 +256,16 @@ fn push_layer(config: &mut Value, diff_id: &str, now: &str, created_by: &str, au
     Ok(())
 }
 
-/// Write the layer tar of a directory to `out` and return its diff ID (used by tests/tools).
+impl Store {
+    /// Rootless: the user's own uid:gid, written as 0:0 in layer tars.
+    fn owner_map(&self) -> Option<(u32, u32)> {
+        self.rootless().then(|| unsafe { (libc::geteuid(), libc::getegid()) })
+    }
+}
+
+/// The diff ID and size of the layer tar a directory makes (same bytes every time).
 pub fn layer_digest_of(dir: &Path, overlay: bool) -> std::result::Result<(Digest, u64), ImageError> {
-    let w = write_layer_tar(dir, HashWriter::new(std::io::sink()), &DiffOptions { overlay, lowers: Vec::new() })?;
+    let opts = DiffOptions { overlay, ..DiffOptions::default() };
+    let w = write_layer_tar(dir, HashWriter::new(std::io::sink()), &opts)?;
     Ok(w.hasher.finish())
 }
