@@ -5,7 +5,7 @@
 //! (store, image formats, registry, CLI) keeps content-addressed layers and mounts images
 //! through [`fs`]. Data flows one way: CLI -> store/image -> fs.
 
-pub mod fs;
 pub mod cli;
+pub mod fs;
 pub mod image;
 pub mod store;

@@ -41,15 +41,28 @@ fn raw_tar(entries: &[Raw]) -> Vec<u8> {
 }
 
 fn file<'a>(name: &'a str, data: &'a [u8]) -> Raw<'a> {
-    Raw { name, kind: tar::EntryType::Regular, link: "", size: data.len() as u64, data }
+    Raw {
+        name,
+        kind: tar::EntryType::Regular,
+        link: "",
+        size: data.len() as u64,
+        data,
+    }
 }
 
 fn import(work: &Path, name: &str, tar: &[u8]) -> (bool, String, PathBuf) {
     let root = work.join(format!("store-{name}"));
     let p = work.join(format!("{name}.tar"));
     std::fs::write(&p, tar).unwrap();
-    let o = strata(&root, &["import", p.to_str().unwrap(), &format!("hostile:{name}")]);
-    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned(), root)
+    let o = strata(
+        &root,
+        &["import", p.to_str().unwrap(), &format!("hostile:{name}")],
+    );
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        root,
+    )
 }
 
 fn assert_clean_and_empty(root: &Path) {
@@ -57,7 +70,11 @@ fn assert_clean_and_empty(root: &Path) {
     let f = ok(root, &["fsck"]);
     assert!(f.contains("clean"), "{f}");
     assert_eq!(std::fs::read_dir(root.join("layers")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0, "staging left behind");
+    assert_eq!(
+        std::fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "staging left behind"
+    );
 }
 
 #[test]
@@ -90,18 +107,39 @@ fn write_through_symlink_is_refused() {
     let outside = work.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let tar = raw_tar(&[
-        Raw { name: "link", kind: tar::EntryType::Symlink, link: outside.to_str().unwrap(), size: 0, data: b"" },
+        Raw {
+            name: "link",
+            kind: tar::EntryType::Symlink,
+            link: outside.to_str().unwrap(),
+            size: 0,
+            data: b"",
+        },
         file("link/pwned", b"x"),
     ]);
     let (okk, err, root) = import(&work, "symlink", &tar);
     assert!(!okk);
-    assert!(err.contains("link/pwned") && err.contains("symlink"), "{err}");
+    assert!(
+        err.contains("link/pwned") && err.contains("symlink"),
+        "{err}"
+    );
     assert!(!outside.join("pwned").exists(), "wrote through a symlink");
     assert_clean_and_empty(&root);
     // A directory replaced by a symlink, then written into.
     let tar = raw_tar(&[
-        Raw { name: "d/", kind: tar::EntryType::Directory, link: "", size: 0, data: b"" },
-        Raw { name: "d", kind: tar::EntryType::Symlink, link: outside.to_str().unwrap(), size: 0, data: b"" },
+        Raw {
+            name: "d/",
+            kind: tar::EntryType::Directory,
+            link: "",
+            size: 0,
+            data: b"",
+        },
+        Raw {
+            name: "d",
+            kind: tar::EntryType::Symlink,
+            link: outside.to_str().unwrap(),
+            size: 0,
+            data: b"",
+        },
         file("d/pwned2", b"x"),
     ]);
     let (okk, _, _) = import(&work, "symlink2", &tar);
@@ -114,8 +152,17 @@ fn hardlink_outside_the_layer_is_refused() {
     let work = tmpdir("hostile-hardlink");
     let secret = work.join("secret");
     std::fs::write(&secret, "secret").unwrap();
-    for (n, link) in [("rel", "../../../../../../../../etc/passwd".to_string()), ("abs", secret.to_string_lossy().into_owned())] {
-        let tar = raw_tar(&[Raw { name: "hl", kind: tar::EntryType::Link, link: &link, size: 0, data: b"" }]);
+    for (n, link) in [
+        ("rel", "../../../../../../../../etc/passwd".to_string()),
+        ("abs", secret.to_string_lossy().into_owned()),
+    ] {
+        let tar = raw_tar(&[Raw {
+            name: "hl",
+            kind: tar::EntryType::Link,
+            link: &link,
+            size: 0,
+            data: b"",
+        }]);
         let (okk, err, root) = import(&work, n, &tar);
         assert!(!okk, "{n}: hardlink accepted");
         assert!(err.contains("hardlink"), "{err}");
@@ -123,21 +170,42 @@ fn hardlink_outside_the_layer_is_refused() {
     }
     assert_eq!(std::fs::metadata(&secret).unwrap().len(), 6);
     // A hardlink inside the layer is fine.
-    let tar = raw_tar(&[file("a", b"data"), Raw { name: "b", kind: tar::EntryType::Link, link: "a", size: 0, data: b"" }]);
+    let tar = raw_tar(&[
+        file("a", b"data"),
+        Raw {
+            name: "b",
+            kind: tar::EntryType::Link,
+            link: "a",
+            size: 0,
+            data: b"",
+        },
+    ]);
     let (okk, err, root) = import(&work, "inside", &tar);
     assert!(okk, "{err}");
     let l = &image_layers(&root, "hostile:inside")[0];
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(l.join("a")).unwrap().ino(), std::fs::metadata(l.join("b")).unwrap().ino());
+    assert_eq!(
+        std::fs::metadata(l.join("a")).unwrap().ino(),
+        std::fs::metadata(l.join("b")).unwrap().ino()
+    );
 }
 
 #[test]
 fn absurd_size_is_refused() {
     let work = tmpdir("hostile-size");
-    let tar = raw_tar(&[Raw { name: "huge", kind: tar::EntryType::Regular, link: "", size: 1 << 45, data: b"" }]);
+    let tar = raw_tar(&[Raw {
+        name: "huge",
+        kind: tar::EntryType::Regular,
+        link: "",
+        size: 1 << 45,
+        data: b"",
+    }]);
     let (okk, err, root) = import(&work, "size", &tar);
     assert!(!okk);
-    assert!(err.contains("huge") && err.contains("exceeds the limit"), "{err}");
+    assert!(
+        err.contains("huge") && err.contains("exceeds the limit"),
+        "{err}"
+    );
     assert_clean_and_empty(&root);
 }
 

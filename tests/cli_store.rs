@@ -15,43 +15,94 @@ fn setup(name: &str) -> Option<(&'static Path, std::path::PathBuf)> {
 
 #[test]
 fn load_docker_archive_equals_umoci_unpack() {
-    let Some((fx, work)) = setup("load-docker") else { return };
+    let Some((fx, work)) = setup("load-docker") else {
+        return;
+    };
     let root = work.join("store");
-    let out = ok(&root, &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()]);
-    assert!(out.contains("Loaded image: localhost/strata-test:two"), "{out}");
+    let out = ok(
+        &root,
+        &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()],
+    );
+    assert!(
+        out.contains("Loaded image: localhost/strata-test:two"),
+        "{out}"
+    );
     let ours = union_tree(&image_layers(&root, "localhost/strata-test:two"));
-    let theirs = tree(&umoci_rootfs(&fx.join("img.oci"), "two", &work.join("bundle")));
-    assert!(theirs.len() >= 12 && theirs.iter().any(|l| l.starts_with("etc/added ")), "{theirs:?}");
+    let theirs = tree(&umoci_rootfs(
+        &fx.join("img.oci"),
+        "two",
+        &work.join("bundle"),
+    ));
+    assert!(
+        theirs.len() >= 12 && theirs.iter().any(|l| l.starts_with("etc/added ")),
+        "{theirs:?}"
+    );
     assert_eq!(ours, theirs);
     // The second layer really has both whiteout kinds in overlay format.
     let layers = image_layers(&root, "localhost/strata-test:two");
     let top = &layers[0];
-    assert!(strata::image::fsutil::is_whiteout_dev(&top.join("data/gone.txt").symlink_metadata().unwrap()));
+    assert!(strata::image::fsutil::is_whiteout_dev(
+        &top.join("data/gone.txt").symlink_metadata().unwrap()
+    ));
     if fx.join("buildah/root/overlay").exists() {
-        assert!(strata::image::fsutil::is_opaque_dir(&top.join("olddir")), "olddir should be opaque");
+        assert!(
+            strata::image::fsutil::is_opaque_dir(&top.join("olddir")),
+            "olddir should be opaque"
+        );
     }
-    assert!(ours.iter().any(|l| l.starts_with("bin/busybox file:") && l.contains(" 4755 0:0")), "{ours:?}");
-    assert!(!ours.iter().any(|l| l.starts_with("data/gone.txt") || l.starts_with("olddir/a")));
-    assert_eq!(ok(&root, &["fsck"]).lines().last().unwrap().split(':').next(), Some("clean"));
+    assert!(
+        ours.iter()
+            .any(|l| l.starts_with("bin/busybox file:") && l.contains(" 4755 0:0")),
+        "{ours:?}"
+    );
+    assert!(
+        !ours
+            .iter()
+            .any(|l| l.starts_with("data/gone.txt") || l.starts_with("olddir/a"))
+    );
+    assert_eq!(
+        ok(&root, &["fsck"])
+            .lines()
+            .last()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("clean")
+    );
 }
 
 #[test]
 fn load_oci_layout_dir_tar_and_stdin_with_already_exists() {
-    let Some((fx, work)) = setup("load-oci") else { return };
+    let Some((fx, work)) = setup("load-oci") else {
+        return;
+    };
     let root = work.join("store");
     let o = strata(&root, &["load", "-i", fx.join("img.oci").to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("Loaded image: img:two") && out.contains("Loaded image: img:one"), "{out}");
+    assert!(
+        out.contains("Loaded image: img:two") && out.contains("Loaded image: img:one"),
+        "{out}"
+    );
     // Same image from a docker-archive through stdin: layers already exist.
     let f = std::fs::File::open(fx.join("img.docker.tar")).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(&root).arg("load").stdin(f).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&root)
+        .arg("load")
+        .stdin(f)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("Already exists").count(), 2, "{err}");
     // OCI layout as a gzipped tar.
     let tgz = work.join("layout.tar.gz");
-    run(Command::new("sh").arg("-c").arg(format!("tar -C {} -czf {} .", fx.join("img.oci").display(), tgz.display())));
+    run(Command::new("sh").arg("-c").arg(format!(
+        "tar -C {} -czf {} .",
+        fx.join("img.oci").display(),
+        tgz.display()
+    )));
     let o = strata(&work.join("store2"), &["load", "-i", tgz.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let images = ok(&root, &["images", "--format", "json"]);
@@ -65,7 +116,9 @@ fn load_oci_layout_dir_tar_and_stdin_with_already_exists() {
 
 #[test]
 fn tampered_archives_fail_and_leave_the_store_unchanged() {
-    let Some((fx, work)) = setup("tamper") else { return };
+    let Some((fx, work)) = setup("tamper") else {
+        return;
+    };
     let root = work.join("store");
     ok(&root, &["load", "-i", fx.join("img.oci").to_str().unwrap()]);
     ok(&root, &["rmi", "img:one"]);
@@ -73,56 +126,109 @@ fn tampered_archives_fail_and_leave_the_store_unchanged() {
     // docker-archive: flip a byte inside the second layer's file content.
     let x = work.join("x");
     std::fs::create_dir_all(&x).unwrap();
-    run(Command::new("tar").arg("-xf").arg(fx.join("img.docker.tar")).arg("-C").arg(&x));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(x.join("manifest.json")).unwrap()).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(fx.join("img.docker.tar"))
+        .arg("-C")
+        .arg(&x));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("manifest.json")).unwrap()).unwrap();
     let layer = m[0]["Layers"][0].as_str().unwrap().to_string();
     let lp = x.join(&layer);
     let mut perm = std::fs::metadata(&lp).unwrap().permissions();
     perm.set_mode(0o644);
     std::fs::set_permissions(&lp, perm).unwrap();
     let mut data = std::fs::read(&lp).unwrap();
-    let pos = data.windows(5).position(|w| w == b"hello").expect("greeting in layer");
+    let pos = data
+        .windows(5)
+        .position(|w| w == b"hello")
+        .expect("greeting in layer");
     data[pos] = b'j';
     std::fs::write(&lp, &data).unwrap();
     let bad = work.join("bad.tar");
-    run(Command::new("sh").arg("-c").arg(format!("cd {} && tar -cf {} *", x.display(), bad.display())));
+    run(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && tar -cf {} *",
+        x.display(),
+        bad.display()
+    )));
     let o = strata(&root, &["load", "-i", bad.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains(&layer) && err.contains("mismatch"), "error must name the layer: {err}");
-    assert_eq!(snapshot(&root), before, "a failed load left something in the store");
+    assert!(
+        err.contains(&layer) && err.contains("mismatch"),
+        "error must name the layer: {err}"
+    );
+    assert_eq!(
+        snapshot(&root),
+        before,
+        "a failed load left something in the store"
+    );
     // OCI layout: a blob whose content no longer matches its digest.
     let oci = work.join("oci");
-    run(Command::new("cp").arg("-a").arg(fx.join("img.oci")).arg(&oci));
-    let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
-    let mdg = idx["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("blobs/sha256").join(&mdg)).unwrap()).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(fx.join("img.oci"))
+        .arg(&oci));
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let mdg = idx["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let man: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("blobs/sha256").join(&mdg)).unwrap())
+            .unwrap();
     let ldg = man["layers"][1]["digest"].as_str().unwrap().to_string();
-    let bp = oci.join("blobs/sha256").join(ldg.trim_start_matches("sha256:"));
+    let bp = oci
+        .join("blobs/sha256")
+        .join(ldg.trim_start_matches("sha256:"));
     let mut perm = std::fs::metadata(&bp).unwrap().permissions();
     perm.set_mode(0o644);
     std::fs::set_permissions(&bp, perm).unwrap();
     let mut b = std::fs::read(&bp).unwrap();
     b.push(0);
     std::fs::write(&bp, &b).unwrap();
-    let o = strata(&work.join("store-oci"), &["load", "-i", oci.to_str().unwrap()]);
+    let o = strata(
+        &work.join("store-oci"),
+        &["load", "-i", oci.to_str().unwrap()],
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&ldg), "error must name the layer {ldg}: {err}");
-    assert!(ok(&work.join("store-oci"), &["images", "-q"]).trim().is_empty());
+    assert!(
+        ok(&work.join("store-oci"), &["images", "-q"])
+            .trim()
+            .is_empty()
+    );
     assert!(ok(&root, &["fsck"]).contains("clean"));
 }
 
 #[test]
 fn save_is_read_by_skopeo_and_umoci() {
-    let Some((fx, work)) = setup("save") else { return };
+    let Some((fx, work)) = setup("save") else {
+        return;
+    };
     let root = work.join("store");
-    ok(&root, &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()]);
-    ok(&root, &["tag", "localhost/strata-test:two", "example/saved:v1"]);
+    ok(
+        &root,
+        &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()],
+    );
+    ok(
+        &root,
+        &["tag", "localhost/strata-test:two", "example/saved:v1"],
+    );
     let pol = policy(&work);
     let da = work.join("out.tar");
-    ok(&root, &["save", "-o", da.to_str().unwrap(), "example/saved:v1"]);
-    run(Command::new("skopeo").arg("--policy").arg(&pol).arg("copy").arg("-q")
+    ok(
+        &root,
+        &["save", "-o", da.to_str().unwrap(), "example/saved:v1"],
+    );
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&pol)
+        .arg("copy")
+        .arg("-q")
         .arg(format!("docker-archive:{}:example/saved:v1", da.display()))
         .arg(format!("oci:{}:v1", work.join("sk").display())));
     let theirs = tree(&umoci_rootfs(&work.join("sk"), "v1", &work.join("b1")));
@@ -130,11 +236,25 @@ fn save_is_read_by_skopeo_and_umoci() {
     assert_eq!(theirs, orig);
     // OCI layout tar, and stdout.
     let ot = work.join("out.oci.tar");
-    ok(&root, &["save", "--format", "oci", "-o", ot.to_str().unwrap(), "example/saved:v1"]);
+    ok(
+        &root,
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            ot.to_str().unwrap(),
+            "example/saved:v1",
+        ],
+    );
     let od = work.join("od");
     std::fs::create_dir_all(&od).unwrap();
     run(Command::new("tar").arg("-xf").arg(&ot).arg("-C").arg(&od));
-    let inspect = run(Command::new("skopeo").arg("--policy").arg(&pol).arg("inspect").arg(format!("oci:{}:v1", od.display())));
+    let inspect = run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&pol)
+        .arg("inspect")
+        .arg(format!("oci:{}:v1", od.display())));
     assert!(inspect.contains("sha256:"), "{inspect}");
     assert_eq!(tree(&umoci_rootfs(&od, "v1", &work.join("b2"))), orig);
     let o = strata(&root, &["save", "example/saved:v1"]);
@@ -162,58 +282,136 @@ fn make_upper(upper: &Path, rootless: bool) {
     }
     // Replaced directory: opaque.
     std::fs::create_dir_all(upper.join("usr")).unwrap();
-    let opq = if rootless { "user.overlay.opaque" } else { "trusted.overlay.opaque" };
+    let opq = if rootless {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    };
     strata::image::fsutil::set_xattr(&upper.join("usr"), opq, b"y").unwrap();
     std::fs::write(upper.join("usr/only"), "only\n").unwrap();
 }
 
 fn commit_roundtrip(rootless: bool) {
-    let Some((fx, work)) = setup(if rootless { "commit-rootless" } else { "commit" }) else { return };
+    let Some((fx, work)) = setup(if rootless {
+        "commit-rootless"
+    } else {
+        "commit"
+    }) else {
+        return;
+    };
     let root = work.join("store");
-    let env: &[(&str, &str)] = if rootless { &[("STRATA_ROOTLESS", "1")] } else { &[] };
-    let o = strata_env(&root, &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()], env);
+    let env: &[(&str, &str)] = if rootless {
+        &[("STRATA_ROOTLESS", "1")]
+    } else {
+        &[]
+    };
+    let o = strata_env(
+        &root,
+        &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()],
+        env,
+    );
     assert!(o.status.success());
     let store = strata::store::Store::open(&root).unwrap();
-    let c = store.create_container("localhost/strata-test:two", Some("c1"), None).unwrap();
+    let c = store
+        .create_container("localhost/strata-test:two", Some("c1"), None)
+        .unwrap();
     make_upper(&store.container_dir(&c).join("upper"), rootless);
     let diff = ok(&root, &["diff", "c1"]);
-    for line in ["C /etc", "C /etc/greeting", "A /hello.txt", "A /hello.link", "D /data/keep.txt", "C /usr", "D /usr/local"] {
-        assert!(diff.lines().any(|l| l == line), "missing {line:?} in diff:\n{diff}");
+    for line in [
+        "C /etc",
+        "C /etc/greeting",
+        "A /hello.txt",
+        "A /hello.link",
+        "D /data/keep.txt",
+        "C /usr",
+        "D /usr/local",
+    ] {
+        assert!(
+            diff.lines().any(|l| l == line),
+            "missing {line:?} in diff:\n{diff}"
+        );
     }
-    let id1 = ok(&root, &["commit", "-m", "my change", "-a", "Tester", "-c", r#"CMD ["/bin/echo","hi"]"#, "-c", "ENV FOO=bar", "-c", "LABEL stage=three", "c1", "example/committed:1"]);
+    let id1 = ok(
+        &root,
+        &[
+            "commit",
+            "-m",
+            "my change",
+            "-a",
+            "Tester",
+            "-c",
+            r#"CMD ["/bin/echo","hi"]"#,
+            "-c",
+            "ENV FOO=bar",
+            "-c",
+            "LABEL stage=three",
+            "c1",
+            "example/committed:1",
+        ],
+    );
     let id2 = ok(&root, &["commit", "c1", "example/committed:2"]);
     // Same upper -> same layer digest.
-    let i1: serde_json::Value = serde_json::from_str(&ok(&root, &["inspect", "example/committed:1"])).unwrap();
-    let i2: serde_json::Value = serde_json::from_str(&ok(&root, &["inspect", "example/committed:2"])).unwrap();
+    let i1: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["inspect", "example/committed:1"])).unwrap();
+    let i2: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["inspect", "example/committed:2"])).unwrap();
     assert_eq!(i1[0]["RootFS"]["Layers"][2], i2[0]["RootFS"]["Layers"][2]);
     assert_eq!(i1[0]["RootFS"]["Layers"].as_array().unwrap().len(), 3);
     assert_eq!(i1[0]["Id"].as_str().unwrap(), id1.trim());
     assert_ne!(id1.trim(), id2.trim());
     assert_eq!(i1[0]["Author"], "Tester");
     assert_eq!(i1[0]["Comment"], "my change");
-    assert_eq!(i1[0]["Config"]["Cmd"], serde_json::json!(["/bin/echo", "hi"]));
-    assert!(i1[0]["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "FOO=bar"));
+    assert_eq!(
+        i1[0]["Config"]["Cmd"],
+        serde_json::json!(["/bin/echo", "hi"])
+    );
+    assert!(
+        i1[0]["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "FOO=bar")
+    );
     assert_eq!(i1[0]["Config"]["Labels"]["stage"], "three");
     let hist = ok(&root, &["history", "example/committed:1"]);
     assert!(hist.lines().nth(1).unwrap().contains("my change"), "{hist}");
     // Save, read with skopeo, unpack with umoci: the change and the deletions are there.
     let pol = policy(&work);
     let da = work.join("c.tar");
-    ok(&root, &["save", "-o", da.to_str().unwrap(), "example/committed:1"]);
-    run(Command::new("skopeo").arg("--policy").arg(&pol).arg("copy").arg("-q")
+    ok(
+        &root,
+        &["save", "-o", da.to_str().unwrap(), "example/committed:1"],
+    );
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&pol)
+        .arg("copy")
+        .arg("-q")
         .arg(format!("docker-archive:{}", da.display()))
         .arg(format!("oci:{}:c", work.join("sk").display())));
     let rootfs = umoci_rootfs(&work.join("sk"), "c", &work.join("b"));
-    assert_eq!(std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(), "changed\n");
-    assert_eq!(std::fs::read_to_string(rootfs.join("hello.txt")).unwrap(), "new file\n");
-    assert_eq!(std::fs::read_link(rootfs.join("hello.link")).unwrap(), Path::new("hello.txt"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("hello.txt")).unwrap(),
+        "new file\n"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("hello.link")).unwrap(),
+        Path::new("hello.txt")
+    );
     assert!(!rootfs.join("data/keep.txt").exists(), "whiteout lost");
     assert!(rootfs.join("data/sub/file").exists());
     assert!(!rootfs.join("usr/local").exists(), "opaque dir lost");
     assert!(rootfs.join("usr/only").exists());
     assert!(rootfs.join("bin/busybox").exists());
     // Our own union of the committed image matches umoci's view.
-    assert_eq!(union_tree(&image_layers(&root, "example/committed:1")), tree(&rootfs));
+    assert_eq!(
+        union_tree(&image_layers(&root, "example/committed:1")),
+        tree(&rootfs)
+    );
     assert!(ok(&root, &["fsck"]).contains("clean"));
 }
 
@@ -229,72 +427,130 @@ fn commit_rootless_upper_roundtrips() {
 
 #[test]
 fn rootless_load_keeps_owners_and_modes_in_xattr() {
-    let Some((fx, work)) = setup("rootless-load") else { return };
+    let Some((fx, work)) = setup("rootless-load") else {
+        return;
+    };
     let root = work.join("store");
-    let o = strata_env(&root, &["load", "-i", fx.join("img.oci").to_str().unwrap()], &[("STRATA_ROOTLESS", "1")]);
+    let o = strata_env(
+        &root,
+        &["load", "-i", fx.join("img.oci").to_str().unwrap()],
+        &[("STRATA_ROOTLESS", "1")],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let layers = image_layers(&root, "img:two");
     let bb = layers[1].join("bin/busybox");
-    let v = strata::image::fsutil::get_xattr(&bb, "user.containers.override_stat").unwrap().unwrap();
+    let v = strata::image::fsutil::get_xattr(&bb, "user.containers.override_stat")
+        .unwrap()
+        .unwrap();
     assert_eq!(String::from_utf8(v).unwrap(), "0:0:4755");
     if fx.join("buildah/root/overlay").exists() {
-        let opq = strata::image::fsutil::get_xattr(&layers[0].join("olddir"), "user.overlay.opaque").unwrap();
+        let opq =
+            strata::image::fsutil::get_xattr(&layers[0].join("olddir"), "user.overlay.opaque")
+                .unwrap();
         assert_eq!(opq.as_deref(), Some(&b"y"[..]));
     }
-    let theirs = tree(&umoci_rootfs(&fx.join("img.oci"), "two", &work.join("bundle")));
+    let theirs = tree(&umoci_rootfs(
+        &fx.join("img.oci"),
+        "two",
+        &work.join("bundle"),
+    ));
     assert_eq!(union_tree(&layers), theirs);
 }
 
 #[test]
 fn import_tar_and_dir() {
-    let Some((fx, work)) = setup("import") else { return };
+    let Some((fx, work)) = setup("import") else {
+        return;
+    };
     let root = work.join("store");
     let rootfs = umoci_rootfs(&fx.join("img.oci"), "two", &work.join("bundle"));
     let id = ok(&root, &["import", rootfs.to_str().unwrap(), "imported:dir"]);
     assert!(id.trim().starts_with("sha256:"));
-    assert_eq!(union_tree(&image_layers(&root, "imported:dir")), tree(&rootfs));
+    assert_eq!(
+        union_tree(&image_layers(&root, "imported:dir")),
+        tree(&rootfs)
+    );
     let tgz = work.join("rootfs.tar.gz");
-    run(Command::new("tar").arg("-C").arg(&rootfs).arg("-czf").arg(&tgz).arg("."));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("."));
     ok(&root, &["import", tgz.to_str().unwrap(), "imported:tar"]);
-    assert_eq!(union_tree(&image_layers(&root, "imported:tar")), tree(&rootfs));
+    assert_eq!(
+        union_tree(&image_layers(&root, "imported:tar")),
+        tree(&rootfs)
+    );
     let h = ok(&root, &["history", "imported:tar"]);
     assert!(h.contains("strata import"), "{h}");
 }
 
 #[test]
 fn tags_rmi_prune_explain() {
-    let Some((fx, work)) = setup("tags") else { return };
+    let Some((fx, work)) = setup("tags") else {
+        return;
+    };
     let root = work.join("store");
     ok(&root, &["load", "-i", fx.join("img.oci").to_str().unwrap()]);
     ok(&root, &["tag", "img:two", "other:latest"]);
     let ins: serde_json::Value = serde_json::from_str(&ok(&root, &["inspect", "other"])).unwrap();
-    assert_eq!(ins[0]["RepoTags"], serde_json::json!(["img:two", "other:latest"]));
-    for k in ["Id", "RepoTags", "RepoDigests", "Created", "Author", "Comment", "Config", "Architecture", "Os", "Size", "RootFS"] {
+    assert_eq!(
+        ins[0]["RepoTags"],
+        serde_json::json!(["img:two", "other:latest"])
+    );
+    for k in [
+        "Id",
+        "RepoTags",
+        "RepoDigests",
+        "Created",
+        "Author",
+        "Comment",
+        "Config",
+        "Architecture",
+        "Os",
+        "Size",
+        "RootFS",
+    ] {
         assert!(ins[0].get(k).is_some(), "inspect lacks {k}");
     }
     let ex = ok(&root, &["explain", "img:two", "/data/gone.txt"]);
     assert!(ex.lines().nth(1).unwrap().contains("whiteout"), "{ex}");
     assert!(ex.lines().nth(2).unwrap().contains("hidden"), "{ex}");
     let ex = ok(&root, &["explain", "img:two", "/etc/greeting"]);
-    assert!(ex.lines().nth(2).unwrap().contains("provides the path"), "{ex}");
+    assert!(
+        ex.lines().nth(2).unwrap().contains("provides the path"),
+        "{ex}"
+    );
     if fx.join("buildah/root/overlay").exists() {
         let ex = ok(&root, &["explain", "img:two", "/olddir/a"]);
         assert!(ex.contains("hidden by opaque dir /olddir"), "{ex}");
     }
     let out = ok(&root, &["rmi", "img:two"]);
-    assert!(out.contains("Untagged: img:two") && !out.contains("Deleted"), "{out}");
+    assert!(
+        out.contains("Untagged: img:two") && !out.contains("Deleted"),
+        "{out}"
+    );
     let out = ok(&root, &["rmi", "other"]);
     assert!(out.contains("Deleted: sha256:"), "{out}");
     // img:one still needs the bottom layer.
     assert_eq!(std::fs::read_dir(root.join("layers")).unwrap().count(), 1);
     std::fs::create_dir_all(root.join("tmp/tx-leftover")).unwrap();
     let fsck = ok(&root, &["fsck"]);
-    assert!(fsck.contains("clean") && fsck.contains("leftover"), "{fsck}");
+    assert!(
+        fsck.contains("clean") && fsck.contains("leftover"),
+        "{fsck}"
+    );
     ok(&root, &["prune"]);
     assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
     ok(&root, &["rmi", "img:one"]);
     assert_eq!(std::fs::read_dir(root.join("layers")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(root.join("blobs/sha256")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
     let o = strata(&root, &["inspect", "img:one"]);
     assert!(!o.status.success());
 }
@@ -302,24 +558,53 @@ fn tags_rmi_prune_explain() {
 #[test]
 #[ignore = "needs the FUSE driver"]
 fn mount_commit_umount_rm() {
-    let Some((fx, work)) = setup("mount") else { return };
+    let Some((fx, work)) = setup("mount") else {
+        return;
+    };
     let root = work.join("store");
-    ok(&root, &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()]);
+    ok(
+        &root,
+        &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()],
+    );
     let mp = work.join("mnt");
-    let out = ok(&root, &["mount", "--name", "m1", "localhost/strata-test:two", mp.to_str().unwrap()]);
+    let out = ok(
+        &root,
+        &[
+            "mount",
+            "--name",
+            "m1",
+            "localhost/strata-test:two",
+            mp.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.trim(), mp.to_str().unwrap());
-    let theirs = tree(&umoci_rootfs(&fx.join("img.oci"), "two", &work.join("bundle")));
+    let theirs = tree(&umoci_rootfs(
+        &fx.join("img.oci"),
+        "two",
+        &work.join("bundle"),
+    ));
     assert_eq!(tree(&mp), theirs);
     std::fs::write(mp.join("etc/greeting"), "mounted change\n").unwrap();
     std::fs::remove_file(mp.join("data/keep.txt")).unwrap();
-    assert!(ok(&root, &["ps"]).lines().any(|l| l.contains("m1") && l.contains(" yes ")));
+    assert!(
+        ok(&root, &["ps"])
+            .lines()
+            .any(|l| l.contains("m1") && l.contains(" yes "))
+    );
     ok(&root, &["commit", "m1", "example/mounted:1"]);
     ok(&root, &["umount", "m1"]);
-    assert!(ok(&root, &["ps"]).lines().any(|l| l.contains("m1") && l.contains(" no ")));
+    assert!(
+        ok(&root, &["ps"])
+            .lines()
+            .any(|l| l.contains("m1") && l.contains(" no "))
+    );
     ok(&root, &["mount", "m1"]);
     let mp2 = ok(&root, &["ps", "--format", "json"]);
     assert!(mp2.contains("\"Mounted\": true"));
-    assert_eq!(std::fs::read_to_string(mp.join("etc/greeting")).unwrap(), "mounted change\n");
+    assert_eq!(
+        std::fs::read_to_string(mp.join("etc/greeting")).unwrap(),
+        "mounted change\n"
+    );
     ok(&root, &["umount", "m1"]);
     ok(&root, &["rm", "m1"]);
     assert!(ok(&root, &["ps", "-q"]).trim().is_empty());
@@ -328,7 +613,9 @@ fn mount_commit_umount_rm() {
 /// The real thing: an unprivileged user (nobody, via setpriv when the tests run as root).
 #[test]
 fn unprivileged_user_load_save_roundtrip() {
-    let Some((fx, work)) = setup("unpriv") else { return };
+    let Some((fx, work)) = setup("unpriv") else {
+        return;
+    };
     let is_root = unsafe { libc::geteuid() } == 0;
     if is_root && !have("setpriv") {
         eprintln!("SKIP: running as root without setpriv to drop privileges");
@@ -342,39 +629,76 @@ fn unprivileged_user_load_save_roundtrip() {
     let run_as = |args: &[&str]| -> std::process::Output {
         let mut c = if is_root {
             let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_strata")]);
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_strata"),
+            ]);
             c
         } else {
             Command::new(env!("CARGO_BIN_EXE_strata"))
         };
-        c.args(args).env("XDG_DATA_HOME", &xdg).env("HOME", &work).env_remove("STRATA_ROOT");
+        c.args(args)
+            .env("XDG_DATA_HOME", &xdg)
+            .env("HOME", &work)
+            .env_remove("STRATA_ROOT");
         c.output().unwrap()
     };
     let o = run_as(&["load", "-i", archive.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let root = xdg.join("strata");
-    assert!(root.join("tags.json").is_file(), "store not in $XDG_DATA_HOME/strata");
+    assert!(
+        root.join("tags.json").is_file(),
+        "store not in $XDG_DATA_HOME/strata"
+    );
     let layers = image_layers(&root, "localhost/strata-test:two");
     let bb = layers[1].join("bin/busybox");
     let v = strata::image::fsutil::get_xattr(&bb, "user.containers.override_stat").unwrap();
     assert_eq!(v.as_deref(), Some(&b"0:0:4755"[..]));
-    let theirs = tree(&umoci_rootfs(&fx.join("img.oci"), "two", &work.join("bundle")));
+    let theirs = tree(&umoci_rootfs(
+        &fx.join("img.oci"),
+        "two",
+        &work.join("bundle"),
+    ));
     // Symlinks cannot carry `user.` xattrs: their owner stays the user's (a known limit of
     // rootless unpacking; a user namespace shows them as root's). Everything else matches.
     let ours: Vec<String> = union_tree(&layers)
         .into_iter()
-        .map(|l| if l.contains(" symlink->") { l.replace(" 65534:65534 ", " 0:0 ") } else { l })
+        .map(|l| {
+            if l.contains(" symlink->") {
+                l.replace(" 65534:65534 ", " 0:0 ")
+            } else {
+                l
+            }
+        })
         .collect();
-    assert!(union_tree(&layers).iter().any(|l| l.starts_with("bin/sh symlink->busybox 0777 65534:65534")));
+    assert!(
+        union_tree(&layers)
+            .iter()
+            .any(|l| l.starts_with("bin/sh symlink->busybox 0777 65534:65534"))
+    );
     assert_eq!(ours, theirs);
     let out = work.join("saved.tar");
-    let o = run_as(&["save", "-o", out.to_str().unwrap(), "localhost/strata-test:two"]);
+    let o = run_as(&[
+        "save",
+        "-o",
+        out.to_str().unwrap(),
+        "localhost/strata-test:two",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let pol = policy(&work);
-    run(Command::new("skopeo").arg("--policy").arg(&pol).arg("copy").arg("-q")
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&pol)
+        .arg("copy")
+        .arg("-q")
         .arg(format!("docker-archive:{}", out.display()))
         .arg(format!("oci:{}:u", work.join("sk").display())));
-    assert_eq!(tree(&umoci_rootfs(&work.join("sk"), "u", &work.join("b2"))), theirs);
+    assert_eq!(
+        tree(&umoci_rootfs(&work.join("sk"), "u", &work.join("b2"))),
+        theirs
+    );
     let o = run_as(&["fsck"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("clean"));
 }

@@ -1,17 +1,22 @@
 //! `mount`, `umount`, `ps`, `rm`, `commit`, `diff`: containers.
 
-use super::progress::CliProgress;
 use super::OutFormat;
+use super::progress::CliProgress;
 use crate::image::diff;
+use crate::store::Store;
 use crate::store::commit::CommitOptions;
 use crate::store::containers::{is_mounted, unmount};
-use crate::store::Store;
 use anyhow::Context;
 use serde_json::json;
 use std::path::Path;
 
 /// `strata mount TARGET [MOUNTPOINT] [--name N]`: prints the mountpoint.
-pub fn mount(store: &Store, target: &str, mountpoint: Option<&Path>, name: Option<&str>) -> anyhow::Result<i32> {
+pub fn mount(
+    store: &Store,
+    target: &str,
+    mountpoint: Option<&Path>,
+    name: Option<&str>,
+) -> anyhow::Result<i32> {
     let (mut c, created) = match store.container(target) {
         Ok(mut c) if name.is_none() => {
             if let Some(mp) = mountpoint {
@@ -23,7 +28,11 @@ pub fn mount(store: &Store, target: &str, mountpoint: Option<&Path>, name: Optio
     };
     let mp = Path::new(&c.mountpoint).to_path_buf();
     if is_mounted(&mp) {
-        anyhow::bail!("container {} is already mounted at {}", c.name, mp.display());
+        anyhow::bail!(
+            "container {} is already mounted at {}",
+            c.name,
+            mp.display()
+        );
     }
     std::fs::create_dir_all(&mp).with_context(|| format!("create mountpoint {}", mp.display()))?;
     let cfg = store.mount_config(&c)?;
@@ -70,11 +79,12 @@ pub fn ps(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> 
         .iter()
         .map(|c| {
             let mounted = is_mounted(Path::new(&c.mountpoint));
-            let image = if tags.get(&crate::image::spec::normalize_ref(&c.image_ref)) == Some(&c.image) {
-                c.image_ref.clone()
-            } else {
-                c.image[7..19].to_string()
-            };
+            let image =
+                if tags.get(&crate::image::spec::normalize_ref(&c.image_ref)) == Some(&c.image) {
+                    c.image_ref.clone()
+                } else {
+                    c.image[7..19].to_string()
+                };
             (c, image, mounted)
         })
         .collect();
@@ -86,9 +96,19 @@ pub fn ps(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> 
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    println!("{:<14} {:<24} {:<30} {:<9} {}", "CONTAINER ID", "NAME", "IMAGE", "MOUNTED", "MOUNTPOINT");
+    println!(
+        "{:<14} {:<24} {:<30} {:<9} MOUNTPOINT",
+        "CONTAINER ID", "NAME", "IMAGE", "MOUNTED"
+    );
     for (c, img, m) in rows {
-        println!("{:<14} {:<24} {:<30} {:<9} {}", &c.id[..12], c.name, img, if m { "yes" } else { "no" }, c.mountpoint);
+        println!(
+            "{:<14} {:<24} {:<30} {:<9} {}",
+            &c.id[..12],
+            c.name,
+            img,
+            if m { "yes" } else { "no" },
+            c.mountpoint
+        );
     }
     Ok(0)
 }
@@ -108,10 +128,17 @@ pub fn rm(store: &Store, containers: &[String], force: bool) -> anyhow::Result<i
 }
 
 /// `strata commit [...] CONTAINER [NAME:TAG]`: prints the new image ID.
-pub fn commit(store: &Store, container: &str, opts: &CommitOptions, quiet: bool) -> anyhow::Result<i32> {
+pub fn commit(
+    store: &Store,
+    container: &str,
+    opts: &CommitOptions,
+    quiet: bool,
+) -> anyhow::Result<i32> {
     let c = store.container(container)?;
     let mut prog = CliProgress::new(quiet);
-    let rec = store.commit(&c, opts, &mut prog).with_context(|| format!("commit {}", c.name))?;
+    let rec = store
+        .commit(&c, opts, &mut prog)
+        .with_context(|| format!("commit {}", c.name))?;
     println!("{}", rec.id);
     Ok(0)
 }

@@ -1,6 +1,6 @@
 //! `images`, `inspect`, `history`, `tag`, `rmi`.
 
-use super::{human_size, OutFormat};
+use super::{OutFormat, human_size};
 use crate::image::inspect;
 use crate::image::spec;
 use crate::store::Store;
@@ -13,10 +13,24 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
     let mut rows = Vec::new();
     for img in store.images()? {
         let cfg = store.image_config(&img)?;
-        let created = cfg.get("created").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let names: Vec<&String> = tags.iter().filter(|(_, v)| **v == img.id).map(|(k, _)| k).collect();
+        let created = cfg
+            .get("created")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let names: Vec<&String> = tags
+            .iter()
+            .filter(|(_, v)| **v == img.id)
+            .map(|(k, _)| k)
+            .collect();
         if names.is_empty() {
-            rows.push(("<none>".to_string(), "<none>".to_string(), img.id.clone(), created.clone(), img.size()));
+            rows.push((
+                "<none>".to_string(),
+                "<none>".to_string(),
+                img.id.clone(),
+                created.clone(),
+                img.size(),
+            ));
         }
         for n in names {
             let (r, t) = spec::split_ref(n);
@@ -40,9 +54,19 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    println!("{:<40} {:<16} {:<14} {:<22} {}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+    println!(
+        "{:<40} {:<16} {:<14} {:<22} SIZE",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+    );
     for r in rows {
-        println!("{:<40} {:<16} {:<14} {:<22} {}", r.0, r.1, &r.2[7..19], r.3.get(..19).unwrap_or(&r.3), human_size(r.4));
+        println!(
+            "{:<40} {:<16} {:<14} {:<22} {}",
+            r.0,
+            r.1,
+            &r.2[7..19],
+            r.3.get(..19).unwrap_or(&r.3),
+            human_size(r.4)
+        );
     }
     Ok(0)
 }
@@ -55,7 +79,13 @@ pub fn inspect(store: &Store, images: &[String]) -> anyhow::Result<i32> {
         let img = store.resolve_image(r)?;
         let cfg = store.image_config(&img)?;
         let tags = store.tags_of(&img.id)?;
-        out.push(inspect::inspect_json(&img.id, &tags, &img.repo_digests, &cfg, img.size()));
+        out.push(inspect::inspect_json(
+            &img.id,
+            &tags,
+            &img.repo_digests,
+            &cfg,
+            img.size(),
+        ));
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
@@ -72,11 +102,25 @@ pub fn history(store: &Store, image: &str, format: OutFormat) -> anyhow::Result<
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
-    println!("{:<14} {:<22} {:<40} {:<10} {}", "LAYER", "CREATED", "CREATED BY", "SIZE", "COMMENT");
+    println!(
+        "{:<14} {:<22} {:<40} {:<10} COMMENT",
+        "LAYER", "CREATED", "CREATED BY", "SIZE"
+    );
     for r in rows {
-        let layer = if r.layer.starts_with("sha256:") { r.layer[7..19].to_string() } else { r.layer.clone() };
+        let layer = if r.layer.starts_with("sha256:") {
+            r.layer[7..19].to_string()
+        } else {
+            r.layer.clone()
+        };
         let by: String = r.created_by.chars().take(40).collect();
-        println!("{:<14} {:<22} {:<40} {:<10} {}", layer, r.created.get(..19).unwrap_or(&r.created), by, human_size(r.size), r.comment);
+        println!(
+            "{:<14} {:<22} {:<40} {:<10} {}",
+            layer,
+            r.created.get(..19).unwrap_or(&r.created),
+            by,
+            human_size(r.size),
+            r.comment
+        );
     }
     Ok(0)
 }

@@ -55,9 +55,13 @@ pub fn explain(store: &Store, target: &str, path: &str, format: OutFormat) -> an
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
-    println!("{:<21} {:<36} {}", "LAYER (top first)", "ENTRY", "STATUS");
+    println!("{:<21} {:<36} STATUS", "LAYER (top first)", "ENTRY");
     for r in rows {
-        let l = if r.layer.starts_with("sha256:") { r.layer[..19].to_string() } else { r.layer.clone() };
+        let l = if r.layer.starts_with("sha256:") {
+            r.layer[..19].to_string()
+        } else {
+            r.layer.clone()
+        };
         println!("{:<21} {:<36} {}", l, r.entry, r.status);
     }
     Ok(0)

@@ -200,7 +200,8 @@ pub fn run(cli: Cli) -> i32 {
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
     let root = cli.root.clone().unwrap_or_else(Store::default_root);
-    Store::open(&root).map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", root.display()))
+    Store::open(&root)
+        .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", root.display()))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
@@ -208,8 +209,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let q = cli.quiet;
     match cli.cmd {
         Cmd::Load { input } => transfer::load(&store, input.as_deref(), q),
-        Cmd::Save { output, format, images } => transfer::save(&store, output.as_deref(), format, &images, q),
-        Cmd::Import { source, reference } => transfer::import(&store, &source, reference.as_deref(), q),
+        Cmd::Save {
+            output,
+            format,
+            images,
+        } => transfer::save(&store, output.as_deref(), format, &images, q),
+        Cmd::Import { source, reference } => {
+            transfer::import(&store, &source, reference.as_deref(), q)
+        }
         Cmd::Images { format } => images::images(&store, format, q),
         Cmd::Inspect { images } => images::inspect(&store, &images),
         Cmd::History { image, format } => images::history(&store, &image, format),
@@ -217,16 +224,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Rmi { images, force } => images::rmi(&store, &images, force),
         Cmd::Prune => maint::prune(&store, q),
         Cmd::Fsck { format } => maint::fsck(&store, format),
-        Cmd::Mount { target, mountpoint, name } => containers::mount(&store, &target, mountpoint.as_deref(), name.as_deref()),
+        Cmd::Mount {
+            target,
+            mountpoint,
+            name,
+        } => containers::mount(&store, &target, mountpoint.as_deref(), name.as_deref()),
         Cmd::Umount { containers } => containers::umount(&store, &containers),
         Cmd::Ps { format } => containers::ps(&store, format, q),
         Cmd::Rm { containers, force } => containers::rm(&store, &containers, force),
-        Cmd::Commit { message, author, change, pause, container, reference } => {
-            let opts = crate::store::commit::CommitOptions { message, author, changes: change, pause, tag: reference };
+        Cmd::Commit {
+            message,
+            author,
+            change,
+            pause,
+            container,
+            reference,
+        } => {
+            let opts = crate::store::commit::CommitOptions {
+                message,
+                author,
+                changes: change,
+                pause,
+                tag: reference,
+            };
             containers::commit(&store, &container, &opts, q)
         }
         Cmd::Diff { container, format } => containers::diff(&store, &container, format),
-        Cmd::Explain { target, path, format } => maint::explain(&store, &target, &path, format),
+        Cmd::Explain {
+            target,
+            path,
+            format,
+        } => maint::explain(&store, &target, &path, format),
     }
 }
 
@@ -239,5 +267,9 @@ pub fn human_size(n: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 { format!("{n}B") } else { format!("{v:.3}{}", units[i]).replace(".000", "") }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[i]).replace(".000", "")
+    }
 }

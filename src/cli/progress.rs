@@ -15,7 +15,11 @@ pub struct CliProgress {
 impl CliProgress {
     /// Progress on stderr; bars only when stderr is a terminal.
     pub fn new(quiet: bool) -> Self {
-        CliProgress { tty: std::io::stderr().is_terminal(), quiet, items: HashMap::new() }
+        CliProgress {
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+            items: HashMap::new(),
+        }
     }
 }
 
@@ -24,7 +28,13 @@ fn bar(done: u64, total: Option<u64>) -> String {
         Some(t) if t > 0 => {
             let w = 30usize;
             let f = ((done.min(t) as f64 / t as f64) * w as f64) as usize;
-            format!("[{}>{}] {}/{}", "=".repeat(f), " ".repeat(w - f), super::human_size(done), super::human_size(t))
+            format!(
+                "[{}>{}] {}/{}",
+                "=".repeat(f),
+                " ".repeat(w - f),
+                super::human_size(done),
+                super::human_size(t)
+            )
         }
         _ => super::human_size(done),
     }
@@ -32,7 +42,8 @@ fn bar(done: u64, total: Option<u64>) -> String {
 
 impl Progress for CliProgress {
     fn begin(&mut self, id: &str, action: &str, total: Option<u64>) {
-        self.items.insert(id.to_string(), (action.to_string(), total, 0, 0));
+        self.items
+            .insert(id.to_string(), (action.to_string(), total, 0, 0));
         if !self.quiet && self.tty {
             eprint!("\r\x1b[K{id}: {action} {}", bar(0, total));
         }

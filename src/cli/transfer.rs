@@ -1,7 +1,7 @@
 //! `load`, `save` and `import`: moving images in and out of the store.
 
-use super::progress::CliProgress;
 use super::SaveFormat;
+use super::progress::CliProgress;
 use crate::image::docker_archive::{self, DirSink, Sink, TarSink};
 use crate::image::oci_layout;
 use crate::store::{ImageRecord, Store};
@@ -15,8 +15,15 @@ fn name_hint(p: Option<&Path>) -> String {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
     let stem = stem.split('.').next().unwrap_or("image").to_lowercase();
-    let clean: String = stem.chars().filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c)).collect();
-    if clean.is_empty() { "image".into() } else { clean }
+    let clean: String = stem
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c))
+        .collect();
+    if clean.is_empty() {
+        "image".into()
+    } else {
+        clean
+    }
 }
 
 fn print_loaded(recs: &[ImageRecord], store: &Store, quiet: bool) -> anyhow::Result<()> {
@@ -36,12 +43,18 @@ pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> anyhow::Result<
     let mut prog = CliProgress::new(quiet);
     let hint = name_hint(input);
     let recs = match input {
-        Some(p) if p.is_dir() => store.load_dir(p, &hint, &mut prog).with_context(|| format!("load {}", p.display()))?,
+        Some(p) if p.is_dir() => store
+            .load_dir(p, &hint, &mut prog)
+            .with_context(|| format!("load {}", p.display()))?,
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
-            store.load_archive(f, &hint, &mut prog).with_context(|| format!("load {}", p.display()))?
+            store
+                .load_archive(f, &hint, &mut prog)
+                .with_context(|| format!("load {}", p.display()))?
         }
-        None => store.load_archive(std::io::stdin().lock(), &hint, &mut prog).context("load from stdin")?,
+        None => store
+            .load_archive(std::io::stdin().lock(), &hint, &mut prog)
+            .context("load from stdin")?,
     };
     if !quiet {
         // Tags this load set, as docker prints them.
@@ -56,13 +69,29 @@ pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> anyhow::Result<
 }
 
 /// `strata save [-o FILE] [--format F] IMAGE...`.
-pub fn save(store: &Store, output: Option<&Path>, format: SaveFormat, images: &[String], quiet: bool) -> anyhow::Result<i32> {
+pub fn save(
+    store: &Store,
+    output: Option<&Path>,
+    format: SaveFormat,
+    images: &[String],
+    quiet: bool,
+) -> anyhow::Result<i32> {
     let exports = {
         let _lock = store.lock_shared()?;
         store.export_images(images)?
     };
     let mut prog = CliProgress::new(quiet);
-    let total: u64 = exports.iter().flat_map(|e| e.layers.iter()).map(|l| if format == SaveFormat::Docker { l.diff_size } else { l.size }).sum();
+    let total: u64 = exports
+        .iter()
+        .flat_map(|e| e.layers.iter())
+        .map(|l| {
+            if format == SaveFormat::Docker {
+                l.diff_size
+            } else {
+                l.size
+            }
+        })
+        .sum();
     use crate::store::Progress;
     prog.begin("save", "Writing", Some(total));
     let mut adv = |n: u64| prog.advance("save", n);
@@ -81,13 +110,23 @@ pub fn save(store: &Store, output: Option<&Path>, format: SaveFormat, images: &[
         (SaveFormat::OciDir, None) => anyhow::bail!("--format oci-dir needs -o DIR"),
         (_, Some(p)) => {
             // Write next to the target and rename, so a failed save leaves no partial file.
-            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("create a file in {}", dir.display()))?;
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("create a file in {}", dir.display()))?;
             let mut sink = TarSink::new(std::io::BufWriter::new(tmp));
             write(&mut sink, &mut adv)?;
-            let tmp = sink.finish()?.into_inner().map_err(|e| anyhow::anyhow!("write {}: {}", p.display(), e.error()))?;
-            tmp.as_file().sync_all().with_context(|| format!("fsync {}", p.display()))?;
-            tmp.persist(p).with_context(|| format!("write {}", p.display()))?;
+            let tmp = sink
+                .finish()?
+                .into_inner()
+                .map_err(|e| anyhow::anyhow!("write {}: {}", p.display(), e.error()))?;
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("fsync {}", p.display()))?;
+            tmp.persist(p)
+                .with_context(|| format!("write {}", p.display()))?;
         }
         (_, None) => {
             let stdout = std::io::stdout().lock();
@@ -101,9 +140,16 @@ pub fn save(store: &Store, output: Option<&Path>, format: SaveFormat, images: &[
 }
 
 /// `strata import SOURCE [NAME:TAG]`.
-pub fn import(store: &Store, source: &Path, reference: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
+pub fn import(
+    store: &Store,
+    source: &Path,
+    reference: Option<&str>,
+    quiet: bool,
+) -> anyhow::Result<i32> {
     let mut prog = CliProgress::new(quiet);
-    let rec = store.import_rootfs(source, reference, &mut prog).with_context(|| format!("import {}", source.display()))?;
+    let rec = store
+        .import_rootfs(source, reference, &mut prog)
+        .with_context(|| format!("import {}", source.display()))?;
     println!("{}", rec.id);
     Ok(0)
 }

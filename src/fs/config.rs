@@ -28,7 +28,12 @@ pub struct MountConfig {
 
 impl MountConfig {
     /// A configuration with default behaviour for the given layers and mountpoint.
-    pub fn new(lowerdirs: Vec<PathBuf>, upperdir: Option<PathBuf>, workdir: Option<PathBuf>, mountpoint: PathBuf) -> Self {
+    pub fn new(
+        lowerdirs: Vec<PathBuf>,
+        upperdir: Option<PathBuf>,
+        workdir: Option<PathBuf>,
+        mountpoint: PathBuf,
+    ) -> Self {
         MountConfig {
             lowerdirs,
             upperdir,

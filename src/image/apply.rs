@@ -22,7 +22,10 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { rootless: !fsutil::is_root(), max_entry_size: 64 << 30 }
+        ApplyOptions {
+            rootless: !fsutil::is_root(),
+            max_entry_size: 64 << 30,
+        }
     }
 }
 
@@ -36,34 +39,42 @@ pub struct ApplyStats {
 }
 
 fn refused(path: &Path, reason: impl Into<String>) -> ImageError {
-    ImageError::Refused { path: path.display().to_string(), reason: reason.into() }
+    ImageError::Refused {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Apply the tar stream `reader` into the existing directory `dest`.
 /// The stream is read to its end (so a hashing reader around it sees every byte).
 pub fn apply_layer<R: Read>(reader: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
-    let root = fsutil::open_dir(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
+    let root =
+        fsutil::open_dir(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
     let mut stats = ApplyStats::default();
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(ImageError::io("read layer tar"))?;
+    let entries = archive
+        .entries()
+        .map_err(ImageError::io("read layer tar"))?;
     for entry in entries {
         let mut entry = entry.map_err(ImageError::io("read layer tar entry"))?;
-        let raw = entry.path().map_err(ImageError::io("read tar entry name"))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(ImageError::io("read tar entry name"))?
+            .into_owned();
         apply_entry(&root, &mut entry, &raw, opts, &mut stats, &mut dir_times)?;
         stats.entries += 1;
     }
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(ImageError::io("read layer tar trailer"))?;
     // Directory times last, deepest first, so creating children does not change them.
-    dir_times.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+    dir_times.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (p, t) in dir_times {
-        if let Some(comps) = fsutil::normal_components(&p) {
-            if let Some((name, parents)) = comps.split_last() {
-                if let Ok(pfd) = fsutil::walk_dirs(root.as_raw_fd(), parents, false) {
-                    let _ = fsutil::set_mtime_at(pfd.as_raw_fd(), name, t);
-                }
-            }
+        if let Some(comps) = fsutil::normal_components(&p)
+            && let Some((name, parents)) = comps.split_last()
+            && let Ok(pfd) = fsutil::walk_dirs(root.as_raw_fd(), parents, false)
+        {
+            let _ = fsutil::set_mtime_at(pfd.as_raw_fd(), name, t);
         }
     }
     Ok(stats)
@@ -78,7 +89,10 @@ fn apply_entry<R: Read>(
     dir_times: &mut Vec<(PathBuf, i64)>,
 ) -> Result<()> {
     if raw.has_root() {
-        stats.warnings.push(format!("{}: absolute path made relative to the layer", raw.display()));
+        stats.warnings.push(format!(
+            "{}: absolute path made relative to the layer",
+            raw.display()
+        ));
     }
     let Some(comps) = fsutil::normal_components(raw) else {
         return Err(refused(raw, "path contains '..'"));
@@ -86,21 +100,35 @@ fn apply_entry<R: Read>(
     let hdr = entry.header().clone();
     let size = hdr.size().map_err(ImageError::io("tar entry size"))?;
     if size > opts.max_entry_size {
-        return Err(refused(raw, format!("entry size {size} exceeds the limit of {} bytes", opts.max_entry_size)));
+        return Err(refused(
+            raw,
+            format!(
+                "entry size {size} exceeds the limit of {} bytes",
+                opts.max_entry_size
+            ),
+        ));
     }
     let Some((name, parents)) = comps.split_last() else {
         // The root itself ("./"): nothing to create.
         return Ok(());
     };
     let rel: PathBuf = comps.iter().collect();
-    let parent = fsutil::walk_dirs(root.as_raw_fd(), parents, true)
-        .map_err(|e| refused(raw, format!("parent path is unusable ({e}); paths through a symlink are refused")))?;
+    let parent = fsutil::walk_dirs(root.as_raw_fd(), parents, true).map_err(|e| {
+        refused(
+            raw,
+            format!("parent path is unusable ({e}); paths through a symlink are refused"),
+        )
+    })?;
     let pfd = parent.as_raw_fd();
     let name_b = name.as_bytes();
 
     // Whiteouts.
     if name_b == WH_OPAQUE.as_bytes() {
-        let xattr = if opts.rootless { OPAQUE_USER } else { OPAQUE_TRUSTED };
+        let xattr = if opts.rootless {
+            OPAQUE_USER
+        } else {
+            OPAQUE_TRUSTED
+        };
         let dirpath = fsutil::proc_path(pfd, OsStr::new("."));
         fsutil::set_xattr(&dirpath, xattr, b"y")
             .map_err(ImageError::io(format!("mark {} opaque", rel.display())))?;
@@ -108,11 +136,13 @@ fn apply_entry<R: Read>(
     }
     if let Some(hidden) = name_b.strip_prefix(WH_PREFIX.as_bytes()) {
         let hidden = OsStr::from_bytes(hidden);
-        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.as_bytes().contains(&b'/') {
+        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.as_bytes().contains(&b'/')
+        {
             return Err(refused(raw, "invalid whiteout name"));
         }
-        fsutil::remove_at(pfd, hidden).map_err(ImageError::io(format!("replace {}", rel.display())))?;
-        match fsutil::mknod_at(pfd, hidden, libc::S_IFCHR | 0o000, 0) {
+        fsutil::remove_at(pfd, hidden)
+            .map_err(ImageError::io(format!("replace {}", rel.display())))?;
+        match fsutil::mknod_at(pfd, hidden, libc::S_IFCHR, 0) {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
                 // Unprivileged and no whiteout devices: keep the OCI `.wh.` file (fuse-overlayfs reads it).
@@ -149,7 +179,9 @@ fn apply_entry<R: Read>(
         }
         EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
             if kind == EntryType::GNUSparse {
-                stats.warnings.push(format!("{}: sparse entry written densely", rel.display()));
+                stats
+                    .warnings
+                    .push(format!("{}: sparse entry written densely", rel.display()));
             }
             let mut f = fsutil::create_file_at(pfd, name, 0o600).map_err(ctx("create"))?;
             let n = io::copy(&mut entry.take(size), &mut f).map_err(ctx("write"))?;
@@ -172,17 +204,36 @@ fn apply_entry<R: Read>(
                 .ok_or_else(|| refused(raw, "hardlink without target"))?
                 .into_owned();
             let Some(tcomps) = fsutil::normal_components(&target) else {
-                return Err(refused(raw, format!("hardlink target {} points outside the layer", target.display())));
+                return Err(refused(
+                    raw,
+                    format!(
+                        "hardlink target {} points outside the layer",
+                        target.display()
+                    ),
+                ));
             };
             let Some((tname, tparents)) = tcomps.split_last() else {
                 return Err(refused(raw, "hardlink to the layer root"));
             };
-            let tdir = fsutil::walk_dirs(root.as_raw_fd(), tparents, false)
-                .map_err(|e| refused(raw, format!("hardlink target {} is not in the layer: {e}", target.display())))?;
+            let tdir = fsutil::walk_dirs(root.as_raw_fd(), tparents, false).map_err(|e| {
+                refused(
+                    raw,
+                    format!(
+                        "hardlink target {} is not in the layer: {e}",
+                        target.display()
+                    ),
+                )
+            })?;
             match fsutil::lstat_at(tdir.as_raw_fd(), tname).map_err(ctx("stat link target"))? {
                 Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {}
                 _ => {
-                    return Err(refused(raw, format!("hardlink target {} is not a file in the layer", target.display())));
+                    return Err(refused(
+                        raw,
+                        format!(
+                            "hardlink target {} is not a file in the layer",
+                            target.display()
+                        ),
+                    ));
                 }
             }
             fsutil::link_at(tdir.as_raw_fd(), tname, pfd, name).map_err(ctx("link"))?;
@@ -200,15 +251,23 @@ fn apply_entry<R: Read>(
             let dev = libc::makedev(major, minor);
             match fsutil::mknod_at(pfd, name, fmt | 0o600, dev) {
                 Ok(()) => {}
-                Err(e) if opts.rootless && matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-                    fsutil::create_file_at(pfd, name, 0o600).map_err(ctx("create device placeholder"))?;
+                Err(e)
+                    if opts.rootless
+                        && matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) =>
+                {
+                    fsutil::create_file_at(pfd, name, 0o600)
+                        .map_err(ctx("create device placeholder"))?;
                     override_type = Some(format!("{tname}-{major}-{minor}"));
                 }
                 Err(e) => return Err(ctx("mknod")(e)),
             }
         }
         other => {
-            stats.warnings.push(format!("{}: unsupported tar entry type {:?} skipped", rel.display(), other));
+            stats.warnings.push(format!(
+                "{}: unsupported tar entry type {:?} skipped",
+                rel.display(),
+                other
+            ));
             return Ok(());
         }
     }
@@ -219,12 +278,20 @@ fn apply_entry<R: Read>(
         for ext in exts.flatten() {
             let Ok(key) = ext.key() else { continue };
             if let Some(xname) = key.strip_prefix("SCHILY.xattr.") {
-                if xname == OVERRIDE_XATTR || xname.starts_with("trusted.overlay.") || xname.starts_with("user.overlay.") {
-                    stats.warnings.push(format!("{}: xattr {xname} from the tar ignored", rel.display()));
+                if xname == OVERRIDE_XATTR
+                    || xname.starts_with("trusted.overlay.")
+                    || xname.starts_with("user.overlay.")
+                {
+                    stats.warnings.push(format!(
+                        "{}: xattr {xname} from the tar ignored",
+                        rel.display()
+                    ));
                     continue;
                 }
                 if let Err(e) = fsutil::set_xattr(&ppath, xname, ext.value_bytes()) {
-                    stats.warnings.push(format!("{}: xattr {xname} not set: {e}", rel.display()));
+                    stats
+                        .warnings
+                        .push(format!("{}: xattr {xname} not set: {e}", rel.display()));
                 }
             }
         }
@@ -233,14 +300,19 @@ fn apply_entry<R: Read>(
     // Owner and mode.
     if opts.rootless {
         if !is_symlink {
-            let min = if kind == EntryType::Directory { 0o700 } else { 0o600 };
+            let min = if kind == EntryType::Directory {
+                0o700
+            } else {
+                0o600
+            };
             fsutil::chmod_at(pfd, name, real_mode(mode, min)).map_err(ctx("chmod"))?;
             let mut v = format!("{uid}:{gid}:{mode:04o}");
             if let Some(t) = &override_type {
                 v.push(':');
                 v.push_str(t);
             }
-            fsutil::set_xattr(&ppath, OVERRIDE_XATTR, v.as_bytes()).map_err(ctx("set override xattr on"))?;
+            fsutil::set_xattr(&ppath, OVERRIDE_XATTR, v.as_bytes())
+                .map_err(ctx("set override xattr on"))?;
         }
     } else {
         fsutil::chown_at(pfd, name, uid, gid).map_err(ctx("chown"))?;

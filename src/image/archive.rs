@@ -52,19 +52,31 @@ fn lexical_join(base: &Path, target: &Path) -> Option<PathBuf> {
 
 /// Extract `reader` into the empty directory `dest`; `progress` gets byte counts.
 pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -> Result<()> {
-    let counting = super::digest::CountReader::new(reader, |n| progress(n));
+    let counting = super::digest::CountReader::new(reader, progress);
     let (_, inner) = compress::decompress(counting).map_err(ImageError::io("read archive"))?;
     let mut ar = tar::Archive::new(inner);
-    let root = fsutil::open_dir(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
+    let root =
+        fsutil::open_dir(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in ar.entries().map_err(ImageError::io("read archive"))? {
         let mut entry = entry.map_err(ImageError::io("read archive entry"))?;
-        let path = entry.path().map_err(ImageError::io("archive entry name"))?.into_owned();
-        let comps = fsutil::normal_components(&path)
-            .ok_or_else(|| ImageError::Refused { path: path.display().to_string(), reason: "path contains '..'".into() })?;
-        let Some((name, parents)) = comps.split_last() else { continue };
-        let refuse = |reason: String| ImageError::Refused { path: path.display().to_string(), reason };
-        let dir = fsutil::walk_dirs(root.as_raw_fd(), parents, true).map_err(|e| refuse(e.to_string()))?;
+        let path = entry
+            .path()
+            .map_err(ImageError::io("archive entry name"))?
+            .into_owned();
+        let comps = fsutil::normal_components(&path).ok_or_else(|| ImageError::Refused {
+            path: path.display().to_string(),
+            reason: "path contains '..'".into(),
+        })?;
+        let Some((name, parents)) = comps.split_last() else {
+            continue;
+        };
+        let refuse = |reason: String| ImageError::Refused {
+            path: path.display().to_string(),
+            reason,
+        };
+        let dir = fsutil::walk_dirs(root.as_raw_fd(), parents, true)
+            .map_err(|e| refuse(e.to_string()))?;
         let rel: PathBuf = comps.iter().collect();
         match entry.header().entry_type() {
             tar::EntryType::Directory => match fsutil::mkdir_at(dir.as_raw_fd(), name, 0o755) {
@@ -75,7 +87,8 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mut f = fsutil::create_file_at(dir.as_raw_fd(), name, 0o644)
                     .map_err(|e| refuse(format!("cannot create: {e}")))?;
-                io::copy(&mut entry, &mut f).map_err(ImageError::io(format!("extract {}", rel.display())))?;
+                io::copy(&mut entry, &mut f)
+                    .map_err(ImageError::io(format!("extract {}", rel.display())))?;
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 let target = entry
@@ -88,11 +101,19 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
                 } else {
                     PathBuf::new()
                 };
-                let resolved = lexical_join(&base, &target)
-                    .ok_or_else(|| refuse(format!("link target {} leaves the archive", target.display())))?;
+                let resolved = lexical_join(&base, &target).ok_or_else(|| {
+                    refuse(format!(
+                        "link target {} leaves the archive",
+                        target.display()
+                    ))
+                })?;
                 links.push((rel, resolved));
             }
-            other => return Err(refuse(format!("unexpected entry type {other:?} in an image archive"))),
+            other => {
+                return Err(refuse(format!(
+                    "unexpected entry type {other:?} in an image archive"
+                )));
+            }
         }
     }
     for (link, target) in links {
@@ -104,7 +125,8 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
         if !meta.is_file() {
             continue;
         }
-        std::fs::hard_link(&t, dest.join(&link)).map_err(ImageError::io(format!("extract {}", link.display())))?;
+        std::fs::hard_link(&t, dest.join(&link))
+            .map_err(ImageError::io(format!("extract {}", link.display())))?;
     }
     Ok(())
 }
@@ -113,7 +135,9 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
 pub fn member(dir: &Path, name: &str) -> Result<PathBuf> {
     let p = Path::new(name);
     if p.has_root() || fsutil::normal_components(p).is_none() {
-        return Err(ImageError::Format(format!("archive names a member outside itself: {name:?}")));
+        return Err(ImageError::Format(format!(
+            "archive names a member outside itself: {name:?}"
+        )));
     }
     Ok(dir.join(p))
 }

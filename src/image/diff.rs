@@ -54,7 +54,11 @@ pub fn write_layer_tar<W: Write>(src: &Path, out: W, opts: &DiffOptions) -> Resu
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
-    let mut w = Writer { b, opts, links: HashMap::new() };
+    let mut w = Writer {
+        b,
+        opts,
+        links: HashMap::new(),
+    };
     w.walk(src, Path::new(""))?;
     w.b.into_inner().map_err(ImageError::io("finish layer tar"))
 }
@@ -64,7 +68,9 @@ impl<W: Write> Writer<'_, W> {
         for name in sorted_entries(abs)? {
             let p = abs.join(&name);
             let r = rel.join(&name);
-            let meta = p.symlink_metadata().map_err(ImageError::io(format!("stat {}", p.display())))?;
+            let meta = p
+                .symlink_metadata()
+                .map_err(ImageError::io(format!("stat {}", p.display())))?;
             let nb = name.as_bytes();
             if self.opts.overlay {
                 if fsutil::is_whiteout_dev(&meta) {
@@ -101,7 +107,9 @@ impl<W: Write> Writer<'_, W> {
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(mtime.max(0) as u64);
-        self.b.append_data(&mut h, rel, io::empty()).map_err(ImageError::io(format!("write tar {}", rel.display())))
+        self.b
+            .append_data(&mut h, rel, io::empty())
+            .map_err(ImageError::io(format!("write tar {}", rel.display())))
     }
 
     fn entry(&mut self, p: &Path, rel: &Path, meta: &fs::Metadata) -> Result<()> {
@@ -120,10 +128,10 @@ impl<W: Write> Writer<'_, W> {
         let ft = meta.file_type();
         for xn in fsutil::list_xattrs(p).map_err(ctx("list xattrs of"))? {
             if xn == OVERRIDE_XATTR {
-                if let Some(v) = fsutil::get_xattr(p, &xn).map_err(ctx("read xattr of"))? {
-                    if let Some((u, g, m, t)) = fsutil::parse_override(&v) {
-                        (uid, gid, mode, dev_type) = (u, g, m & 0o7777, t);
-                    }
+                if let Some(v) = fsutil::get_xattr(p, &xn).map_err(ctx("read xattr of"))?
+                    && let Some((u, g, m, t)) = fsutil::parse_override(&v)
+                {
+                    (uid, gid, mode, dev_type) = (u, g, m & 0o7777, t);
                 }
                 continue;
             }
@@ -135,8 +143,10 @@ impl<W: Write> Writer<'_, W> {
             }
         }
         if !xattrs.is_empty() {
-            let pax: Vec<(String, Vec<u8>)> =
-                xattrs.into_iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v)).collect();
+            let pax: Vec<(String, Vec<u8>)> = xattrs
+                .into_iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v))
+                .collect();
             self.b
                 .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .map_err(ctx("write pax header for"))?;
@@ -156,19 +166,29 @@ impl<W: Write> Writer<'_, W> {
         };
         if ft.is_dir() {
             h.set_entry_type(EntryType::Directory);
-            return self.b.append_data(&mut h, &tname, io::empty()).map_err(ctx("write tar"));
+            return self
+                .b
+                .append_data(&mut h, &tname, io::empty())
+                .map_err(ctx("write tar"));
         }
         if ft.is_symlink() {
             h.set_entry_type(EntryType::Symlink);
             let target = fs::read_link(p).map_err(ctx("readlink"))?;
-            return self.b.append_link(&mut h, &tname, &target).map_err(ctx("write tar"));
+            return self
+                .b
+                .append_link(&mut h, &tname, &target)
+                .map_err(ctx("write tar"));
         }
         if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || dev_type.is_some() {
             let (kind, maj, min) = match dev_type.as_deref().and_then(parse_dev_type) {
                 Some(t) => t,
                 None if ft.is_fifo() => (EntryType::Fifo, 0, 0),
                 None => {
-                    let k = if ft.is_char_device() { EntryType::Char } else { EntryType::Block };
+                    let k = if ft.is_char_device() {
+                        EntryType::Char
+                    } else {
+                        EntryType::Block
+                    };
                     (k, libc::major(meta.rdev()), libc::minor(meta.rdev()))
                 }
             };
@@ -176,7 +196,10 @@ impl<W: Write> Writer<'_, W> {
                 h.set_entry_type(kind);
                 h.set_device_major(maj).map_err(ctx("device major of"))?;
                 h.set_device_minor(min).map_err(ctx("device minor of"))?;
-                return self.b.append_data(&mut h, &tname, io::empty()).map_err(ctx("write tar"));
+                return self
+                    .b
+                    .append_data(&mut h, &tname, io::empty())
+                    .map_err(ctx("write tar"));
             }
         }
         // Regular file.
@@ -184,7 +207,10 @@ impl<W: Write> Writer<'_, W> {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.links.get(&key).cloned() {
                 h.set_entry_type(EntryType::Link);
-                return self.b.append_link(&mut h, &tname, &first).map_err(ctx("write tar"));
+                return self
+                    .b
+                    .append_link(&mut h, &tname, &first)
+                    .map_err(ctx("write tar"));
             }
             self.links.insert(key, rel.to_path_buf());
         }
@@ -193,7 +219,9 @@ impl<W: Write> Writer<'_, W> {
         let len = f.metadata().map_err(ctx("stat"))?.len();
         h.set_entry_type(EntryType::Regular);
         h.set_size(len);
-        self.b.append_data(&mut h, &tname, io::Read::take(f, len)).map_err(ctx("write tar"))
+        self.b
+            .append_data(&mut h, &tname, io::Read::take(f, len))
+            .map_err(ctx("write tar"))
     }
 
     /// Metacopy files keep their data in a lower layer.
@@ -206,7 +234,10 @@ impl<W: Write> Writer<'_, W> {
         }
         match union::lookup(&self.opts.lowers, rel) {
             Some(i) => Ok(self.opts.lowers[i].join(rel)),
-            None => Err(ImageError::Format(format!("metacopy file {} has no data in a lower layer", rel.display()))),
+            None => Err(ImageError::Format(format!(
+                "metacopy file {} has no data in a lower layer",
+                rel.display()
+            ))),
         }
     }
 }
@@ -255,14 +286,19 @@ fn changes_in(abs: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>)
     for name in sorted_entries(abs)? {
         let p = abs.join(&name);
         let r = rel.join(&name);
-        let meta = p.symlink_metadata().map_err(ImageError::io(format!("stat {}", p.display())))?;
+        let meta = p
+            .symlink_metadata()
+            .map_err(ImageError::io(format!("stat {}", p.display())))?;
         let nb = name.as_bytes();
         if nb == WH_OPAQUE.as_bytes() {
             continue;
         }
         let (target, deleted) = if fsutil::is_whiteout_dev(&meta) {
             (r.clone(), true)
-        } else if let Some(h) = nb.strip_prefix(WH_PREFIX.as_bytes()).filter(|_| meta.is_file()) {
+        } else if let Some(h) = nb
+            .strip_prefix(WH_PREFIX.as_bytes())
+            .filter(|_| meta.is_file())
+        {
             (rel.join(std::ffi::OsStr::from_bytes(h)), true)
         } else {
             (r.clone(), false)
@@ -274,7 +310,11 @@ fn changes_in(abs: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>)
             }
             continue;
         }
-        out.push(if in_lower { Change::Changed(r.clone()) } else { Change::Added(r.clone()) });
+        out.push(if in_lower {
+            Change::Changed(r.clone())
+        } else {
+            Change::Added(r.clone())
+        });
         if meta.is_dir() {
             let opaque = fsutil::is_opaque_dir(&p);
             if in_lower && opaque {

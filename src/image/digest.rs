@@ -12,7 +12,11 @@ impl Digest {
     /// Parse `sha256:<hex>` (or a bare 64-hex string).
     pub fn parse(s: &str) -> Option<Digest> {
         let hex = s.strip_prefix("sha256:").unwrap_or(s);
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Some(Digest(format!("sha256:{hex}")))
         } else {
             None
@@ -57,7 +61,10 @@ impl Hasher {
     }
     /// The digest and byte count so far.
     pub fn finish(&self) -> (Digest, u64) {
-        (Digest(format!("sha256:{}", hex::encode(self.h.clone().finalize()))), self.n)
+        (
+            Digest(format!("sha256:{}", hex::encode(self.h.clone().finalize()))),
+            self.n,
+        )
     }
 }
 
@@ -71,7 +78,10 @@ pub struct HashReader<R> {
 impl<R: Read> HashReader<R> {
     /// Wrap a reader.
     pub fn new(inner: R) -> Self {
-        HashReader { inner, hasher: Hasher::default() }
+        HashReader {
+            inner,
+            hasher: Hasher::default(),
+        }
     }
     /// Read everything left (so the hash covers the whole stream).
     pub fn drain(&mut self) -> io::Result<()> {
@@ -97,7 +107,10 @@ pub struct HashWriter<W> {
 impl<W: Write> HashWriter<W> {
     /// Wrap a writer.
     pub fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Hasher::default() }
+        HashWriter {
+            inner,
+            hasher: Hasher::default(),
+        }
     }
     /// The wrapped writer.
     pub fn into_inner(self) -> W {

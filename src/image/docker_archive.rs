@@ -36,25 +36,50 @@ fn digest_in_name(name: &str) -> Option<Digest> {
 pub fn read(dir: &Path) -> Result<Vec<SourceImage>> {
     let mpath = dir.join("manifest.json");
     let bytes = std::fs::read(&mpath).map_err(ImageError::io("read manifest.json"))?;
-    let entries: Vec<ArchiveManifest> =
-        serde_json::from_slice(&bytes).map_err(|e| ImageError::Format(format!("invalid manifest.json: {e}")))?;
+    let entries: Vec<ArchiveManifest> = serde_json::from_slice(&bytes)
+        .map_err(|e| ImageError::Format(format!("invalid manifest.json: {e}")))?;
     let mut out = Vec::new();
     for e in entries {
         let cpath = member(dir, &e.config)?;
-        let config = std::fs::read(&cpath).map_err(ImageError::io(format!("read config {}", e.config)))?;
+        let config =
+            std::fs::read(&cpath).map_err(ImageError::io(format!("read config {}", e.config)))?;
         // Members named by a digest: the config's name is its digest; under blobs/ so is a layer's.
         let config_digest = digest_in_name(&e.config);
         let mut layers = Vec::new();
         for l in &e.layers {
             let path = member(dir, l)?;
-            let digest = if l.starts_with("blobs/sha256/") { digest_in_name(l) } else { None };
-            layers.push(SourceLayer { path, name: l.clone(), digest, size: None, media_type: None });
+            let digest = if l.starts_with("blobs/sha256/") {
+                digest_in_name(l)
+            } else {
+                None
+            };
+            layers.push(SourceLayer {
+                path,
+                name: l.clone(),
+                digest,
+                size: None,
+                media_type: None,
+            });
         }
-        let tags = e.repo_tags.unwrap_or_default().iter().map(|t| spec::normalize_ref(t)).collect();
-        out.push(SourceImage { config, config_digest, manifest: None, tags, layers, repo_digests: Vec::new() });
+        let tags = e
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| spec::normalize_ref(t))
+            .collect();
+        out.push(SourceImage {
+            config,
+            config_digest,
+            manifest: None,
+            tags,
+            layers,
+            repo_digests: Vec::new(),
+        });
     }
     if out.is_empty() {
-        return Err(ImageError::Format("docker-archive manifest.json lists no image".into()));
+        return Err(ImageError::Format(
+            "docker-archive manifest.json lists no image".into(),
+        ));
     }
     Ok(out)
 }
@@ -75,7 +100,9 @@ impl<W: Write> TarSink<W> {
     }
     /// Finish the tar and return the writer.
     pub fn finish(self) -> Result<W> {
-        self.0.into_inner().map_err(ImageError::io("finish archive"))
+        self.0
+            .into_inner()
+            .map_err(ImageError::io("finish archive"))
     }
 }
 
@@ -87,7 +114,9 @@ impl<W: Write> Sink for TarSink<W> {
         h.set_mode(0o644);
         h.set_mtime(0);
         let mut limited = data.take(size);
-        self.0.append_data(&mut h, path, &mut limited).map_err(ImageError::io(format!("write {path}")))
+        self.0
+            .append_data(&mut h, path, &mut limited)
+            .map_err(ImageError::io(format!("write {path}")))
     }
 }
 
@@ -98,18 +127,25 @@ impl Sink for DirSink {
     fn add(&mut self, path: &str, _size: u64, data: &mut dyn Read) -> Result<()> {
         let p = member(&self.0, path)?;
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(ImageError::io(format!("create {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(ImageError::io(format!("create {}", parent.display())))?;
         }
-        let mut f = std::fs::File::create(&p).map_err(ImageError::io(format!("create {}", p.display())))?;
+        let mut f =
+            std::fs::File::create(&p).map_err(ImageError::io(format!("create {}", p.display())))?;
         io::copy(data, &mut f).map_err(ImageError::io(format!("write {}", p.display())))?;
-        f.sync_all().map_err(ImageError::io(format!("sync {}", p.display())))?;
+        f.sync_all()
+            .map_err(ImageError::io(format!("sync {}", p.display())))?;
         Ok(())
     }
 }
 
 /// Write images as a docker-archive: `<diffid>.tar` layers (uncompressed), `<id>.json`
 /// configs, `manifest.json` and `repositories`. `progress(bytes)` is called as data goes out.
-pub fn write(images: &[ExportImage], sink: &mut dyn Sink, progress: &mut dyn FnMut(u64)) -> Result<()> {
+pub fn write(
+    images: &[ExportImage],
+    sink: &mut dyn Sink,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
     let mut manifest = Vec::new();
     let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut written: HashSet<String> = HashSet::new();
@@ -123,18 +159,27 @@ pub fn write(images: &[ExportImage], sink: &mut dyn Sink, progress: &mut dyn FnM
         for l in &img.layers {
             let lname = format!("{}.tar", l.diff_id.hex());
             if written.insert(lname.clone()) {
-                let f = std::fs::File::open(&l.blob).map_err(ImageError::io(format!("open blob {}", l.digest)))?;
-                let (_, r) = compress::decompress(f).map_err(ImageError::io(format!("read blob {}", l.digest)))?;
-                let mut counted = super::digest::CountReader::new(r, |n| progress(n));
+                let f = std::fs::File::open(&l.blob)
+                    .map_err(ImageError::io(format!("open blob {}", l.digest)))?;
+                let (_, r) = compress::decompress(f)
+                    .map_err(ImageError::io(format!("read blob {}", l.digest)))?;
+                let mut counted = super::digest::CountReader::new(r, &mut *progress);
                 sink.add(&lname, l.diff_size, &mut counted)?;
             }
             layers.push(lname);
         }
         for t in &img.tags {
             let (n, tag) = spec::split_ref(t);
-            repos.entry(n).or_default().insert(tag, id.hex().to_string());
+            repos
+                .entry(n)
+                .or_default()
+                .insert(tag, id.hex().to_string());
         }
-        manifest.push(ArchiveManifest { config: cname, repo_tags: Some(img.tags.clone()), layers });
+        manifest.push(ArchiveManifest {
+            config: cname,
+            repo_tags: Some(img.tags.clone()),
+            layers,
+        });
     }
     let m = serde_json::to_vec(&manifest).map_err(|e| ImageError::Format(e.to_string()))?;
     sink.add("manifest.json", m.len() as u64, &mut m.as_slice())?;

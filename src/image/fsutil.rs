@@ -21,18 +21,27 @@ pub const WH_PREFIX: &str = ".wh.";
 pub const WH_OPAQUE: &str = ".wh..wh..opq";
 
 fn cstr(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in file name"))
+    CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in file name"))
 }
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// Open a directory without following a symlink at `name`.
 pub fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     let fd = check(unsafe {
-        libc::openat(dir, c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        libc::openat(
+            dir,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
     })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -40,7 +49,12 @@ pub fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
 /// Open a directory by absolute path (following symlinks: for store paths we own).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str())?;
-    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -67,7 +81,10 @@ pub fn walk_dirs(root: RawFd, comps: &[&OsStr], create: bool) -> io::Result<Owne
                 mkdir_at(cur.as_raw_fd(), c, 0o755)?;
                 open_dir_at(cur.as_raw_fd(), c)?
             }
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ELOOP)
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("{:?} is a symlink or not a directory", c),
@@ -89,7 +106,8 @@ pub fn mkdir_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
 /// mknodat.
 pub fn mknod_at(dir: RawFd, name: &OsStr, mode: u32, dev: u64) -> io::Result<()> {
     let c = cstr(name)?;
-    check(unsafe { libc::mknodat(dir, c.as_ptr(), mode as libc::mode_t, dev as libc::dev_t) }).map(|_| ())
+    check(unsafe { libc::mknodat(dir, c.as_ptr(), mode as libc::mode_t, dev as libc::dev_t) })
+        .map(|_| ())
 }
 
 /// symlinkat.
@@ -137,7 +155,9 @@ pub fn lstat_at(dir: RawFd, name: &OsStr) -> io::Result<Option<libc::stat>> {
 
 /// Remove whatever is at `name` (recursively for a directory), without following symlinks.
 pub fn remove_at(dir: RawFd, name: &OsStr) -> io::Result<()> {
-    let Some(st) = lstat_at(dir, name)? else { return Ok(()) };
+    let Some(st) = lstat_at(dir, name)? else {
+        return Ok(());
+    };
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
         // std's remove_dir_all is symlink-safe (openat based); reach the dir through our fd.
         std::fs::remove_dir_all(proc_path(dir, name))
@@ -157,7 +177,8 @@ pub fn proc_path(dir: RawFd, name: &OsStr) -> PathBuf {
 /// Change owner without following symlinks.
 pub fn chown_at(dir: RawFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
     let c = cstr(name)?;
-    check(unsafe { libc::fchownat(dir, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(|_| ())
+    check(unsafe { libc::fchownat(dir, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+        .map(|_| ())
 }
 
 /// chmod of a non-symlink entry.
@@ -169,16 +190,29 @@ pub fn chmod_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
 /// Set atime and mtime (seconds) without following symlinks.
 pub fn set_mtime_at(dir: RawFd, name: &OsStr, mtime: i64) -> io::Result<()> {
     let c = cstr(name)?;
-    let ts = libc::timespec { tv_sec: mtime as libc::time_t, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: 0,
+    };
     let times = [ts, ts];
-    check(unsafe { libc::utimensat(dir, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }).map(|_| ())
+    check(unsafe { libc::utimensat(dir, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+        .map(|_| ())
 }
 
 /// lsetxattr.
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let p = cstr(path.as_os_str())?;
     let n = cstr(OsStr::new(name))?;
-    check(unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) }).map(|_| ())
+    check(unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(|_| ())
 }
 
 /// lgetxattr; `None` if the attribute is absent or unsupported.
@@ -187,7 +221,8 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let n = cstr(OsStr::new(name))?;
     let mut buf = vec![0u8; 4096];
     loop {
-        let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let r =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if r >= 0 {
             buf.truncate(r as usize);
             return Ok(Some(buf));
@@ -229,10 +264,10 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
 /// True if a directory is marked opaque in any of the formats we know.
 pub fn is_opaque_dir(path: &Path) -> bool {
     for name in [OPAQUE_TRUSTED, OPAQUE_USER, OPAQUE_FUSE] {
-        if let Ok(Some(v)) = get_xattr(path, name) {
-            if v == b"y" {
-                return true;
-            }
+        if let Ok(Some(v)) = get_xattr(path, name)
+            && v == b"y"
+        {
+            return true;
         }
     }
     path.join(WH_OPAQUE).symlink_metadata().is_ok()
@@ -263,4 +298,3 @@ pub fn parse_override(v: &[u8]) -> Option<(u32, u32, u32, Option<String>)> {
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
-

@@ -1,11 +1,25 @@
 //! Docker-shaped views of an image config: `inspect` JSON and `history` rows.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Docker's `inspect` JSON for one image.
-pub fn inspect_json(id: &str, repo_tags: &[String], repo_digests: &[String], config: &Value, size: u64) -> Value {
-    let s = |k: &str| config.get(k).cloned().unwrap_or(Value::String(String::new()));
-    let layers = config.pointer("/rootfs/diff_ids").cloned().unwrap_or(json!([]));
+pub fn inspect_json(
+    id: &str,
+    repo_tags: &[String],
+    repo_digests: &[String],
+    config: &Value,
+    size: u64,
+) -> Value {
+    let s = |k: &str| {
+        config
+            .get(k)
+            .cloned()
+            .unwrap_or(Value::String(String::new()))
+    };
+    let layers = config
+        .pointer("/rootfs/diff_ids")
+        .cloned()
+        .unwrap_or(json!([]));
     let comment = config
         .get("history")
         .and_then(Value::as_array)
@@ -53,19 +67,35 @@ pub fn history(config: &Value, sizes: &[u64]) -> Vec<HistoryRow> {
     let diff_ids: Vec<String> = config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let empty = Vec::new();
-    let hist = config.get("history").and_then(Value::as_array).unwrap_or(&empty);
+    let hist = config
+        .get("history")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     let mut rows = Vec::new();
     let mut li = 0usize;
     let text = |h: &Value, k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     for h in hist {
-        let empty_layer = h.get("empty_layer").and_then(Value::as_bool).unwrap_or(false);
+        let empty_layer = h
+            .get("empty_layer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let (layer, size) = if empty_layer {
             ("<missing>".to_string(), 0)
         } else {
-            let r = (diff_ids.get(li).cloned().unwrap_or_else(|| "<missing>".into()), sizes.get(li).copied().unwrap_or(0));
+            let r = (
+                diff_ids
+                    .get(li)
+                    .cloned()
+                    .unwrap_or_else(|| "<missing>".into()),
+                sizes.get(li).copied().unwrap_or(0),
+            );
             li += 1;
             r
         };

@@ -90,7 +90,8 @@ pub fn config_diff_ids(config: &Value) -> Result<Vec<Digest>> {
 
 /// Parse config bytes as JSON.
 pub fn parse_config(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| ImageError::Format(format!("image config is not valid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ImageError::Format(format!("image config is not valid JSON: {e}")))
 }
 
 /// A layer offered by an importer: a file to read, and what it should hash to.
@@ -194,5 +195,10 @@ pub fn rfc3339(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -33,7 +33,9 @@ pub fn entry_at(layer: &Path, rel: &Path) -> LayerEntry {
     match p.symlink_metadata() {
         Err(_) => LayerEntry::Absent,
         Ok(m) if fsutil::is_whiteout_dev(&m) => LayerEntry::Whiteout,
-        Ok(m) if m.is_dir() => LayerEntry::Dir { opaque: fsutil::is_opaque_dir(&p) },
+        Ok(m) if m.is_dir() => LayerEntry::Dir {
+            opaque: fsutil::is_opaque_dir(&p),
+        },
         Ok(_) => LayerEntry::Other,
     }
 }
@@ -78,10 +80,14 @@ pub fn lookup(layers: &[PathBuf], rel: &Path) -> Option<usize> {
 /// The names visible in the union directory `rel` (merged, whiteouts applied), sorted.
 pub fn list_dir(layers: &[PathBuf], rel: &Path) -> Vec<std::ffi::OsString> {
     let mut names = std::collections::BTreeSet::new();
-    let Some(top) = lookup(layers, rel) else { return Vec::new() };
+    let Some(top) = lookup(layers, rel) else {
+        return Vec::new();
+    };
     for layer in &layers[top..] {
         let d = layer.join(rel);
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let n = e.file_name();
             if n.as_bytes().starts_with(WH_PREFIX.as_bytes()) {
@@ -93,5 +99,8 @@ pub fn list_dir(layers: &[PathBuf], rel: &Path) -> Vec<std::ffi::OsString> {
             break;
         }
     }
-    names.into_iter().filter(|n| lookup(layers, &rel.join(n)).is_some()).collect()
+    names
+        .into_iter()
+        .filter(|n| lookup(layers, &rel.join(n)).is_some())
+        .collect()
 }

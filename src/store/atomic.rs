@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 /// fsync a directory so a rename in it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(StoreError::io(format!("open {}", dir.display())))?;
-    f.sync_all().map_err(StoreError::io(format!("fsync {}", dir.display())))
+    f.sync_all()
+        .map_err(StoreError::io(format!("fsync {}", dir.display())))
 }
 
 /// A name unique to this process and moment.
@@ -21,12 +22,17 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Replace `path` with `bytes` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| StoreError::Corrupt(format!("no parent for {}", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| StoreError::Corrupt(format!("no parent for {}", path.display())))?;
     let tmp = dir.join(unique_name(".tmp-"));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(StoreError::io(format!("create {}", tmp.display())))?;
-        f.write_all(bytes).map_err(StoreError::io(format!("write {}", tmp.display())))?;
-        f.sync_all().map_err(StoreError::io(format!("fsync {}", tmp.display())))?;
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(StoreError::io(format!("create {}", tmp.display())))?;
+        f.write_all(bytes)
+            .map_err(StoreError::io(format!("write {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(StoreError::io(format!("fsync {}", tmp.display())))?;
         std::fs::rename(&tmp, path).map_err(StoreError::io(format!("rename to {}", path.display())))
     })();
     if res.is_err() {
@@ -46,7 +52,8 @@ impl Staging {
     /// Create a fresh staging dir in `tmp_root`.
     pub fn new(tmp_root: &Path) -> Result<Staging> {
         let dir = tmp_root.join(unique_name("tx-"));
-        std::fs::create_dir_all(&dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(StoreError::io(format!("create {}", dir.display())))?;
         Ok(Staging { dir })
     }
 }
@@ -62,7 +69,8 @@ pub fn install(staged: &Path, target: &Path) -> Result<bool> {
     if target.symlink_metadata().is_ok() {
         return Ok(false);
     }
-    std::fs::rename(staged, target).map_err(StoreError::io(format!("install {}", target.display())))?;
+    std::fs::rename(staged, target)
+        .map_err(StoreError::io(format!("install {}", target.display())))?;
     if let Some(parent) = target.parent() {
         fsync_dir(parent)?;
     }
@@ -77,10 +85,10 @@ pub fn fsync_tree(dir: &Path) -> Result<()> {
         let ft = e.file_type().map_err(StoreError::io("stat"))?;
         if ft.is_dir() {
             fsync_tree(&e.path())?;
-        } else if ft.is_file() {
-            if let Ok(f) = std::fs::File::open(e.path()) {
-                let _ = f.sync_all();
-            }
+        } else if ft.is_file()
+            && let Ok(f) = std::fs::File::open(e.path())
+        {
+            let _ = f.sync_all();
         }
     }
     if let Ok(f) = std::fs::File::open(dir) {

@@ -12,8 +12,10 @@ pub fn stage_bytes(staging: &Path, bytes: &[u8]) -> Result<(Digest, PathBuf)> {
     std::fs::create_dir_all(&dir).map_err(StoreError::io("create staging blobs"))?;
     let p = dir.join(d.hex());
     let mut f = std::fs::File::create(&p).map_err(StoreError::io(format!("stage blob {d}")))?;
-    f.write_all(bytes).map_err(StoreError::io(format!("stage blob {d}")))?;
-    f.sync_all().map_err(StoreError::io(format!("fsync blob {d}")))?;
+    f.write_all(bytes)
+        .map_err(StoreError::io(format!("stage blob {d}")))?;
+    f.sync_all()
+        .map_err(StoreError::io(format!("fsync blob {d}")))?;
     Ok((d, p))
 }
 
@@ -51,15 +53,18 @@ impl<R: Read> Read for TeeReader<R> {
 pub fn hash_file(p: &Path) -> Result<(Digest, u64)> {
     let f = std::fs::File::open(p).map_err(StoreError::io(format!("open {}", p.display())))?;
     let mut r = HashReader::new(f);
-    r.drain().map_err(StoreError::io(format!("read {}", p.display())))?;
+    r.drain()
+        .map_err(StoreError::io(format!("read {}", p.display())))?;
     Ok(r.hasher.finish())
 }
 
 /// Hash the decompressed content of a blob file: the diff ID and size of a layer blob.
 pub fn hash_uncompressed(p: &Path) -> Result<(Digest, u64)> {
     let f = std::fs::File::open(p).map_err(StoreError::io(format!("open {}", p.display())))?;
-    let (_, r) = crate::image::compress::decompress(f).map_err(StoreError::io(format!("read {}", p.display())))?;
+    let (_, r) = crate::image::compress::decompress(f)
+        .map_err(StoreError::io(format!("read {}", p.display())))?;
     let mut r = HashReader::new(r);
-    r.drain().map_err(StoreError::io(format!("decompress {}", p.display())))?;
+    r.drain()
+        .map_err(StoreError::io(format!("decompress {}", p.display())))?;
     Ok(r.hasher.finish())
 }

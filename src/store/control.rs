@@ -32,13 +32,22 @@ fn request(stream: &mut UnixStream, line: &str) -> std::io::Result<String> {
 pub fn pause(socket: &Path) -> PauseOutcome {
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
-        Err(e) => return PauseOutcome::NotPaused(format!("cannot reach {} ({e}); committing without pausing", socket.display())),
+        Err(e) => {
+            return PauseOutcome::NotPaused(format!(
+                "cannot reach {} ({e}); committing without pausing",
+                socket.display()
+            ));
+        }
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     match request(&mut stream, "pause\n") {
         Ok(r) if r == "ok" => PauseOutcome::Paused(PauseGuard { stream }),
-        Ok(r) => PauseOutcome::NotPaused(format!("the mount refused to pause ({r:?}); committing without pausing")),
-        Err(e) => PauseOutcome::NotPaused(format!("pause failed ({e}); committing without pausing")),
+        Ok(r) => PauseOutcome::NotPaused(format!(
+            "the mount refused to pause ({r:?}); committing without pausing"
+        )),
+        Err(e) => {
+            PauseOutcome::NotPaused(format!("pause failed ({e}); committing without pausing"))
+        }
     }
 }
 

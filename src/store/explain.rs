@@ -26,7 +26,10 @@ impl Store {
             Ok(c) => {
                 dirs.push(self.container_dir(&c).join("upper"));
                 names.push("upper".into());
-                self.image(&crate::image::Digest::parse(&c.image).ok_or_else(|| StoreError::Corrupt("bad image id".into()))?)?
+                self.image(
+                    &crate::image::Digest::parse(&c.image)
+                        .ok_or_else(|| StoreError::Corrupt("bad image id".into()))?,
+                )?
             }
             Err(_) => self.resolve_image(target)?,
         };
@@ -56,7 +59,10 @@ impl Store {
                 match entry {
                     LayerEntry::Absent => "-".into(),
                     _ if visible.is_none_or(|v| v > i) => "not visible".into(),
-                    _ => format!("hidden by {}", names[visible.unwrap_or(0)].get(..19).unwrap_or("")),
+                    _ => format!(
+                        "hidden by {}",
+                        names[visible.unwrap_or(0)].get(..19).unwrap_or("")
+                    ),
                 }
             };
             // What this layer does to the layers below it.
@@ -67,25 +73,45 @@ impl Store {
                     let last = k + 1 == comps.len();
                     match union::entry_at(dir, &prefix) {
                         LayerEntry::Whiteout => {
-                            blocked = Some(format!("hidden: whiteout of /{} in {}", prefix.display(), short(&names[i])));
+                            blocked = Some(format!(
+                                "hidden: whiteout of /{} in {}",
+                                prefix.display(),
+                                short(&names[i])
+                            ));
                             break;
                         }
                         LayerEntry::Dir { opaque: true } => {
-                            blocked = Some(format!("hidden by opaque dir /{} in {}", prefix.display(), short(&names[i])));
+                            blocked = Some(format!(
+                                "hidden by opaque dir /{} in {}",
+                                prefix.display(),
+                                short(&names[i])
+                            ));
                             break;
                         }
                         LayerEntry::Other if !last => {
-                            blocked = Some(format!("hidden: /{} is not a directory in {}", prefix.display(), short(&names[i])));
+                            blocked = Some(format!(
+                                "hidden: /{} is not a directory in {}",
+                                prefix.display(),
+                                short(&names[i])
+                            ));
                             break;
                         }
                         LayerEntry::Other => {
-                            blocked = Some(format!("hidden by /{} in {}", prefix.display(), short(&names[i])));
+                            blocked = Some(format!(
+                                "hidden by /{} in {}",
+                                prefix.display(),
+                                short(&names[i])
+                            ));
                         }
                         _ => {}
                     }
                 }
             }
-            rows.push(ExplainRow { layer: names[i].clone(), entry: what, status });
+            rows.push(ExplainRow {
+                layer: names[i].clone(),
+                entry: what,
+                status,
+            });
         }
         Ok(rows)
     }
@@ -99,7 +125,12 @@ fn kind_of(p: &Path) -> String {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     match p.symlink_metadata() {
         Ok(m) if m.file_type().is_symlink() => {
-            format!("symlink -> {}", std::fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_default())
+            format!(
+                "symlink -> {}",
+                std::fs::read_link(p)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default()
+            )
         }
         Ok(m) if m.is_file() => format!("file ({} bytes, mode {:04o})", m.len(), m.mode() & 0o7777),
         Ok(m) if m.file_type().is_char_device() => "char device".into(),

@@ -13,9 +13,14 @@ impl Store {
         for r in refs {
             let rec = self.resolve_image(r)?;
             let norm = spec::normalize_ref(r);
-            let names = if tags.get(&norm) == Some(&rec.id) { vec![norm] } else { self.tags_of(&rec.id)? };
+            let names = if tags.get(&norm) == Some(&rec.id) {
+                vec![norm]
+            } else {
+                self.tags_of(&rec.id)?
+            };
             let config = self.read_blob(&rec.digest()?)?;
-            let md = Digest::parse(&rec.manifest_digest).ok_or_else(|| StoreError::Corrupt(format!("bad manifest digest in {}", rec.id)))?;
+            let md = Digest::parse(&rec.manifest_digest)
+                .ok_or_else(|| StoreError::Corrupt(format!("bad manifest digest in {}", rec.id)))?;
             let manifest = self.read_blob(&md)?;
             let mut layers = Vec::new();
             for l in &rec.layers {
@@ -31,7 +36,12 @@ impl Store {
                     media_type: l.media_type.clone(),
                 });
             }
-            out.push(ExportImage { tags: names, config, manifest, layers });
+            out.push(ExportImage {
+                tags: names,
+                config,
+                manifest,
+                layers,
+            });
         }
         Ok(out)
     }

@@ -47,7 +47,11 @@ impl Store {
             tags.remove(&norm);
             out.untagged.push(norm);
         } else {
-            let mine: Vec<String> = tags.iter().filter(|(_, v)| **v == rec.id).map(|(k, _)| k.clone()).collect();
+            let mine: Vec<String> = tags
+                .iter()
+                .filter(|(_, v)| **v == rec.id)
+                .map(|(k, _)| k.clone())
+                .collect();
             if mine.len() > 1 && !force {
                 return Err(StoreError::Conflict(format!(
                     "image {} is referenced by several tags ({}); remove them by name or use --force",
@@ -60,7 +64,12 @@ impl Store {
                 out.untagged.push(t);
             }
         }
-        let used_by: Vec<String> = self.containers()?.into_iter().filter(|c| c.image == rec.id).map(|c| c.name).collect();
+        let used_by: Vec<String> = self
+            .containers()?
+            .into_iter()
+            .filter(|c| c.image == rec.id)
+            .map(|c| c.name)
+            .collect();
         self.write_tags(&tags)?;
         if !tags.values().any(|v| *v == rec.id) {
             if used_by.is_empty() {
@@ -96,16 +105,28 @@ impl Store {
         }
         self.collect(&mut out)?;
         // Staging dirs of interrupted commands (we hold the exclusive lock: nobody uses them).
-        for e in std::fs::read_dir(self.path("tmp")).map_err(StoreError::io("list tmp"))?.flatten() {
+        for e in std::fs::read_dir(self.path("tmp"))
+            .map_err(StoreError::io("list tmp"))?
+            .flatten()
+        {
             let p = e.path();
-            let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
             if r.is_ok() {
                 out.temp += 1;
             }
         }
         for d in ["images", "blobs/sha256", "layers", "."] {
-            for e in std::fs::read_dir(self.path(d)).map_err(StoreError::io("list store"))?.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") && std::fs::remove_file(e.path()).is_ok() {
+            for e in std::fs::read_dir(self.path(d))
+                .map_err(StoreError::io("list store"))?
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
                     out.temp += 1;
                 }
             }
@@ -119,29 +140,41 @@ impl Store {
         let mut blobs: HashSet<String> = HashSet::new();
         for img in self.images()? {
             blobs.insert(img.id[7..].to_string());
-            blobs.insert(img.manifest_digest.trim_start_matches("sha256:").to_string());
+            blobs.insert(
+                img.manifest_digest
+                    .trim_start_matches("sha256:")
+                    .to_string(),
+            );
             for l in &img.layers {
                 layers.insert(l.diff_id.trim_start_matches("sha256:").to_string());
                 blobs.insert(l.digest.trim_start_matches("sha256:").to_string());
             }
         }
-        for e in std::fs::read_dir(self.path("layers")).map_err(StoreError::io("list layers"))?.flatten() {
+        for e in std::fs::read_dir(self.path("layers"))
+            .map_err(StoreError::io("list layers"))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || layers.contains(&name) {
                 continue;
             }
             // Move aside atomically, then delete: a crash leaves only a temp dir.
             let trash = self.path("tmp").join(super::atomic::unique_name("gc-"));
-            std::fs::rename(e.path(), &trash).map_err(StoreError::io(format!("remove layer {name}")))?;
+            std::fs::rename(e.path(), &trash)
+                .map_err(StoreError::io(format!("remove layer {name}")))?;
             let _ = std::fs::remove_dir_all(&trash);
             out.layers.push(format!("sha256:{name}"));
         }
-        for e in std::fs::read_dir(self.path("blobs/sha256")).map_err(StoreError::io("list blobs"))?.flatten() {
+        for e in std::fs::read_dir(self.path("blobs/sha256"))
+            .map_err(StoreError::io("list blobs"))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || blobs.contains(&name) {
                 continue;
             }
-            std::fs::remove_file(e.path()).map_err(StoreError::io(format!("remove blob {name}")))?;
+            std::fs::remove_file(e.path())
+                .map_err(StoreError::io(format!("remove blob {name}")))?;
             out.blobs.push(format!("sha256:{name}"));
         }
         super::atomic::fsync_dir(&self.path("layers"))?;

@@ -3,16 +3,16 @@
 //! transaction so a failure leaves nothing new behind. Entry points for `load`, `import`
 //! and the registry client.
 
-use super::atomic::{fsync_tree, install, Staging};
-use super::blobs::{stage_bytes, TeeReader};
+use super::atomic::{Staging, fsync_tree, install};
+use super::blobs::{TeeReader, stage_bytes};
 use super::records::{ImageRecord, LayerRecord, LayerRef};
 use super::{Progress, Result, Store, StoreError};
-use crate::image::apply::{apply_layer, ApplyOptions};
+use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::archive::{self, Format};
 use crate::image::compress::{self, Compression};
 use crate::image::digest::{CountReader, Digest, HashReader};
-use crate::image::spec::{self, media, Descriptor, Manifest, SourceImage};
-use crate::image::{docker_archive, oci_layout, ImageError};
+use crate::image::spec::{self, Descriptor, Manifest, SourceImage, media};
+use crate::image::{ImageError, docker_archive, oci_layout};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,12 @@ struct StagedLayer {
 
 impl Store {
     /// Load a docker-archive or OCI layout tar (plain or compressed) from a reader.
-    pub fn load_archive<R: Read>(&self, reader: R, name_hint: &str, progress: &mut dyn Progress) -> Result<Vec<ImageRecord>> {
+    pub fn load_archive<R: Read>(
+        &self,
+        reader: R,
+        name_hint: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<ImageRecord>> {
         let _lock = self.lock()?;
         let staging = Staging::new(&self.path("tmp"))?;
         let dir = staging.dir.join("archive");
@@ -40,12 +45,22 @@ impl Store {
     }
 
     /// Load a docker-archive or OCI layout that is a directory.
-    pub fn load_dir(&self, dir: &Path, name_hint: &str, progress: &mut dyn Progress) -> Result<Vec<ImageRecord>> {
+    pub fn load_dir(
+        &self,
+        dir: &Path,
+        name_hint: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<ImageRecord>> {
         let _lock = self.lock()?;
         self.load_dir_locked(dir, name_hint, progress)
     }
 
-    fn load_dir_locked(&self, dir: &Path, name_hint: &str, progress: &mut dyn Progress) -> Result<Vec<ImageRecord>> {
+    fn load_dir_locked(
+        &self,
+        dir: &Path,
+        name_hint: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<ImageRecord>> {
         let sources = match archive::detect_format(dir)? {
             Format::DockerArchive => docker_archive::read(dir)?,
             Format::OciLayout => oci_layout::read(dir, name_hint)?,
@@ -54,36 +69,53 @@ impl Store {
     }
 
     /// Import the images of an OCI layout directory (e.g. one a registry pull just wrote).
-    pub fn import_oci_layout(&self, dir: &Path, name_hint: &str, progress: &mut dyn Progress) -> Result<Vec<ImageRecord>> {
+    pub fn import_oci_layout(
+        &self,
+        dir: &Path,
+        name_hint: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<ImageRecord>> {
         let _lock = self.lock()?;
         let sources = oci_layout::read(dir, name_hint)?;
         self.import_images_locked(sources, progress)
     }
 
     /// Import images described by their sources (all verified, one transaction).
-    pub fn import_images(&self, sources: Vec<SourceImage>, progress: &mut dyn Progress) -> Result<Vec<ImageRecord>> {
+    pub fn import_images(
+        &self,
+        sources: Vec<SourceImage>,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<ImageRecord>> {
         let _lock = self.lock()?;
         self.import_images_locked(sources, progress)
     }
 
-    pub(crate) fn import_images_locked(&self, sources: Vec<SourceImage>, progress: &mut dyn Progress) -> Result<Vec<ImageRecord>> {
+    pub(crate) fn import_images_locked(
+        &self,
+        sources: Vec<SourceImage>,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<ImageRecord>> {
         let staging = Staging::new(&self.path("tmp"))?;
         let mut staged_layers: HashMap<String, StagedLayer> = HashMap::new();
         let mut staged_blobs: BTreeMap<Digest, PathBuf> = BTreeMap::new();
         let mut records = Vec::new();
         let mut all_tags: Vec<(String, String)> = Vec::new();
         for (n, src) in sources.iter().enumerate() {
-            let label = src.tags.first().cloned().unwrap_or_else(|| format!("image {}", n + 1));
+            let label = src
+                .tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("image {}", n + 1));
             let config_digest = Digest::of(&src.config);
-            if let Some(exp) = &src.config_digest {
-                if *exp != config_digest {
-                    return Err(ImageError::DigestMismatch {
-                        what: format!("config of {label}"),
-                        expected: exp.to_string(),
-                        actual: config_digest.to_string(),
-                    }
-                    .into());
+            if let Some(exp) = &src.config_digest
+                && *exp != config_digest
+            {
+                return Err(ImageError::DigestMismatch {
+                    what: format!("config of {label}"),
+                    expected: exp.to_string(),
+                    actual: config_digest.to_string(),
                 }
+                .into());
             }
             let config = spec::parse_config(&src.config)?;
             let diff_ids = spec::config_diff_ids(&config)?;
@@ -100,11 +132,18 @@ impl Store {
             let mut layer_refs = Vec::new();
             for (i, (l, diff_id)) in src.layers.iter().zip(&diff_ids).enumerate() {
                 let what = format!("{label}: layer {}/{} ({})", i + 1, src.layers.len(), l.name);
-                let r = self.stage_layer(&staging.dir, l, diff_id, &mut staged_layers, &what, progress)?;
-                if let Some(b) = staged_layers.get(&r.diff_id).and_then(|s| s.blob.clone()) {
-                    if let (Some(d), None) = (Digest::parse(&r.digest), &existing) {
-                        staged_blobs.insert(d, b);
-                    }
+                let r = self.stage_layer(
+                    &staging.dir,
+                    l,
+                    diff_id,
+                    &mut staged_layers,
+                    &what,
+                    progress,
+                )?;
+                if let Some(b) = staged_layers.get(&r.diff_id).and_then(|s| s.blob.clone())
+                    && let (Some(d), None) = (Digest::parse(&r.digest), &existing)
+                {
+                    staged_blobs.insert(d, b);
                 }
                 layer_refs.push(r);
             }
@@ -148,7 +187,8 @@ impl Store {
         for s in staged_layers.values() {
             if let Some(dir) = &s.unpacked {
                 fsync_tree(dir)?;
-                let d = Digest::parse(&s.layer_ref.diff_id).ok_or_else(|| StoreError::Corrupt("bad diff id".into()))?;
+                let d = Digest::parse(&s.layer_ref.diff_id)
+                    .ok_or_else(|| StoreError::Corrupt("bad diff id".into()))?;
                 install(dir, &self.path("layers").join(d.hex()))?;
             }
         }
@@ -174,38 +214,64 @@ impl Store {
         what: &str,
         progress: &mut dyn Progress,
     ) -> Result<LayerRef> {
-        let err = |e: ImageError| StoreError::Layer { layer: what.to_string(), error: e };
+        let err = |e: ImageError| StoreError::Layer {
+            layer: what.to_string(),
+            error: e,
+        };
         let id = diff_id.short().to_string();
-        let file = std::fs::File::open(&l.path).map_err(|e| err(ImageError::io(format!("open {}", l.path.display()))(e)))?;
+        let file = std::fs::File::open(&l.path)
+            .map_err(|e| err(ImageError::io(format!("open {}", l.path.display()))(e)))?;
         let total = file.metadata().ok().map(|m| m.len());
-        let have_layer = self.has_layer(diff_id) || staged.get(diff_id.as_str()).is_some_and(|s| s.unpacked.is_some());
+        let have_layer = self.has_layer(diff_id)
+            || staged
+                .get(diff_id.as_str())
+                .is_some_and(|s| s.unpacked.is_some());
         let have_blob = l.digest.as_ref().is_some_and(|d| self.has_blob(d));
-        progress.begin(&id, if have_layer { "Verifying" } else { "Loading layer" }, total);
+        progress.begin(
+            &id,
+            if have_layer {
+                "Verifying"
+            } else {
+                "Loading layer"
+            },
+            total,
+        );
         // Stage the blob as received unless the store already has it.
-        let blob_tmp = staging.join("blobs").join(format!("incoming-{}", staged.len()));
+        let blob_tmp = staging
+            .join("blobs")
+            .join(format!("incoming-{}", staged.len()));
         let tee_file = if have_blob {
             None
         } else {
-            std::fs::create_dir_all(staging.join("blobs")).map_err(StoreError::io("create staging blobs"))?;
+            std::fs::create_dir_all(staging.join("blobs"))
+                .map_err(StoreError::io("create staging blobs"))?;
             Some(std::fs::File::create(&blob_tmp).map_err(StoreError::io("stage blob"))?)
         };
         let mut outer = HashReader::new(TeeReader::new(file, tee_file));
         let mut warnings: Vec<String> = Vec::new();
         let (compression, unpacked) = {
             let counted = CountReader::new(&mut outer, |n| progress.advance(&id, n));
-            let (c, dec) = compress::decompress(counted).map_err(|e| err(ImageError::io("read layer")(e)))?;
+            let (c, dec) =
+                compress::decompress(counted).map_err(|e| err(ImageError::io("read layer")(e)))?;
             let mut inner = HashReader::new(dec);
             let unpacked = if have_layer {
-                inner.drain().map_err(|e| err(ImageError::io("read layer")(e)))?;
+                inner
+                    .drain()
+                    .map_err(|e| err(ImageError::io("read layer")(e)))?;
                 None
             } else {
                 let dir = staging.join("layers").join(diff_id.hex());
                 let diff = dir.join("diff");
                 std::fs::create_dir_all(&diff).map_err(StoreError::io("create staging layer"))?;
-                let opts = ApplyOptions { rootless: self.rootless(), ..ApplyOptions::default() };
+                let opts = ApplyOptions {
+                    rootless: self.rootless(),
+                    ..ApplyOptions::default()
+                };
                 let stats = apply_layer(&mut inner, &diff, &opts).map_err(err)?;
                 warnings.extend(stats.warnings);
-                inner.drain().map_err(|e| err(ImageError::io("read layer")(e)))?;
+                inner
+                    .drain()
+                    .map_err(|e| err(ImageError::io("read layer")(e)))?;
                 Some(dir)
             };
             let (actual_diff, diff_size) = inner.hasher.finish();
@@ -223,25 +289,35 @@ impl Store {
                     rootless: self.rootless(),
                     created: spec::now_rfc3339(),
                 };
-                let b = serde_json::to_vec_pretty(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                std::fs::write(dir.join("layer.json"), b).map_err(StoreError::io("write layer.json"))?;
+                let b = serde_json::to_vec_pretty(&rec)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                std::fs::write(dir.join("layer.json"), b)
+                    .map_err(StoreError::io("write layer.json"))?;
             }
             ((c, diff_size), unpacked)
         };
         for w in &warnings {
             progress.message(&format!("warning: {what}: {w}"));
         }
-        outer.drain().map_err(|e| err(ImageError::io("read layer")(e)))?;
+        outer
+            .drain()
+            .map_err(|e| err(ImageError::io("read layer")(e)))?;
         let (actual, size) = outer.hasher.finish();
-        if let Some(exp) = &l.digest {
-            if *exp != actual {
-                return Err(err(ImageError::DigestMismatch { what: "blob digest".into(), expected: exp.to_string(), actual: actual.to_string() }));
-            }
+        if let Some(exp) = &l.digest
+            && *exp != actual
+        {
+            return Err(err(ImageError::DigestMismatch {
+                what: "blob digest".into(),
+                expected: exp.to_string(),
+                actual: actual.to_string(),
+            }));
         }
-        if let Some(exp) = l.size {
-            if exp != size {
-                return Err(err(ImageError::Format(format!("blob size {size} but the manifest says {exp}"))));
-            }
+        if let Some(exp) = l.size
+            && exp != size
+        {
+            return Err(err(ImageError::Format(format!(
+                "blob size {size} but the manifest says {exp}"
+            ))));
         }
         let (c, diff_size) = compression;
         let blob = if have_blob {
@@ -252,9 +328,26 @@ impl Store {
             Some(p)
         };
         let media_type = l.media_type.clone().unwrap_or_else(|| media_type_for(c));
-        let layer_ref = LayerRef { digest: actual.to_string(), media_type, size, diff_id: diff_id.to_string(), diff_size };
-        progress.finish(&id, if have_layer { "Already exists" } else { "Loaded" });
-        let entry = staged.entry(diff_id.to_string()).or_insert(StagedLayer { layer_ref: layer_ref.clone(), unpacked: None, blob: None });
+        let layer_ref = LayerRef {
+            digest: actual.to_string(),
+            media_type,
+            size,
+            diff_id: diff_id.to_string(),
+            diff_size,
+        };
+        progress.finish(
+            &id,
+            if have_layer {
+                "Already exists"
+            } else {
+                "Loaded"
+            },
+        );
+        let entry = staged.entry(diff_id.to_string()).or_insert(StagedLayer {
+            layer_ref: layer_ref.clone(),
+            unpacked: None,
+            blob: None,
+        });
         if entry.unpacked.is_none() {
             entry.unpacked = unpacked;
         }
@@ -282,7 +375,13 @@ pub fn synth_manifest(config: &[u8], layers: &[LayerRef]) -> Result<Vec<u8>> {
         },
         layers: layers
             .iter()
-            .map(|l| Descriptor { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, annotations: None, platform: None })
+            .map(|l| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                annotations: None,
+                platform: None,
+            })
             .collect(),
         annotations: None,
     };

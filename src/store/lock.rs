@@ -19,7 +19,11 @@ impl StoreLock {
             .write(true)
             .open(path)
             .map_err(StoreError::io(format!("open lock {}", path.display())))?;
-        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         loop {
             let r = unsafe { libc::flock(file.as_raw_fd(), op) };
             if r == 0 {

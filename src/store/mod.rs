@@ -106,7 +106,9 @@ impl Store {
         if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
             return PathBuf::from(x).join("strata");
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
         home.join(".local/share/strata")
     }
 
@@ -115,11 +117,17 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         for d in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
             let p = root.join(d);
-            std::fs::create_dir_all(&p).map_err(StoreError::io(format!("create {}", p.display())))?;
+            std::fs::create_dir_all(&p)
+                .map_err(StoreError::io(format!("create {}", p.display())))?;
         }
         let forced = std::env::var("STRATA_ROOTLESS").is_ok_and(|v| v == "1");
-        let root = root.canonicalize().map_err(StoreError::io(format!("resolve {}", root.display())))?;
-        Ok(Store { root, rootless: forced || !crate::image::fsutil::is_root() })
+        let root = root
+            .canonicalize()
+            .map_err(StoreError::io(format!("resolve {}", root.display())))?;
+        Ok(Store {
+            root,
+            rootless: forced || !crate::image::fsutil::is_root(),
+        })
     }
 
     /// The root directory.

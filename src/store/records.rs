@@ -43,7 +43,8 @@ pub struct ImageRecord {
 impl ImageRecord {
     /// The ID as a digest.
     pub fn digest(&self) -> Result<Digest> {
-        Digest::parse(&self.id).ok_or_else(|| StoreError::Corrupt(format!("image record with bad id {}", self.id)))
+        Digest::parse(&self.id)
+            .ok_or_else(|| StoreError::Corrupt(format!("image record with bad id {}", self.id)))
     }
     /// Total uncompressed size.
     pub fn size(&self) -> u64 {
@@ -96,7 +97,10 @@ impl Store {
     }
     /// True if the layer is unpacked in the store.
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
-        self.path("layers").join(diff_id.hex()).join("layer.json").is_file()
+        self.path("layers")
+            .join(diff_id.hex())
+            .join("layer.json")
+            .is_file()
     }
     /// Read a blob fully (configs, manifests).
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
@@ -121,7 +125,8 @@ impl Store {
 
     fn read_image_file(&self, p: &std::path::Path) -> Result<ImageRecord> {
         let b = std::fs::read(p).map_err(StoreError::io(format!("read {}", p.display())))?;
-        serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(format!("image record {}: {e}", p.display())))
+        serde_json::from_slice(&b)
+            .map_err(|e| StoreError::Corrupt(format!("image record {}: {e}", p.display())))
     }
 
     /// The record of image `id`.
@@ -143,7 +148,8 @@ impl Store {
     pub fn tags(&self) -> Result<BTreeMap<String, String>> {
         let p = self.path("tags.json");
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(format!("tags.json: {e}"))),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StoreError::Corrupt(format!("tags.json: {e}"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(StoreError::io("read tags.json")(e)),
         }
@@ -156,24 +162,42 @@ impl Store {
 
     /// The tags naming image `id`, sorted.
     pub fn tags_of(&self, id: &str) -> Result<Vec<String>> {
-        Ok(self.tags()?.into_iter().filter(|(_, v)| v == id).map(|(k, _)| k).collect())
+        Ok(self
+            .tags()?
+            .into_iter()
+            .filter(|(_, v)| v == id)
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// Resolve a reference: `name[:tag]`, a full ID (`sha256:...` or hex) or a unique ID prefix.
     pub fn resolve_image(&self, r: &str) -> Result<ImageRecord> {
         let tags = self.tags()?;
         if let Some(id) = tags.get(&spec::normalize_ref(r)) {
-            let d = Digest::parse(id).ok_or_else(|| StoreError::Corrupt(format!("tag {r} names bad id {id}")))?;
+            let d = Digest::parse(id)
+                .ok_or_else(|| StoreError::Corrupt(format!("tag {r} names bad id {id}")))?;
             return self.image(&d);
         }
         let hex = r.strip_prefix("sha256:").unwrap_or(r);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let matches: Vec<ImageRecord> =
-                self.images()?.into_iter().filter(|i| i.id[7..].starts_with(hex)).collect();
+            let matches: Vec<ImageRecord> = self
+                .images()?
+                .into_iter()
+                .filter(|i| i.id[7..].starts_with(hex))
+                .collect();
             match matches.len() {
-                1 => return Ok(matches.into_iter().next().ok_or_else(|| StoreError::NotFound(r.into()))?),
+                1 => {
+                    return matches
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::NotFound(r.into()));
+                }
                 0 => {}
-                _ => return Err(StoreError::Conflict(format!("image ID prefix {r} is ambiguous"))),
+                _ => {
+                    return Err(StoreError::Conflict(format!(
+                        "image ID prefix {r} is ambiguous"
+                    )));
+                }
             }
         }
         Err(StoreError::NotFound(format!("no such image: {r}")))
@@ -191,7 +215,8 @@ impl Store {
             .iter()
             .rev()
             .map(|l| {
-                let d = Digest::parse(&l.diff_id).ok_or_else(|| StoreError::Corrupt(format!("bad diff id {}", l.diff_id)))?;
+                let d = Digest::parse(&l.diff_id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("bad diff id {}", l.diff_id)))?;
                 Ok(self.layer_dir(&d))
             })
             .collect()
@@ -200,14 +225,19 @@ impl Store {
     /// All containers.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(self.path("containers")).map_err(StoreError::io("list containers"))? {
+        for e in
+            std::fs::read_dir(self.path("containers")).map_err(StoreError::io("list containers"))?
+        {
             let e = e.map_err(StoreError::io("list containers"))?;
             let p = e.path().join("container.json");
             if !p.is_file() {
                 continue;
             }
             let b = std::fs::read(&p).map_err(StoreError::io(format!("read {}", p.display())))?;
-            out.push(serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(format!("{}: {e}", p.display())))?);
+            out.push(
+                serde_json::from_slice(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", p.display())))?,
+            );
         }
         out.sort_by(|a: &ContainerRecord, b| a.created.cmp(&b.created));
         Ok(out)
@@ -219,11 +249,16 @@ impl Store {
         if let Some(c) = all.iter().find(|c| c.name == r || c.id == r) {
             return Ok(c.clone());
         }
-        let m: Vec<&ContainerRecord> = all.iter().filter(|c| r.len() >= 4 && c.id.starts_with(r)).collect();
+        let m: Vec<&ContainerRecord> = all
+            .iter()
+            .filter(|c| r.len() >= 4 && c.id.starts_with(r))
+            .collect();
         match m.as_slice() {
             [c] => Ok((*c).clone()),
             [] => Err(StoreError::NotFound(format!("no such container: {r}"))),
-            _ => Err(StoreError::Conflict(format!("container ID prefix {r} is ambiguous"))),
+            _ => Err(StoreError::Conflict(format!(
+                "container ID prefix {r} is ambiguous"
+            ))),
         }
     }
 

@@ -25,12 +25,21 @@ pub fn strata_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Run and require success; returns stdout.
 pub fn ok(root: &Path, args: &[&str]) -> String {
     let o = strata(root, args);
-    assert!(o.status.success(), "strata {:?} failed: {}", args, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "strata {:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Build the fixture images once; `None` (with a printed reason) when a tool is missing.
@@ -47,23 +56,38 @@ pub fn fixtures() -> Option<&'static Path> {
             eprintln!("SKIP: busybox-static is not installed");
             return None;
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fixtures-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-images.sh");
-        let mut o = Command::new("sh").arg(&script).arg(&dir).output().expect("run make-images.sh");
+        let mut o = Command::new("sh")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("run make-images.sh");
         if !o.status.success() {
             // Kernel overlay may be unavailable: vfs still gives both images (without opaque dirs).
             let _ = std::fs::remove_dir_all(&dir);
-            o = Command::new("sh").arg(&script).arg(&dir).env("DRIVER", "vfs").output().expect("run make-images.sh");
+            o = Command::new("sh")
+                .arg(&script)
+                .arg(&dir)
+                .env("DRIVER", "vfs")
+                .output()
+                .expect("run make-images.sh");
         }
-        assert!(o.status.success(), "make-images.sh failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "make-images.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         Some(dir)
     })
     .as_deref()
 }
 
 pub fn tmpdir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let d =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -77,14 +101,22 @@ pub fn policy(dir: &Path) -> PathBuf {
 
 pub fn run(cmd: &mut Command) -> String {
     let o = cmd.output().expect("spawn");
-    assert!(o.status.success(), "{:?} failed: {}", cmd, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut m = BTreeMap::new();
     for n in strata::image::fsutil::list_xattrs(p).unwrap_or_default() {
-        if n.starts_with("trusted.overlay.") || n.starts_with("user.overlay.") || n == "user.containers.override_stat" {
+        if n.starts_with("trusted.overlay.")
+            || n.starts_with("user.overlay.")
+            || n == "user.containers.override_stat"
+        {
             continue;
         }
         if let Ok(Some(v)) = strata::image::fsutil::get_xattr(p, &n) {
@@ -136,7 +168,11 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
-        let r = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let r = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
         out.push(describe(&e.path(), &r));
         if e.file_type().unwrap().is_dir() {
             walk(&e.path(), &r, out);
@@ -172,7 +208,11 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
             for e in rd.flatten() {
                 let p = e.path();
                 let m = p.symlink_metadata().unwrap();
-                out.push(format!("{} {}", p.display(), if m.is_dir() { 0 } else { m.len() }));
+                out.push(format!(
+                    "{} {}",
+                    p.display(),
+                    if m.is_dir() { 0 } else { m.len() }
+                ));
                 if m.is_dir() {
                     rec(&p, out);
                 }
@@ -194,6 +234,10 @@ pub fn image_layers(root: &Path, image: &str) -> Vec<PathBuf> {
 
 /// `umoci unpack` an OCI layout's `tag` into `dest`; returns the rootfs.
 pub fn umoci_rootfs(layout: &Path, tag: &str, dest: &Path) -> PathBuf {
-    run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:{tag}", layout.display())).arg(dest));
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(dest));
     dest.join("rootfs")
 }
