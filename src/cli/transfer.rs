@@ -4,7 +4,7 @@ use super::SaveFormat;
 use super::progress::CliProgress;
 use crate::image::docker_archive::{self, DirSink, Sink, TarSink};
 use crate::image::oci_layout;
-use crate::store::{ImageRecord, Store};
+use crate::store::Store;
 use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
@@ -26,18 +26,6 @@ fn name_hint(p: Option<&Path>) -> String {
     }
 }
 
-fn print_loaded(recs: &[ImageRecord], store: &Store, quiet: bool) -> anyhow::Result<()> {
-    for r in recs {
-        let tags = store.tags_of(&r.id)?;
-        if quiet {
-            println!("{}", r.id);
-        } else if tags.is_empty() {
-            println!("Loaded image ID: {}", r.id);
-        }
-    }
-    Ok(())
-}
-
 /// `strata load [-i FILE]`.
 pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> anyhow::Result<i32> {
     let mut prog = CliProgress::new(quiet);
@@ -56,15 +44,18 @@ pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> anyhow::Result<
             .load_archive(std::io::stdin().lock(), &hint, &mut prog)
             .context("load from stdin")?,
     };
-    if !quiet {
-        // Tags this load set, as docker prints them.
-        for r in &recs {
-            for t in store.tags_of(&r.id)? {
+    for r in &recs {
+        if quiet {
+            println!("{}", r.image.id);
+        } else if r.tags.is_empty() {
+            println!("Loaded image ID: {}", r.image.id);
+        }
+        if !quiet {
+            for t in &r.tags {
                 println!("Loaded image: {t}");
             }
         }
     }
-    print_loaded(&recs, store, quiet)?;
     Ok(0)
 }
 

@@ -17,6 +17,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// An image a load stored (or found stored), with the tags this load gave it.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    /// The image record.
+    pub image: ImageRecord,
+    /// Tags set by this load.
+    pub tags: Vec<String>,
+}
+
 /// A staged layer, ready to install.
 struct StagedLayer {
     layer_ref: LayerRef,
@@ -33,7 +42,7 @@ impl Store {
         reader: R,
         name_hint: &str,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<ImageRecord>> {
+    ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let staging = Staging::new(&self.path("tmp"))?;
         let dir = staging.dir.join("archive");
@@ -50,7 +59,7 @@ impl Store {
         dir: &Path,
         name_hint: &str,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<ImageRecord>> {
+    ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         self.load_dir_locked(dir, name_hint, progress)
     }
@@ -60,7 +69,7 @@ impl Store {
         dir: &Path,
         name_hint: &str,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<ImageRecord>> {
+    ) -> Result<Vec<LoadedImage>> {
         let sources = match archive::detect_format(dir)? {
             Format::DockerArchive => docker_archive::read(dir)?,
             Format::OciLayout => oci_layout::read(dir, name_hint)?,
@@ -74,7 +83,7 @@ impl Store {
         dir: &Path,
         name_hint: &str,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<ImageRecord>> {
+    ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let sources = oci_layout::read(dir, name_hint)?;
         self.import_images_locked(sources, progress)
@@ -85,7 +94,7 @@ impl Store {
         &self,
         sources: Vec<SourceImage>,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<ImageRecord>> {
+    ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         self.import_images_locked(sources, progress)
     }
@@ -94,7 +103,7 @@ impl Store {
         &self,
         sources: Vec<SourceImage>,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<ImageRecord>> {
+    ) -> Result<Vec<LoadedImage>> {
         let staging = Staging::new(&self.path("tmp"))?;
         let mut staged_layers: HashMap<String, StagedLayer> = HashMap::new();
         let mut staged_blobs: BTreeMap<Digest, PathBuf> = BTreeMap::new();
@@ -156,7 +165,10 @@ impl Store {
                 for t in &src.tags {
                     all_tags.push((t.clone(), old.id.clone()));
                 }
-                records.push(old);
+                records.push(LoadedImage {
+                    image: old,
+                    tags: src.tags.clone(),
+                });
                 continue;
             }
             // Config and manifest blobs.
@@ -178,7 +190,10 @@ impl Store {
             for t in &src.tags {
                 all_tags.push((t.clone(), rec.id.clone()));
             }
-            records.push(rec);
+            records.push(LoadedImage {
+                image: rec,
+                tags: src.tags.clone(),
+            });
         }
         // Everything verified: install blobs, then layers, then records, then tags.
         for (d, p) in &staged_blobs {
@@ -193,7 +208,7 @@ impl Store {
             }
         }
         for r in &records {
-            self.write_image(r)?;
+            self.write_image(&r.image)?;
         }
         if !all_tags.is_empty() {
             let mut tags = self.tags()?;

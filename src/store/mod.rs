@@ -27,6 +27,7 @@ pub mod records;
 use crate::image::ImageError;
 use std::path::{Path, PathBuf};
 
+pub use load::LoadedImage;
 pub use lock::StoreLock;
 pub use records::{ContainerRecord, ImageRecord, LayerRecord, LayerRef};
 
