@@ -68,3 +68,41 @@ pub fn hash_uncompressed(p: &Path) -> Result<(Digest, u64)> {
         .map_err(StoreError::io(format!("decompress {}", p.display())))?;
     Ok(r.hasher.finish())
 }
+
+impl super::Store {
+    /// Store a blob from a stream, verifying it against `expected` (e.g. a registry download).
+    /// Atomic and under the store lock; returns the blob's path. A blob no image references
+    /// is removed by `prune`.
+    pub fn put_blob<R: Read>(&self, reader: R, expected: &Digest) -> Result<PathBuf> {
+        let _lock = self.lock()?;
+        let target = self.blob_path(expected);
+        if target.is_file() {
+            return Ok(target);
+        }
+        let tmp = self.path("tmp").join(super::atomic::unique_name("blob-"));
+        let res = (|| {
+            let f = std::fs::File::create(&tmp).map_err(StoreError::io("create blob"))?;
+            let mut r = HashReader::new(reader);
+            let mut w = std::io::BufWriter::new(f);
+            std::io::copy(&mut r, &mut w)
+                .map_err(StoreError::io(format!("write blob {expected}")))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| StoreError::io(format!("write blob {expected}"))(e.into_error()))?;
+            f.sync_all().map_err(StoreError::io("fsync blob"))?;
+            let (actual, _) = r.hasher.finish();
+            if actual != *expected {
+                return Err(crate::image::ImageError::DigestMismatch {
+                    what: format!("blob {expected}"),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                }
+                .into());
+            }
+            super::atomic::install(&tmp, &target)?;
+            Ok(target.clone())
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        res
+    }
+}
