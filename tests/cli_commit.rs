@@ -36,7 +36,14 @@ fn make_upper(upper: &Path, rootless: bool) {
     };
     strata::image::fsutil::set_xattr(&upper.join("usr"), opq, b"y").unwrap();
     std::fs::write(upper.join("usr/only"), "only\n").unwrap();
+    // A long path (GNU long-name records) and a user xattr (PAX SCHILY.xattr).
+    let long = upper.join(LONG);
+    std::fs::create_dir_all(long.parent().unwrap()).unwrap();
+    std::fs::write(&long, "deep\n").unwrap();
+    strata::image::fsutil::set_xattr(&upper.join("hello.txt"), "user.note", b"kept").unwrap();
 }
+
+const LONG: &str = "long/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/file-with-a-long-name.txt";
 
 fn commit_roundtrip(rootless: bool) {
     let Some((fx, work)) = setup(if rootless {
@@ -154,6 +161,12 @@ fn commit_roundtrip(rootless: bool) {
     assert!(!rootfs.join("usr/local").exists(), "opaque dir lost");
     assert!(rootfs.join("usr/only").exists());
     assert!(rootfs.join("bin/busybox").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join(LONG)).unwrap(),
+        "deep\n"
+    );
+    let note = strata::image::fsutil::get_xattr(&rootfs.join("hello.txt"), "user.note").unwrap();
+    assert_eq!(note.as_deref(), Some(&b"kept"[..]));
     // Our own union of the committed image matches umoci's view.
     assert_eq!(
         union_tree(&image_layers(&root, "example/committed:1")),
