@@ -40,6 +40,9 @@ pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> anyhow::Result<
                 .load_archive(f, &hint, &mut prog)
                 .with_context(|| format!("load {}", p.display()))?
         }
+        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            anyhow::bail!("refusing to read an archive from a terminal: use -i FILE or a pipe")
+        }
         None => store
             .load_archive(std::io::stdin().lock(), &hint, &mut prog)
             .context("load from stdin")?,
@@ -118,6 +121,9 @@ pub fn save(
                 .with_context(|| format!("fsync {}", p.display()))?;
             tmp.persist(p)
                 .with_context(|| format!("write {}", p.display()))?;
+        }
+        (_, None) if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            anyhow::bail!("refusing to write an archive to a terminal: use -o FILE or a pipe")
         }
         (_, None) => {
             let stdout = std::io::stdout().lock();
