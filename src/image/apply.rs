@@ -113,12 +113,21 @@ fn apply_entry<R: Read>(
         return Ok(());
     };
     let rel: PathBuf = comps.iter().collect();
-    let parent = fsutil::walk_dirs(root.as_raw_fd(), parents, true).map_err(|e| {
-        refused(
-            raw,
-            format!("parent path is unusable ({e}); paths through a symlink are refused"),
-        )
-    })?;
+    // Parents the tar does not list are made 0755 root:root, as other unpackers do.
+    let mut implicit = |pfd: std::os::fd::RawFd, n: &OsStr| -> io::Result<()> {
+        if opts.rootless {
+            fsutil::set_xattr(&fsutil::proc_path(pfd, n), OVERRIDE_XATTR, b"0:0:0755")
+        } else {
+            fsutil::chown_at(pfd, n, 0, 0)
+        }
+    };
+    let parent =
+        fsutil::walk_dirs_with(root.as_raw_fd(), parents, true, &mut implicit).map_err(|e| {
+            refused(
+                raw,
+                format!("parent path is unusable ({e}); paths through a symlink are refused"),
+            )
+        })?;
     let pfd = parent.as_raw_fd();
     let name_b = name.as_bytes();
 

@@ -149,3 +149,24 @@ impl<R: Read, F: FnMut(u64)> Read for CountReader<R, F> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_hash() {
+        let d = Digest::of(b"");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(Digest::parse(d.hex()), Some(d.clone()));
+        assert_eq!(d.short(), "e3b0c44298fc");
+        assert!(Digest::parse("sha256:E3B0").is_none());
+        assert!(Digest::parse(&"g".repeat(64)).is_none());
+        let mut r = HashReader::new(&b"abc"[..]);
+        r.drain().unwrap();
+        assert_eq!(r.hasher.finish(), (Digest::of(b"abc"), 3));
+    }
+}

@@ -73,12 +73,23 @@ pub fn normal_components(path: &Path) -> Option<Vec<&OsStr>> {
 
 /// Walk `comps` from `root`, never through a symlink; optionally create missing dirs (0755).
 pub fn walk_dirs(root: RawFd, comps: &[&OsStr], create: bool) -> io::Result<OwnedFd> {
+    walk_dirs_with(root, comps, create, &mut |_, _| Ok(()))
+}
+
+/// [`walk_dirs`], calling `on_create(parent_fd, name)` for every directory it creates.
+pub fn walk_dirs_with(
+    root: RawFd,
+    comps: &[&OsStr],
+    create: bool,
+    on_create: &mut dyn FnMut(RawFd, &OsStr) -> io::Result<()>,
+) -> io::Result<OwnedFd> {
     let mut cur = open_dir_at(root, OsStr::new("."))?;
     for c in comps {
         let next = match open_dir_at(cur.as_raw_fd(), c) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
                 mkdir_at(cur.as_raw_fd(), c, 0o755)?;
+                on_create(cur.as_raw_fd(), c)?;
                 open_dir_at(cur.as_raw_fd(), c)?
             }
             Err(e)

@@ -202,3 +202,33 @@ pub fn rfc3339(secs: i64) -> String {
         rem % 60
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_split_and_normalise() {
+        assert_eq!(split_ref("busybox"), ("busybox".into(), "latest".into()));
+        assert_eq!(split_ref("a/b:1.0"), ("a/b".into(), "1.0".into()));
+        assert_eq!(
+            split_ref("localhost:5000/x"),
+            ("localhost:5000/x".into(), "latest".into())
+        );
+        assert_eq!(normalize_ref("localhost:5000/x:y"), "localhost:5000/x:y");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn diff_ids_are_validated() {
+        let c = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:xyz"]}});
+        assert!(config_diff_ids(&c).is_err());
+        assert!(config_diff_ids(&serde_json::json!({})).is_err());
+    }
+}
