@@ -85,7 +85,31 @@ pub fn fixtures() -> Option<&'static Path> {
     .as_deref()
 }
 
+/// Remove scratch dirs of earlier test processes that are gone (names end in `-<pid>`).
+fn sweep() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let Ok(rd) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                // Older fixture runs may have left containers-storage's overlay bind mount.
+                let _ = Command::new("umount")
+                    .arg(e.path().join("buildah/root/overlay"))
+                    .output();
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
+}
+
 pub fn tmpdir(name: &str) -> PathBuf {
+    sweep();
     let d =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
