@@ -98,7 +98,11 @@ fn apply_entry<R: Read>(
         return Err(refused(raw, "path contains '..'"));
     };
     let hdr = entry.header().clone();
-    let size = hdr.size().map_err(ImageError::io("tar entry size"))?;
+    // The real size (for sparse entries larger than what the tar stores).
+    let size = hdr
+        .size()
+        .map_err(ImageError::io("tar entry size"))?
+        .max(entry.size());
     if size > opts.max_entry_size {
         return Err(refused(
             raw,

@@ -215,8 +215,23 @@ impl<W: Write> Writer<'_, W> {
             self.links.insert(key, rel.to_path_buf());
         }
         let data_path = self.data_source(p, rel)?;
-        let f = fs::File::open(&data_path).map_err(ctx("open"))?;
-        let len = f.metadata().map_err(ctx("stat"))?.len();
+        // Never follow a symlink swapped in since the walk saw a regular file here.
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&data_path)
+                .map_err(ctx("open"))?
+        };
+        let fmeta = f.metadata().map_err(ctx("stat"))?;
+        if data_path == p && (fmeta.dev(), fmeta.ino()) != (meta.dev(), meta.ino()) {
+            return Err(ImageError::Format(format!(
+                "{} changed while the layer was written",
+                p.display()
+            )));
+        }
+        let len = fmeta.len();
         h.set_entry_type(EntryType::Regular);
         h.set_size(len);
         self.b
