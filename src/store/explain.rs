@@ -53,16 +53,16 @@ impl Store {
             };
             let status = if visible == Some(i) {
                 "provides the path".to_string()
+            } else if entry == LayerEntry::Absent {
+                "-".to_string()
             } else if let Some(b) = &blocked {
                 b.clone()
+            } else if entry == LayerEntry::Whiteout {
+                "whiteout: deletes the path in the layers below".to_string()
             } else {
-                match entry {
-                    LayerEntry::Absent => "-".into(),
-                    _ if visible.is_none_or(|v| v > i) => "not visible".into(),
-                    _ => format!(
-                        "hidden by {}",
-                        names[visible.unwrap_or(0)].get(..19).unwrap_or("")
-                    ),
+                match visible {
+                    Some(v) if v < i => format!("hidden by {}", short(&names[v])),
+                    _ => "not visible".to_string(),
                 }
             };
             // What this layer does to the layers below it.
