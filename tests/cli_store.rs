@@ -257,6 +257,52 @@ fn save_is_read_by_skopeo_and_umoci() {
         .arg(format!("oci:{}:v1", od.display())));
     assert!(inspect.contains("sha256:"), "{inspect}");
     assert_eq!(tree(&umoci_rootfs(&od, "v1", &work.join("b2"))), orig);
+    // podman load accepts it too (isolated vfs storage), with the same image ID.
+    if have("podman") {
+        let pd = work.join("podman");
+        let out = run(Command::new("podman")
+            .arg("--root")
+            .arg(pd.join("root"))
+            .arg("--runroot")
+            .arg(pd.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+                "load",
+                "-i",
+            ])
+            .arg(&da)
+            .env("HOME", &pd));
+        assert!(out.contains("example/saved:v1"), "{out}");
+        let id = run(Command::new("podman")
+            .arg("--root")
+            .arg(pd.join("root"))
+            .arg("--runroot")
+            .arg(pd.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "none",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                "example/saved:v1",
+            ])
+            .env("HOME", &pd));
+        let ours = ok(&root, &["images", "--format", "json"]);
+        assert!(
+            ours.contains(&format!("sha256:{}", id.trim())),
+            "podman id {id} not in {ours}"
+        );
+    } else {
+        eprintln!("SKIP (podman part): podman is not installed");
+    }
     let o = strata(&root, &["save", "example/saved:v1"]);
     assert!(o.status.success());
     let root2 = work.join("store2");
