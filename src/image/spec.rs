@@ -171,6 +171,45 @@ pub fn normalize_ref(r: &str) -> String {
     format!("{n}:{t}")
 }
 
+/// Check and normalise a user-given `name[:tag]` (Docker's rules, simplified): the name is
+/// lowercase `[a-z0-9._/-]` components with an optional `host[:port]/` first, the tag is
+/// `[A-Za-z0-9_.-]{1,128}` not starting with `.` or `-`.
+pub fn validate_ref(r: &str) -> std::result::Result<String, String> {
+    let (name, tag) = split_ref(r);
+    let bad = |why: &str| Err(format!("invalid reference {r:?}: {why}"));
+    if name.is_empty() || name.len() > 255 {
+        return bad("empty or too long name");
+    }
+    if name.starts_with("sha256:") || Digest::parse(&name).is_some() {
+        return bad("a name cannot look like an image ID");
+    }
+    for (i, comp) in name.split('/').enumerate() {
+        let host_ok = i == 0
+            && name.contains('/')
+            && (comp.contains('.') || comp.contains(':') || comp == "localhost");
+        let ok = !comp.is_empty()
+            && comp.chars().all(|c| {
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || "._-".contains(c)
+                    || (host_ok && (c == ':' || c.is_ascii_uppercase()))
+            });
+        if !ok {
+            return bad("name components are lowercase letters, digits, '.', '_' and '-'");
+        }
+    }
+    if tag.is_empty()
+        || tag.len() > 128
+        || tag.starts_with(['.', '-'])
+        || !tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return bad("tags are up to 128 of [A-Za-z0-9_.-]");
+    }
+    Ok(format!("{name}:{tag}"))
+}
+
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
@@ -216,6 +255,20 @@ mod tests {
             ("localhost:5000/x".into(), "latest".into())
         );
         assert_eq!(normalize_ref("localhost:5000/x:y"), "localhost:5000/x:y");
+    }
+
+    #[test]
+    fn refs_are_validated() {
+        assert_eq!(validate_ref("busybox").unwrap(), "busybox:latest");
+        assert_eq!(
+            validate_ref("localhost:5000/a/b:v1.2").unwrap(),
+            "localhost:5000/a/b:v1.2"
+        );
+        assert!(validate_ref("Upper:1").is_err());
+        assert!(validate_ref("a b").is_err());
+        assert!(validate_ref("x:-bad").is_err());
+        assert!(validate_ref(&"a".repeat(64)).is_err());
+        assert!(validate_ref("a//b").is_err());
     }
 
     #[test]

@@ -131,6 +131,9 @@ impl Store {
         opts: &CommitOptions,
         progress: &mut dyn Progress,
     ) -> Result<ImageRecord> {
+        if let Some(t) = &opts.tag {
+            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+        }
         let _lock = self.lock()?;
         let parent = self.image(
             &Digest::parse(&c.image).ok_or_else(|| StoreError::Corrupt("bad image id".into()))?,
@@ -198,6 +201,9 @@ impl Store {
         tag: Option<&str>,
         progress: &mut dyn Progress,
     ) -> Result<ImageRecord> {
+        if let Some(t) = tag {
+            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+        }
         let _lock = self.lock()?;
         let staging = Staging::new(&self.path("tmp"))?;
         let tar_path = staging.dir.join("layer.tar");
@@ -336,7 +342,10 @@ impl Store {
         self.write_image(&rec)?;
         if let Some(t) = tag {
             let mut tags = self.tags()?;
-            tags.insert(spec::normalize_ref(t), rec.id.clone());
+            tags.insert(
+                spec::validate_ref(t).map_err(StoreError::Conflict)?,
+                rec.id.clone(),
+            );
             self.write_tags(&tags)?;
         }
         Ok(rec)

@@ -25,10 +25,7 @@ impl Store {
     pub fn tag(&self, src: &str, dst: &str) -> Result<String> {
         let _lock = self.lock()?;
         let rec = self.resolve_image(src)?;
-        let dst = spec::normalize_ref(dst);
-        if dst.starts_with("sha256:") || dst.contains(char::is_whitespace) {
-            return Err(StoreError::Conflict(format!("invalid tag {dst:?}")));
-        }
+        let dst = spec::validate_ref(dst).map_err(StoreError::Conflict)?;
         let mut tags = self.tags()?;
         tags.insert(dst.clone(), rec.id.clone());
         self.write_tags(&tags)?;
