@@ -145,7 +145,6 @@ pub fn commit(
 
 /// `strata diff CONTAINER`.
 pub fn diff(store: &Store, container: &str, format: OutFormat) -> anyhow::Result<i32> {
-    let _lock = store.lock_shared()?;
     let c = store.container(container)?;
     let img = store.image(&crate::image::Digest::parse(&c.image).context("bad image id")?)?;
     let lowers = store.image_lowerdirs(&img)?;

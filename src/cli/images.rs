@@ -1,4 +1,5 @@
-//! `images`, `inspect`, `history`, `tag`, `rmi`.
+//! `images`, `inspect`, `history`, `tag`, `rmi`. Listing takes no lock (records are replaced
+//! atomically), so it answers even while a long load holds the store lock.
 
 use super::{OutFormat, human_size};
 use crate::image::inspect;
@@ -8,7 +9,6 @@ use serde_json::json;
 
 /// `strata images`.
 pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> {
-    let _lock = store.lock_shared()?;
     let tags = store.tags()?;
     let mut rows = Vec::new();
     for img in store.images()? {
@@ -73,7 +73,6 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
 
 /// `strata inspect IMAGE...`.
 pub fn inspect(store: &Store, images: &[String]) -> anyhow::Result<i32> {
-    let _lock = store.lock_shared()?;
     let mut out = Vec::new();
     for r in images {
         let img = store.resolve_image(r)?;
@@ -93,7 +92,6 @@ pub fn inspect(store: &Store, images: &[String]) -> anyhow::Result<i32> {
 
 /// `strata history IMAGE`.
 pub fn history(store: &Store, image: &str, format: OutFormat) -> anyhow::Result<i32> {
-    let _lock = store.lock_shared()?;
     let img = store.resolve_image(image)?;
     let cfg = store.image_config(&img)?;
     let sizes: Vec<u64> = img.layers.iter().map(|l| l.diff_size).collect();

@@ -70,10 +70,9 @@ pub fn save(
     images: &[String],
     quiet: bool,
 ) -> anyhow::Result<i32> {
-    let exports = {
-        let _lock = store.lock_shared()?;
-        store.export_images(images)?
-    };
+    // Held until the archive is written: no rmi/prune may delete a blob we still read.
+    let _lock = store.lock_shared()?;
+    let exports = store.export_images(images)?;
     let mut prog = CliProgress::new(quiet);
     let total: u64 = exports
         .iter()

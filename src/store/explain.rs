@@ -20,7 +20,6 @@ pub struct ExplainRow {
 impl Store {
     /// Explain `path` in an image or a container (containers are looked up first).
     pub fn explain(&self, target: &str, path: &str) -> Result<Vec<ExplainRow>> {
-        let _lock = self.lock_shared()?;
         let (mut dirs, mut names): (Vec<PathBuf>, Vec<String>) = (Vec::new(), Vec::new());
         let img = match self.container(target) {
             Ok(c) => {

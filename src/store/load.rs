@@ -47,7 +47,7 @@ impl Store {
         let staging = Staging::new(&self.path("tmp"))?;
         let dir = staging.dir.join("archive");
         std::fs::create_dir_all(&dir).map_err(StoreError::io("create staging"))?;
-        progress.begin("archive", "Reading archive", None);
+        progress.begin("archive", "Reading", None);
         archive::extract(reader, &dir, &mut |n| progress.advance("archive", n))?;
         progress.finish("archive", "Read");
         self.load_dir_locked(&dir, name_hint, progress)
