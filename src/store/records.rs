@@ -117,7 +117,16 @@ impl Store {
             if name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
-            out.push(self.read_image_file(&e.path())?);
+            // A record removed by a concurrent rmi between listing and reading is skipped.
+            if !e.path().is_file() {
+                continue;
+            }
+            match self.read_image_file(&e.path()) {
+                Ok(r) => out.push(r),
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| b.stored.cmp(&a.stored));
         Ok(out)
