@@ -277,3 +277,114 @@ fn unprivileged_user_load_save_roundtrip() {
     let o = run_as(&["fsck"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("clean"));
 }
+
+/// A directory renamed in the mount (the driver records `overlay.redirect`, like the kernel)
+/// is committed with its lower contents at the new name, and its old name deleted.
+fn renamed_dir_roundtrip(rootless: bool) {
+    let Some((fx, work)) = setup(if rootless {
+        "rename-rootless"
+    } else {
+        "rename"
+    }) else {
+        return;
+    };
+    let root = work.join("store");
+    let env: &[(&str, &str)] = if rootless {
+        &[("STRATA_ROOTLESS", "1")]
+    } else {
+        &[]
+    };
+    assert!(
+        strata_env(
+            &root,
+            &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()],
+            env
+        )
+        .status
+        .success()
+    );
+    let store = strata::store::Store::open(&root).unwrap();
+    let c = store
+        .create_container("localhost/strata-test:two", Some("r1"), None)
+        .unwrap();
+    let up = store.container_dir(&c).join("upper");
+    let prefix = if rootless {
+        "user.overlay."
+    } else {
+        "trusted.overlay."
+    };
+    let whiteout = |dir: &Path, name: &str| {
+        if rootless {
+            std::fs::write(dir.join(format!(".wh.{name}")), "").unwrap();
+        } else {
+            let cs = std::ffi::CString::new(dir.join(name).to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::mknod(cs.as_ptr(), libc::S_IFCHR, 0) }, 0);
+        }
+    };
+    // mv /data /moved; mv /moved/sub /moved/sub2; rm /moved/keep.txt; echo x > /moved/extra
+    whiteout(&up, "data");
+    std::fs::create_dir_all(up.join("moved/sub2")).unwrap();
+    strata::image::fsutil::set_xattr(&up.join("moved"), &format!("{prefix}redirect"), b"/data")
+        .unwrap();
+    strata::image::fsutil::set_xattr(&up.join("moved/sub2"), &format!("{prefix}redirect"), b"sub")
+        .unwrap();
+    whiteout(&up.join("moved"), "sub");
+    whiteout(&up.join("moved"), "keep.txt");
+    std::fs::write(up.join("moved/extra"), "x").unwrap();
+    let diff = ok(&root, &["diff", "r1"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "D /data",
+            "A /moved",
+            "A /moved/extra",
+            "A /moved/sub2",
+            "A /moved/sub2/file"
+        ],
+        "{diff}"
+    );
+    ok(&root, &["commit", "r1", "example/renamed:1"]);
+    let da = work.join("r.tar");
+    ok(
+        &root,
+        &["save", "-o", da.to_str().unwrap(), "example/renamed:1"],
+    );
+    let pol = policy(&work);
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&pol)
+        .arg("copy")
+        .arg("-q")
+        .arg(format!("docker-archive:{}", da.display()))
+        .arg(format!("oci:{}:r", work.join("sk").display())));
+    let rootfs = umoci_rootfs(&work.join("sk"), "r", &work.join("b"));
+    assert!(!rootfs.join("data").exists(), "old name still there");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("moved/extra")).unwrap(),
+        "x"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("moved/sub2/file")).unwrap(),
+        "sub\n"
+    );
+    assert!(!rootfs.join("moved/keep.txt").exists() && !rootfs.join("moved/sub").exists());
+    assert!(
+        !rootfs.join("moved/gone.txt").exists(),
+        "a file deleted in a lower layer came back"
+    );
+    assert_eq!(
+        union_tree(&image_layers(&root, "example/renamed:1")),
+        tree(&rootfs)
+    );
+}
+
+#[test]
+fn commit_of_a_renamed_lower_dir_keeps_its_contents() {
+    renamed_dir_roundtrip(false);
+}
+
+#[test]
+fn commit_of_a_renamed_lower_dir_keeps_its_contents_rootless() {
+    renamed_dir_roundtrip(true);
+}

@@ -59,15 +59,22 @@ pub fn write_layer_tar<W: Write>(src: &Path, out: W, opts: &DiffOptions) -> Resu
         opts,
         links: HashMap::new(),
     };
-    w.walk(src, Path::new(""))?;
+    w.walk(src, Path::new(""), None)?;
     w.b.into_inner().map_err(ImageError::io("finish layer tar"))
 }
 
 impl<W: Write> Writer<'_, W> {
-    fn walk(&mut self, abs: &Path, rel: &Path) -> Result<()> {
-        for name in sorted_entries(abs)? {
-            let p = abs.join(&name);
+    /// Write the entries of upper dir `abs` at `rel`. `origin` is set inside a redirected
+    /// (renamed) directory: the lower path whose contents merge in, written out in full.
+    fn walk(&mut self, abs: &Path, rel: &Path, origin: Option<&Path>) -> Result<()> {
+        for (name, in_upper) in merged_names(abs, origin, &self.opts.lowers, self.opts.overlay)? {
             let r = rel.join(&name);
+            let lower_rel = origin.map(|o| o.join(&name)).unwrap_or_else(|| r.clone());
+            if !in_upper {
+                self.lower_subtree(&lower_rel, &r)?;
+                continue;
+            }
+            let p = abs.join(&name);
             let meta = p
                 .symlink_metadata()
                 .map_err(ImageError::io(format!("stat {}", p.display())))?;
@@ -88,12 +95,42 @@ impl<W: Write> Writer<'_, W> {
                     continue;
                 }
             }
-            self.entry(&p, &r, &meta)?;
+            self.entry(&p, &r, &meta, &lower_rel)?;
             if meta.is_dir() {
-                if self.opts.overlay && fsutil::is_opaque_dir(&p) {
+                let opaque = self.opts.overlay && fsutil::is_opaque_dir(&p);
+                let redirect = if self.opts.overlay && !opaque {
+                    redirect_of(&p, origin.unwrap_or(rel))
+                } else {
+                    None
+                };
+                if opaque || redirect.is_some() {
                     self.empty_file(&r.join(WH_OPAQUE), meta.mtime())?;
                 }
-                self.walk(&p, &r)?;
+                let child_origin = match (opaque, redirect, origin) {
+                    (true, _, _) => None,
+                    (false, Some(rd), _) => Some(rd),
+                    (false, None, Some(_)) => Some(lower_rel.clone()),
+                    (false, None, None) => None,
+                };
+                self.walk(&p, &r, child_origin.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the union of the lower layers at `lower_rel` (a file or a whole tree) at `rel`.
+    fn lower_subtree(&mut self, lower_rel: &Path, rel: &Path) -> Result<()> {
+        let Some(i) = union::lookup(&self.opts.lowers, lower_rel) else {
+            return Ok(());
+        };
+        let lp = self.opts.lowers[i].join(lower_rel);
+        let meta = lp
+            .symlink_metadata()
+            .map_err(ImageError::io(format!("stat {}", lp.display())))?;
+        self.entry(&lp, rel, &meta, lower_rel)?;
+        if meta.is_dir() {
+            for n in union::list_dir(&self.opts.lowers, lower_rel) {
+                self.lower_subtree(&lower_rel.join(&n), &rel.join(&n))?;
             }
         }
         Ok(())
@@ -112,7 +149,7 @@ impl<W: Write> Writer<'_, W> {
             .map_err(ImageError::io(format!("write tar {}", rel.display())))
     }
 
-    fn entry(&mut self, p: &Path, rel: &Path, meta: &fs::Metadata) -> Result<()> {
+    fn entry(&mut self, p: &Path, rel: &Path, meta: &fs::Metadata, lower_rel: &Path) -> Result<()> {
         let ctx = |what: &str| ImageError::io(format!("{what} {}", p.display()));
         let (mut uid, mut gid, mut mode) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
         let mut dev_type: Option<String> = None;
@@ -214,7 +251,7 @@ impl<W: Write> Writer<'_, W> {
             }
             self.links.insert(key, rel.to_path_buf());
         }
-        let data_path = self.data_source(p, rel)?;
+        let data_path = self.data_source(p, lower_rel)?;
         // Never follow a symlink swapped in since the walk saw a regular file here.
         let f = {
             use std::os::unix::fs::OpenOptionsExt;
@@ -240,21 +277,125 @@ impl<W: Write> Writer<'_, W> {
     }
 
     /// Metacopy files keep their data in a lower layer.
-    fn data_source(&self, p: &Path, rel: &Path) -> Result<PathBuf> {
+    fn data_source(&self, p: &Path, lower_rel: &Path) -> Result<PathBuf> {
         let meta_copy = ["trusted.overlay.metacopy", "user.overlay.metacopy"]
             .iter()
             .any(|n| fsutil::get_xattr(p, n).ok().flatten().is_some());
         if !meta_copy || self.opts.lowers.is_empty() {
             return Ok(p.to_path_buf());
         }
-        match union::lookup(&self.opts.lowers, rel) {
-            Some(i) => Ok(self.opts.lowers[i].join(rel)),
+        match union::lookup(&self.opts.lowers, lower_rel) {
+            Some(i) => Ok(self.opts.lowers[i].join(lower_rel)),
             None => Err(ImageError::Format(format!(
                 "metacopy file {} has no data in a lower layer",
-                rel.display()
+                lower_rel.display()
             ))),
         }
     }
+}
+
+/// Every entry of the merged dir (upper `abs` over the lowers at `origin`) as added at `rel`.
+fn added_merged(
+    abs: &Path,
+    rel: &Path,
+    origin: &Path,
+    lowers: &[PathBuf],
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    for (name, in_upper) in merged_names(abs, Some(origin), lowers, true)? {
+        let r = rel.join(&name);
+        let lo = origin.join(&name);
+        out.push(Change::Added(r.clone()));
+        let p = abs.join(&name);
+        let is_dir = if in_upper {
+            p.symlink_metadata().is_ok_and(|m| m.is_dir())
+        } else {
+            union::lookup(lowers, &lo).is_some_and(|i| {
+                lowers[i]
+                    .join(&lo)
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.is_dir())
+            })
+        };
+        if !is_dir {
+            continue;
+        }
+        if in_upper && fsutil::is_opaque_dir(&p) {
+            added_merged(&p, &r, &lo, &[], out)?;
+        } else {
+            let child = if in_upper {
+                redirect_of(&p, origin).unwrap_or(lo)
+            } else {
+                lo
+            };
+            added_merged(&p, &r, &child, lowers, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a redirected (renamed) upper directory takes its lower contents from, as the kernel
+/// and the strata driver record it: `/abs/path`, or a name relative to the parent's origin.
+pub fn redirect_of(dir: &Path, parent_origin: &Path) -> Option<PathBuf> {
+    for n in ["trusted.overlay.redirect", "user.overlay.redirect"] {
+        if let Ok(Some(v)) = fsutil::get_xattr(dir, n) {
+            let v = Path::new(std::ffi::OsStr::from_bytes(&v)).to_path_buf();
+            let p = match v.strip_prefix("/") {
+                Ok(abs) => abs.to_path_buf(),
+                Err(_) => parent_origin.join(v),
+            };
+            return fsutil::normal_components(&p).map(|c| c.iter().collect());
+        }
+    }
+    None
+}
+
+/// The names of an upper dir, sorted bytewise, each with "is in the upper dir". With an
+/// `origin` (inside a redirected dir) the lower names there are merged in, and upper
+/// whiteouts are applied to them instead of being listed.
+fn merged_names(
+    abs: &Path,
+    origin: Option<&Path>,
+    lowers: &[PathBuf],
+    overlay: bool,
+) -> Result<Vec<(OsString, bool)>> {
+    // Inside a redirected dir, a directory may exist only below (no upper dir).
+    let upper = if origin.is_some() && abs.symlink_metadata().is_err() {
+        Vec::new()
+    } else {
+        sorted_entries(abs)?
+    };
+    let Some(o) = origin.filter(|_| overlay) else {
+        return Ok(upper.into_iter().map(|n| (n, true)).collect());
+    };
+    let mut hidden = std::collections::HashSet::new();
+    let mut out: Vec<(OsString, bool)> = Vec::new();
+    for n in upper {
+        let nb = n.as_bytes();
+        let meta = abs
+            .join(&n)
+            .symlink_metadata()
+            .map_err(ImageError::io(format!("stat {}", abs.join(&n).display())))?;
+        if fsutil::is_whiteout_dev(&meta) {
+            hidden.insert(n);
+        } else if nb == WH_OPAQUE.as_bytes() {
+        } else if let Some(h) = nb
+            .strip_prefix(WH_PREFIX.as_bytes())
+            .filter(|_| meta.is_file())
+        {
+            hidden.insert(OsString::from(std::ffi::OsStr::from_bytes(h)));
+        } else {
+            hidden.insert(n.clone());
+            out.push((n, true));
+        }
+    }
+    for n in union::list_dir(lowers, o) {
+        if !hidden.contains(&n) {
+            out.push((n, false));
+        }
+    }
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
 }
 
 fn parse_dev_type(t: &str) -> Option<(EntryType, u32, u32)> {
@@ -332,6 +473,11 @@ fn changes_in(abs: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>)
         });
         if meta.is_dir() {
             let opaque = fsutil::is_opaque_dir(&p);
+            if !opaque && let Some(origin) = redirect_of(&p, rel) {
+                // A renamed directory: everything in it is new at this path.
+                added_merged(&p, &r, &origin, lowers, out)?;
+                continue;
+            }
             if in_lower && opaque {
                 for n in union::list_dir(lowers, &r) {
                     if p.join(&n).symlink_metadata().is_err() {
