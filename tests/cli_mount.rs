@@ -207,3 +207,60 @@ fn unprivileged_mount_shows_the_image_owners_and_modes() {
     as_nobody(&["rm", "u1"]);
     assert_eq!(seen, "0:0:4755", "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn renaming_a_lower_dir_in_the_mount_commits_its_contents() {
+    let Some(fx) = fixtures() else { return };
+    let work = tmpdir("mount-rename");
+    let root = work.join("store");
+    ok(
+        &root,
+        &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()],
+    );
+    let mp = work.join("mnt");
+    let Some(_) = try_mount(
+        &root,
+        &[
+            "mount",
+            "--name",
+            "mv",
+            "localhost/strata-test:two",
+            mp.to_str().unwrap(),
+        ],
+        None,
+    ) else {
+        return;
+    };
+    std::fs::rename(mp.join("data"), mp.join("moved")).unwrap();
+    std::fs::rename(mp.join("moved/sub"), mp.join("moved/sub2")).unwrap();
+    std::fs::remove_file(mp.join("moved/keep.txt")).unwrap();
+    let d = ok(&root, &["diff", "mv"]);
+    ok(&root, &["commit", "mv", "example/moved:1"]);
+    ok(&root, &["umount", "mv"]);
+    ok(&root, &["rm", "mv"]);
+    assert_eq!(
+        d.lines().collect::<Vec<_>>(),
+        ["D /data", "A /moved", "A /moved/sub2", "A /moved/sub2/file"],
+        "{d}"
+    );
+    let da = work.join("m.tar");
+    ok(
+        &root,
+        &["save", "-o", da.to_str().unwrap(), "example/moved:1"],
+    );
+    let pol = policy(&work);
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&pol)
+        .arg("copy")
+        .arg("-q")
+        .arg(format!("docker-archive:{}", da.display()))
+        .arg(format!("oci:{}:m", work.join("sk").display())));
+    let rootfs = umoci_rootfs(&work.join("sk"), "m", &work.join("b"));
+    assert!(!rootfs.join("data").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("moved/sub2/file")).unwrap(),
+        "sub\n"
+    );
+    assert!(!rootfs.join("moved/keep.txt").exists() && !rootfs.join("moved/sub").exists());
+}
