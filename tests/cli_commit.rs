@@ -344,6 +344,13 @@ fn renamed_dir_roundtrip(rootless: bool) {
         ],
         "{diff}"
     );
+    // explain follows the rename down to the lower layer that holds the data.
+    let ex = ok(&root, &["explain", "r1", "/moved/sub2/file"]);
+    let provider = ex
+        .lines()
+        .find(|l| l.contains("provides the path"))
+        .unwrap_or_default();
+    assert!(provider.contains("(at /data/sub/file)"), "{ex}");
     ok(&root, &["commit", "r1", "example/renamed:1"]);
     let da = work.join("r.tar");
     ok(

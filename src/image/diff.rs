@@ -99,7 +99,7 @@ impl<W: Write> Writer<'_, W> {
             if meta.is_dir() {
                 let opaque = self.opts.overlay && fsutil::is_opaque_dir(&p);
                 let redirect = if self.opts.overlay && !opaque {
-                    redirect_of(&p, origin.unwrap_or(rel))
+                    union::redirect_of(&p, origin.unwrap_or(rel))
                 } else {
                     None
                 };
@@ -324,7 +324,7 @@ fn added_merged(
             added_merged(&p, &r, &lo, &[], out)?;
         } else {
             let child = if in_upper {
-                redirect_of(&p, origin).unwrap_or(lo)
+                union::redirect_of(&p, origin).unwrap_or(lo)
             } else {
                 lo
             };
@@ -332,22 +332,6 @@ fn added_merged(
         }
     }
     Ok(())
-}
-
-/// Where a redirected (renamed) upper directory takes its lower contents from, as the kernel
-/// and the strata driver record it: `/abs/path`, or a name relative to the parent's origin.
-pub fn redirect_of(dir: &Path, parent_origin: &Path) -> Option<PathBuf> {
-    for n in ["trusted.overlay.redirect", "user.overlay.redirect"] {
-        if let Ok(Some(v)) = fsutil::get_xattr(dir, n) {
-            let v = Path::new(std::ffi::OsStr::from_bytes(&v)).to_path_buf();
-            let p = match v.strip_prefix("/") {
-                Ok(abs) => abs.to_path_buf(),
-                Err(_) => parent_origin.join(v),
-            };
-            return fsutil::normal_components(&p).map(|c| c.iter().collect());
-        }
-    }
-    None
 }
 
 /// The names of an upper dir, sorted bytewise, each with "is in the upper dir". With an
@@ -473,7 +457,7 @@ fn changes_in(abs: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>)
         });
         if meta.is_dir() {
             let opaque = fsutil::is_opaque_dir(&p);
-            if !opaque && let Some(origin) = redirect_of(&p, rel) {
+            if !opaque && let Some(origin) = union::redirect_of(&p, rel) {
                 // A renamed directory: everything in it is new at this path.
                 added_merged(&p, &r, &origin, lowers, out)?;
                 continue;

@@ -40,17 +40,31 @@ pub fn entry_at(layer: &Path, rel: &Path) -> LayerEntry {
     }
 }
 
-/// The index of the layer whose entry is visible at `rel` in the union, if any.
-pub fn lookup(layers: &[PathBuf], rel: &Path) -> Option<usize> {
+/// Where the union entry at a path lives.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The layer whose entry is visible.
+    pub top: usize,
+    /// Layers `top..end` contribute (for a directory: merged unless opaque).
+    pub end: usize,
+    /// The path to look at in each layer: a renamed directory (`overlay.redirect`) sends the
+    /// layers below it to its origin.
+    pub paths: Vec<PathBuf>,
+}
+
+/// Resolve `rel` through the layers (topmost first) with overlay semantics.
+pub fn resolve(layers: &[PathBuf], rel: &Path) -> Option<Resolved> {
     let comps = fsutil::normal_components(rel)?;
+    let mut paths = vec![PathBuf::new(); layers.len()];
     let (mut start, mut end) = (0usize, layers.len());
-    let mut prefix = PathBuf::new();
     for c in comps {
-        prefix.push(c);
+        for p in paths.iter_mut().take(end).skip(start) {
+            p.push(c);
+        }
         let mut found = None;
         let mut new_end = end;
-        for (i, layer) in layers.iter().enumerate().take(end).skip(start) {
-            match entry_at(layer, &prefix) {
+        for i in start..end {
+            match entry_at(&layers[i], &paths[i]) {
                 LayerEntry::Absent => continue,
                 LayerEntry::Whiteout => {
                     new_end = i;
@@ -61,30 +75,47 @@ pub fn lookup(layers: &[PathBuf], rel: &Path) -> Option<usize> {
                     new_end = i + 1;
                     break;
                 }
-                LayerEntry::Dir { opaque } => {
+                LayerEntry::Dir { opaque: true } => {
                     found.get_or_insert(i);
-                    if opaque {
-                        new_end = i + 1;
-                        break;
+                    new_end = i + 1;
+                    break;
+                }
+                LayerEntry::Dir { opaque: false } => {
+                    found.get_or_insert(i);
+                    // A relative redirect names a sibling in the parent's lower location.
+                    let below = paths.get(i + 1).unwrap_or(&paths[i]);
+                    let parent = below.parent().map(Path::to_path_buf).unwrap_or_default();
+                    if let Some(origin) = redirect_of(&layers[i].join(&paths[i]), &parent) {
+                        for p in paths.iter_mut().take(end).skip(i + 1) {
+                            p.clone_from(&origin);
+                        }
                     }
                 }
             }
         }
-        let f = found?;
-        start = f;
+        start = found?;
         end = new_end;
     }
-    Some(start)
+    Some(Resolved {
+        top: start,
+        end,
+        paths,
+    })
+}
+
+/// The index of the layer whose entry is visible at `rel` in the union, if any.
+pub fn lookup(layers: &[PathBuf], rel: &Path) -> Option<usize> {
+    resolve(layers, rel).map(|r| r.top)
 }
 
 /// The names visible in the union directory `rel` (merged, whiteouts applied), sorted.
 pub fn list_dir(layers: &[PathBuf], rel: &Path) -> Vec<std::ffi::OsString> {
     let mut names = std::collections::BTreeSet::new();
-    let Some(top) = lookup(layers, rel) else {
+    let Some(r) = resolve(layers, rel) else {
         return Vec::new();
     };
-    for layer in &layers[top..] {
-        let d = layer.join(rel);
+    for (layer, path) in layers.iter().zip(&r.paths).take(r.end).skip(r.top) {
+        let d = layer.join(path);
         let Ok(rd) = std::fs::read_dir(&d) else {
             continue;
         };
@@ -103,4 +134,20 @@ pub fn list_dir(layers: &[PathBuf], rel: &Path) -> Vec<std::ffi::OsString> {
         .into_iter()
         .filter(|n| lookup(layers, &rel.join(n)).is_some())
         .collect()
+}
+
+/// Where a redirected (renamed) directory takes its lower contents from, as the kernel and
+/// the strata driver record it: `/abs/path`, or a name relative to the parent's origin.
+pub fn redirect_of(dir: &Path, parent_origin: &Path) -> Option<PathBuf> {
+    for n in ["trusted.overlay.redirect", "user.overlay.redirect"] {
+        if let Ok(Some(v)) = fsutil::get_xattr(dir, n) {
+            let v = Path::new(OsStr::from_bytes(&v)).to_path_buf();
+            let p = match v.strip_prefix("/") {
+                Ok(abs) => abs.to_path_buf(),
+                Err(_) => parent_origin.join(v),
+            };
+            return fsutil::normal_components(&p).map(|c| c.iter().collect());
+        }
+    }
+    None
 }

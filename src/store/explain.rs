@@ -37,18 +37,28 @@ impl Store {
         }
         dirs.extend(self.image_lowerdirs(&img)?);
         let rel = Path::new(path.trim_start_matches('/'));
-        let visible = union::lookup(&dirs, rel);
-        let comps: Vec<_> = rel.components().collect();
+        let resolved = union::resolve(&dirs, rel);
+        let visible = resolved.as_ref().map(|r| r.top);
+        // Each layer's own path for it (a renamed dir above sends lower layers elsewhere).
+        let paths: Vec<PathBuf> = match &resolved {
+            Some(r) => r.paths.clone(),
+            None => vec![rel.to_path_buf(); dirs.len()],
+        };
         let mut rows = Vec::new();
         let mut blocked: Option<String> = None;
         for (i, dir) in dirs.iter().enumerate() {
-            let entry = union::entry_at(dir, rel);
+            let lrel = &paths[i];
+            let comps: Vec<_> = lrel.components().collect();
+            let entry = union::entry_at(dir, lrel);
             let what = match &entry {
                 LayerEntry::Absent => "absent".to_string(),
                 LayerEntry::Whiteout => "whiteout".to_string(),
                 LayerEntry::Dir { opaque: true } => "opaque directory".to_string(),
                 LayerEntry::Dir { opaque: false } => "directory".to_string(),
-                LayerEntry::Other => kind_of(&dir.join(rel)),
+                LayerEntry::Other if lrel != rel => {
+                    format!("{} (at /{})", kind_of(&dir.join(lrel)), lrel.display())
+                }
+                LayerEntry::Other => kind_of(&dir.join(lrel)),
             };
             let status = if visible == Some(i) {
                 "provides the path".to_string()
