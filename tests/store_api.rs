@@ -184,3 +184,83 @@ fn layer_tar_is_deterministic() {
         strata::store::commit::layer_digest_of(&a, true).unwrap()
     );
 }
+
+/// A pulled layout lacks the layer blobs the store said it had (`has_blob`); importing it
+/// reads those from the store and records the repo digest.
+#[test]
+fn import_pulled_layout_without_the_blobs_the_store_has() {
+    let Some(fx) = fixtures() else { return };
+    let work = tmpdir("pulled");
+    let root = work.join("store");
+    let store = Store::open(&root).unwrap();
+    // The store has image one (bottom layer, same gzip blob as in image two).
+    let src = fx.join("img.oci");
+    store
+        .import_oci_layout(&src, "img", &mut NoProgress)
+        .unwrap();
+    ok(&root, &["rmi", "img:two"]);
+    // A "pulled" layout of image two without the blobs the store has.
+    let pulled = work.join("pulled");
+    run(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&pulled));
+    let idx: Index =
+        serde_json::from_slice(&std::fs::read(pulled.join("index.json")).unwrap()).unwrap();
+    let two = idx
+        .manifests
+        .iter()
+        .find(|d| d.annotations.as_ref().unwrap()["org.opencontainers.image.ref.name"] == "two")
+        .unwrap()
+        .clone();
+    let m: Manifest =
+        serde_json::from_slice(&std::fs::read(blob(&pulled, &two.digest)).unwrap()).unwrap();
+    let mut skipped = 0;
+    for l in &m.layers {
+        if store.has_blob(&Digest::parse(&l.digest).unwrap()) {
+            std::fs::remove_file(blob(&pulled, &l.digest)).unwrap();
+            skipped += 1;
+        }
+    }
+    assert_eq!(skipped, 1);
+    let mut d = two.clone();
+    d.annotations.as_mut().unwrap().insert(
+        "io.containerd.image.name".into(),
+        "registry.example/lib/test:two".into(),
+    );
+    let idx2 = Index {
+        schema_version: 2,
+        media_type: None,
+        manifests: vec![d],
+    };
+    std::fs::write(
+        pulled.join("index.json"),
+        serde_json::to_vec(&idx2).unwrap(),
+    )
+    .unwrap();
+    let md = Digest::parse(&two.digest).unwrap();
+    let got = store
+        .import_pulled_layout(
+            &pulled,
+            "registry.example/lib/test:two",
+            &md,
+            &mut NoProgress,
+        )
+        .unwrap();
+    assert_eq!(
+        got[0].tags,
+        vec!["registry.example/lib/test:two".to_string()]
+    );
+    let ins: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["inspect", "registry.example/lib/test:two"])).unwrap();
+    assert_eq!(
+        ins[0]["RepoDigests"],
+        serde_json::json!([format!("registry.example/lib/test@{md}")])
+    );
+    let theirs = tree(&umoci_rootfs(&src, "two", &work.join("bundle")));
+    assert_eq!(
+        union_tree(&image_layers(&root, "registry.example/lib/test:two")),
+        theirs
+    );
+    assert!(ok(&root, &["fsck"]).contains("clean"));
+}

@@ -89,6 +89,28 @@ impl Store {
         self.import_images_locked(sources, progress)
     }
 
+    /// Import what a registry pull wrote: an OCI layout (layers the store already had may be
+    /// missing from it) whose manifest `manifest_digest` was pulled as `reference`
+    /// (`name[:tag]`); records the repo digest `name@manifest_digest`.
+    pub fn import_pulled_layout(
+        &self,
+        dir: &Path,
+        reference: &str,
+        manifest_digest: &Digest,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<LoadedImage>> {
+        let _lock = self.lock()?;
+        let base = reference.split('@').next().unwrap_or(reference);
+        let (name, _) = spec::split_ref(base);
+        let mut sources = oci_layout::read(dir, &name)?;
+        for s in &mut sources {
+            if s.manifest.as_deref().map(Digest::of).as_ref() == Some(manifest_digest) {
+                s.repo_digests.push(format!("{name}@{manifest_digest}"));
+            }
+        }
+        self.import_images_locked(sources, progress)
+    }
+
     /// Import images described by their sources (all verified, one transaction).
     pub fn import_images(
         &self,
@@ -234,8 +256,13 @@ impl Store {
             error: e,
         };
         let id = diff_id.short().to_string();
-        let file = std::fs::File::open(&l.path)
-            .map_err(|e| err(ImageError::io(format!("open {}", l.path.display()))(e)))?;
+        // A pull leaves out of its layout the blobs the store said it has: read ours.
+        let path = match &l.digest {
+            Some(d) if !l.path.exists() && self.has_blob(d) => self.blob_path(d),
+            _ => l.path.clone(),
+        };
+        let file = std::fs::File::open(&path)
+            .map_err(|e| err(ImageError::io(format!("open {}", path.display()))(e)))?;
         let total = file.metadata().ok().map(|m| m.len());
         let have_layer = self.has_layer(diff_id)
             || staged
