@@ -8,4 +8,5 @@
 pub mod cli;
 pub mod fs;
 pub mod image;
+pub mod registry;
 pub mod store;

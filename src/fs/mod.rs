@@ -1,16 +1,30 @@
 //! The union filesystem: lower layers (read-only, topmost first) under one upper layer,
 //! served over FUSE with kernel overlayfs semantics and on-disk format.
 
+mod attr;
 pub mod config;
+mod control;
+mod copyup;
+mod daemon;
+mod files;
+mod gate;
+mod handles;
+mod index;
+mod layer;
+mod lookup;
+mod meta;
+mod namespace;
+mod node;
+mod ops;
+pub mod options;
+mod readdir;
+mod rename;
+mod sys;
+mod union;
+pub mod whiteout;
 
+pub use attr::{format_override, parse_override};
 pub use config::{MountConfig, MountError};
-
-/// Mount the union described by `cfg`.
-///
-/// Unless `cfg.foreground` is set, this forks a daemon *before* any thread starts, and returns
-/// `Ok(())` in the caller only once the mount is live (or the daemon's error). With
-/// `foreground` it serves requests until the filesystem is unmounted.
-pub fn mount(cfg: &MountConfig) -> Result<(), MountError> {
-    let _ = cfg;
-    Err(MountError::Invalid("not implemented yet".into()))
-}
+pub use control::{PauseGuard, pause_client};
+pub use daemon::mount;
+pub use node::StatOverride;

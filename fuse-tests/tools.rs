@@ -1,0 +1,498 @@
+//! Real tools on a strata mount: tar, cp -a, rm -rf, mv, ln, find, git, sqlite3, xattrs, and
+//! the mount program's own behaviour (daemonising, read-only mounts).
+
+mod common;
+
+use common::{FuseMount, Kind, Layer, SnapOpts, Workspace, diff, sh, shq, snapshot_with};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A strata mount over one lower layer with its own upper and work dirs.
+struct Fixture {
+    // fields drop in order: the mount goes before its workspace
+    mount: Option<FuseMount>,
+    ws: Workspace,
+    lower: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Fixture {
+    fn new(lower: Layer) -> Self {
+        let ws = Workspace::new();
+        let l = ws.join("lower");
+        lower.build(&l);
+        let upper = ws.mkdir("upper");
+        let work = ws.mkdir("work");
+        let mnt = ws.mkdir("mnt");
+        let mut f = Fixture {
+            mount: None,
+            ws,
+            lower: l,
+            upper,
+            work,
+            mnt,
+        };
+        f.mount();
+        f
+    }
+    fn mount(&mut self) {
+        let m = FuseMount::mount(
+            std::slice::from_ref(&self.lower),
+            Some((&self.upper, &self.work)),
+            &self.mnt,
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("strata mount failed: {e}"));
+        self.mount = Some(m);
+    }
+    fn unmount(&mut self) {
+        if let Some(m) = self.mount.take() {
+            m.unmount().unwrap_or_else(|e| panic!("unmount: {e}"));
+        }
+    }
+    fn remount(&mut self) {
+        self.unmount();
+        self.mount();
+    }
+    fn m(&self, p: &str) -> PathBuf {
+        self.mnt.join(p)
+    }
+    /// Run a shell command with cwd = mount root; panics (with the daemon log) on failure.
+    fn sh(&self, cmd: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&self.mnt)
+            .output()
+            .expect("spawn sh");
+        assert!(
+            out.status.success(),
+            "`{cmd}` failed ({}): {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.mount
+                .as_ref()
+                .map(|m| m.log_text())
+                .unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn p(path: &Path) -> String {
+    shq(&path.display().to_string())
+}
+
+/// A source tree exercising what archivers must keep.
+fn sample_tree(root: &Path) {
+    Layer::new()
+        .file("a.txt", "alpha\n")
+        .file_mode("bin/run", "#!/bin/sh\necho run\n", 0o755)
+        .file_mode("bin/suid", "x", 0o4755)
+        .file("deep/er/still/file", vec![7u8; 100_000])
+        .dir("sticky", 0o1777)
+        .dir("private", 0o700)
+        .file("private/secret", "s")
+        .owner("private/secret", 1234, 4321)
+        .symlink("link", "a.txt")
+        .symlink("dangling", "nowhere")
+        .hardlink("a-hardlink", "a.txt")
+        .fifo("pipe")
+        .mtime("a.txt", 1_500_000_000)
+        .mtime("deep/er", 1_400_000_000)
+        .build(root);
+}
+
+fn opts_mtime() -> SnapOpts {
+    SnapOpts {
+        mtime: true,
+        ..Default::default()
+    }
+}
+
+/// Snapshot equality, mtimes compared to the second, except on directories and symlinks.
+fn assert_trees_equal(a: &Path, b: &Path, what: &str) {
+    let mut sa = snapshot_with(a, opts_mtime());
+    let mut sb = snapshot_with(b, opts_mtime());
+    for s in [&mut sa, &mut sb] {
+        for n in s.nodes.values_mut() {
+            if n.kind == Kind::Dir || n.kind == Kind::Symlink {
+                n.mtime = None;
+            }
+            // tar's default format keeps whole seconds only
+            if let Some((s, _)) = n.mtime {
+                n.mtime = Some((s, 0));
+            }
+        }
+    }
+    let d = diff(&sa, &sb, "source", what);
+    assert!(
+        d.is_empty(),
+        "{what} differs from the source:\n{}",
+        d.join("\n")
+    );
+}
+
+#[test]
+fn tar_extract_onto_mount_and_create_back_round_trips() {
+    if !common::ready() {
+        return;
+    }
+    let mut f = Fixture::new(Layer::new().file("base/keep", "k"));
+    let src = f.ws.mkdir("src");
+    sample_tree(&src);
+    let tarball = f.ws.join("src.tar");
+    sh(&format!("tar -C {} -cpf {} .", p(&src), p(&tarball)));
+    f.sh(&format!(
+        "mkdir x && tar -C x --xattrs -xpf {}",
+        p(&tarball)
+    ));
+    assert_trees_equal(&src, &f.m("x"), "tree extracted onto the mount");
+    let back = f.ws.join("back.tar");
+    f.sh(&format!("tar -C x -cpf {} .", p(&back)));
+    let out = f.ws.mkdir("out");
+    sh(&format!("tar -C {} -xpf {}", p(&out), p(&back)));
+    assert_trees_equal(&src, &out, "tree archived back from the mount");
+    f.remount();
+    assert_trees_equal(&src, &f.m("x"), "extracted tree after remount");
+}
+
+#[test]
+fn cp_a_into_and_within_mount_preserves_everything() {
+    if !common::ready() {
+        return;
+    }
+    let ws_src = Workspace::new();
+    let lower = Layer::new()
+        .file("tree/a", "a")
+        .file_mode("tree/b", "b", 0o600)
+        .owner("tree/b", 77, 88)
+        .symlink("tree/l", "a")
+        .mtime("tree/a", 1_000_000_000);
+    let f = Fixture::new(lower);
+    let src = ws_src.mkdir("src");
+    sample_tree(&src);
+    f.sh(&format!("cp -a {} copy", p(&src)));
+    assert_trees_equal(&src, &f.m("copy"), "cp -a onto the mount");
+    // copying a lower tree within the mount
+    f.sh("cp -a tree tree2");
+    assert_trees_equal(&f.m("tree"), &f.m("tree2"), "cp -a of a lower tree");
+    assert_eq!(
+        f.sh("stat -c '%n %a %u %g %Y' tree2/a tree2/b"),
+        "tree2/a 644 0 0 1000000000\ntree2/b 600 77 88 ".to_string() + &f.sh("stat -c %Y tree/b")
+    );
+}
+
+#[test]
+fn rm_rf_of_lower_tree_leaves_whiteout_and_stays_deleted() {
+    if !common::ready() {
+        return;
+    }
+    let mut lower = Layer::new().file("keep", "k");
+    for i in 0..50 {
+        lower = lower.file(&format!("tree/d{}/f{i}", i % 5), format!("{i}"));
+    }
+    let mut f = Fixture::new(lower.symlink("tree/link", "d0"));
+    f.sh("rm -rf tree");
+    assert!(!f.m("tree").exists(), "tree still visible after rm -rf");
+    assert_eq!(f.sh("ls -A"), "keep\n");
+    f.remount();
+    assert_eq!(
+        f.sh("ls -A"),
+        "keep\n",
+        "deleted tree reappeared after remount"
+    );
+    f.unmount();
+    let up = common::upper_snapshot(&f.upper);
+    assert_eq!(
+        up.get("/tree").map(|n| n.kind),
+        Some(Kind::Whiteout),
+        "upper: {:?}",
+        up.paths()
+    );
+    assert!(
+        f.lower.join("tree/d0/f0").exists(),
+        "lower layer was modified"
+    );
+}
+
+#[test]
+fn mv_of_lower_files_and_dirs() {
+    if !common::ready() {
+        return;
+    }
+    let f = Fixture::new(
+        Layer::new()
+            .file("a", "a\n")
+            .file("dir/x", "x\n")
+            .file("dir/sub/y", "y\n")
+            .dir("to", 0o755),
+    );
+    f.sh("mv a to/a2");
+    f.sh("mv dir to/dir2");
+    assert_eq!(f.sh("cat to/a2 to/dir2/x to/dir2/sub/y"), "a\nx\ny\n");
+    assert_eq!(f.sh("ls -A"), "to\n");
+    f.sh("mv to/dir2 dir");
+    assert_eq!(f.sh("find dir | sort"), "dir\ndir/sub\ndir/sub/y\ndir/x\n");
+}
+
+#[test]
+fn ln_hard_and_symbolic() {
+    if !common::ready() {
+        return;
+    }
+    let f = Fixture::new(Layer::new().file("lower", "L\n"));
+    f.sh(
+        "echo U > upper; ln upper upper2; ln lower lower2; ln -s lower sym; ln -s missing dangling",
+    );
+    assert_eq!(
+        f.sh("stat -c '%n %h' upper upper2 lower lower2"),
+        "upper 2\nupper2 2\nlower 2\nlower2 2\n"
+    );
+    assert_eq!(f.sh("readlink sym dangling"), "lower\nmissing\n");
+    assert_eq!(f.sh("cat sym lower2"), "L\nL\n");
+    f.sh("echo more >> upper2");
+    assert_eq!(f.sh("cat upper"), "U\nmore\n");
+    assert_eq!(
+        f.sh("test -e dangling || echo dangling-ok"),
+        "dangling-ok\n"
+    );
+}
+
+#[test]
+fn find_lists_merged_tree_with_types() {
+    if !common::ready() {
+        return;
+    }
+    let f = Fixture::new(
+        Layer::new()
+            .file("a/b/c", "c")
+            .symlink("a/l", "b")
+            .fifo("a/p")
+            .whiteout("a/gone")
+            .dir("e", 0o700),
+    );
+    f.sh("mkdir a/new; touch a/new/f");
+    assert_eq!(
+        f.sh("find . -printf '%y %p\\n' | sort"),
+        "d .\nd ./a\nd ./a/b\nd ./a/new\nd ./e\nf ./a/b/c\nf ./a/new/f\nl ./a/l\np ./a/p\n"
+    );
+    assert_eq!(f.sh("find . -name c -type f"), "./a/b/c\n");
+}
+
+#[test]
+fn git_init_add_commit_in_mount() {
+    if !common::ready() {
+        return;
+    }
+    let mut f = Fixture::new(
+        Layer::new()
+            .file("proj/README", "hello\n")
+            .file("proj/src/main.c", "int main(){}\n"),
+    );
+    let git = "git -c user.name=Strata -c user.email=t@example.invalid -c init.defaultBranch=main -c core.fsyncMethod=fsync";
+    f.sh(&format!(
+        "cd proj && {git} init -q && {git} add -A && {git} commit -q -m first"
+    ));
+    f.sh(&format!(
+        "cd proj && echo change >> README && {git} commit -q -am second"
+    ));
+    assert_eq!(f.sh("cd proj && git log --format=%s"), "second\nfirst\n");
+    assert_eq!(f.sh("cd proj && git status --porcelain"), "");
+    f.sh("cd proj && git fsck --strict --no-progress");
+    f.remount();
+    assert_eq!(
+        f.sh("cd proj && git log --format=%s && git status --porcelain"),
+        "second\nfirst\n"
+    );
+    assert_eq!(f.sh("cd proj && git show HEAD:README"), "hello\nchange\n");
+}
+
+#[test]
+fn sqlite3_create_insert_and_read_back() {
+    if !common::ready() {
+        return;
+    }
+    let mut f = Fixture::new(Layer::new().dir("db", 0o755));
+    f.sh(
+        "sqlite3 db/test.db 'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); \
+         BEGIN; WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<5000) \
+         INSERT INTO t(v) SELECT printf(\"row%d\", x) FROM c; COMMIT;'",
+    );
+    f.sh("sqlite3 db/test.db \"PRAGMA journal_mode=WAL; INSERT INTO t(v) VALUES('wal');\"");
+    assert_eq!(
+        f.sh("sqlite3 db/test.db 'SELECT count(*), max(id) FROM t'"),
+        "5001|5001\n"
+    );
+    f.remount();
+    assert_eq!(
+        f.sh("sqlite3 db/test.db 'SELECT v FROM t WHERE id IN (1, 5001) ORDER BY id'"),
+        "row1\nwal\n"
+    );
+    assert_eq!(f.sh("sqlite3 db/test.db 'PRAGMA integrity_check'"), "ok\n");
+}
+
+#[test]
+fn setfattr_getfattr_user_xattrs() {
+    if !common::ready() {
+        return;
+    }
+    let mut f = Fixture::new(
+        Layer::new()
+            .file("f", "f")
+            .xattr("f", "user.lower", "L")
+            .dir("d", 0o755),
+    );
+    f.sh("setfattr -n user.a -v 1 f && setfattr -n user.b -v two d && echo n > n && setfattr -n user.c -v 3 n");
+    assert_eq!(
+        f.sh("getfattr --absolute-names -d f d n | grep -v '^#' | grep ."),
+        "user.a=\"1\"\nuser.lower=\"L\"\nuser.b=\"two\"\nuser.c=\"3\"\n"
+    );
+    f.sh("setfattr -x user.lower f");
+    f.remount();
+    assert_eq!(
+        f.sh("getfattr --absolute-names -d f | grep -v '^#' | grep ."),
+        "user.a=\"1\"\n"
+    );
+    assert_eq!(
+        common::get_xattr(&f.lower.join("f"), "user.lower").as_deref(),
+        Some(&b"L"[..]),
+        "lower modified"
+    );
+}
+
+#[test]
+fn daemon_mode_returns_once_mount_is_live_and_exits_on_unmount() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    Layer::new().file("hello", "hi\n").build(&lower);
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let opts = common::fuse_options(&[lower], Some((&upper, &work)), &[]);
+    let st = std::process::Command::new(common::strata_fuse_bin())
+        .arg("-o")
+        .arg(&opts)
+        .arg(&mnt)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("spawn");
+    assert!(st.success(), "daemonising mount exited with {st}");
+    assert!(
+        common::mounted_fstype(&mnt).is_some_and(|t| t.starts_with("fuse")),
+        "not mounted when the program returned"
+    );
+    assert_eq!(fs::read_to_string(mnt.join("hello")).expect("read"), "hi\n");
+    sh(&format!("fusermount3 -u {}", p(&mnt)));
+    let mntname = mnt.display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let alive = sh("ps -eo args=")
+            .lines()
+            .any(|l| l.contains(&mntname) && !l.starts_with("ps "));
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon still running 10 s after unmount"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn read_only_mount_without_upperdir_rejects_writes() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let (l1, l2) = (ws.join("l1"), ws.join("l2"));
+    Layer::new().file("a", "top\n").build(&l1);
+    Layer::new()
+        .file("a", "bottom\n")
+        .file("b", "b\n")
+        .build(&l2);
+    let mnt = ws.mkdir("mnt");
+    let m = FuseMount::mount(&[l1, l2], None, &mnt, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sh(&format!("cat {}/a {}/b", p(&mnt), p(&mnt))), "top\nb\n");
+    let err = fs::write(mnt.join("new"), "x").expect_err("write on a read-only mount succeeded");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    let err = fs::remove_file(mnt.join("a")).expect_err("unlink on a read-only mount succeeded");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn version_flag_prints_a_version_and_exits_zero() {
+    if !common::ready() {
+        return;
+    }
+    let out = std::process::Command::new(common::strata_fuse_bin())
+        .arg("--version")
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "--version exited with {}", out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.split(|c: char| !c.is_ascii_digit() && c != '.')
+            .any(|w| w.contains('.') && w.len() >= 3),
+        "no version number in {text:?}"
+    );
+}
+
+#[test]
+fn unknown_mount_options_are_warned_and_ignored() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    Layer::new().file("f", "f\n").build(&lower);
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(
+        &[lower],
+        Some((&upper, &work)),
+        &mnt,
+        &["noatime", "strata_bogus_option=1"],
+    )
+    .unwrap_or_else(|e| panic!("mount with an unknown option failed: {e}"));
+    assert_eq!(fs::read_to_string(mnt.join("f")).expect("read"), "f\n");
+    let log = m.log_text();
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        log.contains("strata_bogus_option"),
+        "no warning naming the unknown option; log: {log:?}"
+    );
+}
+
+#[test]
+fn lowerdir_paths_with_escaped_colons() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let (l1, l2) = (ws.join("lay:er1"), ws.join("layer:2"));
+    Layer::new().file("a", "from 1\n").build(&l1);
+    Layer::new()
+        .file("a", "from 2\n")
+        .file("b", "b from 2\n")
+        .build(&l2);
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(&[l1, l2], Some((&upper, &work)), &mnt, &[])
+        .unwrap_or_else(|e| panic!("mount with escaped colons failed: {e}"));
+    assert_eq!(
+        sh(&format!("cat {0}/a {0}/b", p(&mnt))),
+        "from 1\nb from 2\n"
+    );
+    fs::write(mnt.join("c"), "c\n").expect("write");
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs::read_to_string(upper.join("c")).expect("upper"), "c\n");
+}

@@ -1,0 +1,285 @@
+//! Copy-up: bring an object from a lower layer into the upper one before its first change.
+//! The copy (data with holes, mode, owner, times, xattrs) is built in the work dir and renamed
+//! into place, so the upper never holds a half-made object; parent directories come first,
+//! with their own metadata, and keep their times.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use fuser::Errno;
+
+use super::node::Node;
+use super::sys;
+use super::union::{FsResult, Union, errno};
+use super::whiteout;
+
+/// The times of a stat, as utimensat takes them.
+pub fn times_of(st: &libc::stat64) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ]
+}
+
+/// Copy every xattr of `src` to `dst` except overlay-internal ones.
+pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> std::io::Result<()> {
+    for name in sys::list_xattr(src)? {
+        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+            continue;
+        }
+        let Ok(n) = std::str::from_utf8(&name) else {
+            continue;
+        };
+        let Some(value) = sys::get_xattr(src, n)? else {
+            continue;
+        };
+        match sys::set_xattr(dst, &name, &value, 0) {
+            Ok(()) => {}
+            // What the daemon may not set (trusted.* rootless, security.* without privilege)
+            // is left behind, as kernel overlayfs does for xattrs the upper cannot hold.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copy the data of `src` to `dst`: a reflink when the filesystem can, else the data
+/// extents only (holes stay holes), then the exact size.
+pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    if unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    let mut pos: u64 = 0;
+    while pos < size {
+        let data = match sys::lseek(src, pos as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(_) => pos, // SEEK_DATA unsupported: copy everything
+        };
+        let hole = match sys::lseek(src, data as i64, libc::SEEK_HOLE) {
+            Ok(h) => (h as u64).min(size),
+            Err(_) => size,
+        };
+        let mut off = data;
+        while off < hole {
+            let want = ((hole - off) as usize).min(1 << 30);
+            let n = match sys::copy_file_range(src, off, dst, off, want) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV)
+                            | Some(libc::EINVAL)
+                            | Some(libc::ENOSYS)
+                            | Some(libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    copy_by_buffer(src, dst, off, hole)?;
+                    hole as usize - off as usize
+                }
+                Err(e) => return Err(e),
+            };
+            off += n as u64;
+        }
+        pos = hole.max(data + 1).max(off);
+    }
+    sys::ftruncate(dst, size)
+}
+
+fn copy_by_buffer(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    from: u64,
+    to: u64,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = from;
+    while off < to {
+        let want = ((to - off) as usize).min(buf.len());
+        let n = sys::pread(src, &mut buf[..want], off)?;
+        if n == 0 {
+            break;
+        }
+        let mut w = 0;
+        while w < n {
+            w += sys::pwrite(dst, &buf[w..n], off + w as u64)?;
+        }
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Give the object `name` in `dir` the owner, mode, xattrs and times of `src_st` / `src`.
+fn copy_meta(
+    u: &Union,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    obj: Option<BorrowedFd<'_>>,
+    src: Option<BorrowedFd<'_>>,
+    src_st: &libc::stat64,
+) -> std::io::Result<()> {
+    let is_link = src_st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+    if u.settings.privileged {
+        sys::chown_at(dir, name, src_st.st_uid, src_st.st_gid)?;
+    }
+    if let (Some(src), Some(obj)) = (src, obj)
+        && !is_link
+    {
+        copy_xattrs(src, obj)?;
+    }
+    if !is_link {
+        match obj {
+            Some(o) => sys::chmod_fd(o, src_st.st_mode & 0o7777)?,
+            None => {
+                let o = sys::open_at(dir, name, libc::O_PATH, 0)?;
+                sys::chmod_fd(o.as_fd(), src_st.st_mode & 0o7777)?;
+            }
+        }
+    }
+    sys::utimens_at(dir, name, &times_of(src_st))
+}
+
+/// Copy `node` up (its parents first). A no-op when it is already in the upper layer.
+pub fn copy_up(u: &Union, node: &Arc<Node>) -> FsResult<()> {
+    if node.in_upper() {
+        return Ok(());
+    }
+    let _guard = node.copyup_lock.lock();
+    if node.in_upper() {
+        return Ok(());
+    }
+    let (parent, name) = u.parent_of(node)?;
+    let pdir = u.upper_dir(&parent)?;
+    let work = u.work()?;
+    let src = u.entry_of(node)?;
+    let src_st = sys::stat_at(src.dir(), &src.name).map_err(errno)?;
+    let parent_st = sys::stat_at(pdir.as_fd(), OsStr::new("")).map_err(errno)?;
+    let tmp = u.temp_name();
+
+    // Hard-linked lower files go through the index, so every name shares one upper inode.
+    let indexed = node.state.read().indexed.clone();
+    let key = match indexed {
+        Some(k) => Some(k),
+        None if sys::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() => {
+            Some(super::index::key_of(src.dir(), &src.name, &src_st))
+        }
+        None => None,
+    };
+    if let Some(key) = &key
+        && u.index_lookup(key)?.is_some()
+    {
+        u.link_from_index(key, pdir.as_fd(), &name)?;
+        u.index_name_settled(key)?;
+        let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
+        let mut st = node.state.write();
+        st.lower_layer = None;
+        st.in_upper = true;
+        st.indexed = Some(key.clone());
+        return Ok(());
+    }
+
+    let made = make_copy(u, work, &tmp, &src, &src_st).and_then(|_| match &key {
+        Some(k) => u.add_to_index(work, &tmp, k, (src_st.st_nlink - 1) as u32),
+        None => Ok(()),
+    });
+    if let Err(e) = made {
+        let _ = sys::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        return Err(e);
+    }
+    if let Err(e) = sys::rename_at(work, &tmp, pdir.as_fd(), &name, 0) {
+        let _ = sys::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        return Err(errno(e));
+    }
+    // Adding the name changed the parent's times: give it back the ones it had.
+    let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
+
+    let mut st = node.state.write();
+    if node.is_dir() {
+        let fd = sys::open_at(pdir.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(errno)?;
+        st.upper_dir = Some(Arc::new(fd));
+    } else {
+        st.lower_layer = None;
+        st.indexed = key;
+    }
+    st.in_upper = true;
+    Ok(())
+}
+
+/// Build the copy of `src` as `tmp` in the work dir.
+fn make_copy(
+    u: &Union,
+    work: BorrowedFd<'_>,
+    tmp: &OsStr,
+    src: &super::union::Entry,
+    st: &libc::stat64,
+) -> FsResult<()> {
+    let fmt = st.st_mode & libc::S_IFMT;
+    match fmt {
+        libc::S_IFDIR => {
+            sys::mkdir_at(work, tmp, 0o700).map_err(errno)?;
+            let obj =
+                sys::open_at(work, tmp, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(errno)?;
+            let sfd = src_fd(src, libc::O_PATH)?;
+            copy_meta(u, work, tmp, Some(obj.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
+        }
+        libc::S_IFREG => {
+            let sfd = src_fd(src, libc::O_RDONLY)?;
+            let dfd = sys::open_at(
+                work,
+                tmp,
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )
+            .map_err(errno)?;
+            copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64).map_err(errno)?;
+            copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)?;
+            sys::fsync(dfd.as_fd(), false).map_err(errno)
+        }
+        libc::S_IFLNK => {
+            let target = sys::readlink_at(src.dir(), &src.name).map_err(errno)?;
+            sys::symlink_at(OsStr::from_bytes_compat(&target), work, tmp).map_err(errno)?;
+            copy_meta(u, work, tmp, None, None, st).map_err(errno)
+        }
+        _ => {
+            if whiteout::is_whiteout_dev(st) {
+                return Err(Errno::EIO);
+            }
+            sys::mknod_at(work, tmp, fmt | 0o600, st.st_rdev).map_err(errno)?;
+            let obj = sys::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
+            let sfd = src_fd(src, libc::O_PATH)?;
+            copy_meta(u, work, tmp, Some(obj.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
+        }
+    }
+}
+
+fn src_fd(src: &super::union::Entry, flags: i32) -> FsResult<OwnedFd> {
+    let name = if src.name.is_empty() {
+        OsStr::new(".")
+    } else {
+        src.name.as_os_str()
+    };
+    sys::open_at(src.dir(), name, flags, 0).map_err(errno)
+}
+
+trait FromBytesCompat {
+    fn from_bytes_compat(b: &[u8]) -> &OsStr;
+}
+
+impl FromBytesCompat for OsStr {
+    fn from_bytes_compat(b: &[u8]) -> &OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        OsStr::from_bytes(b)
+    }
+}

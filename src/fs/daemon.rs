@@ -1,0 +1,328 @@
+//! Mounting: check the arguments, open the layers, then fork the daemon *before* any thread
+//! starts. The child mounts and reports success (or its error) through a pipe; the caller
+//! returns only once the mount is live.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use super::config::{MountConfig, MountError};
+use super::layer::Layers;
+use super::ops::StrataFs;
+use super::union::{Settings, Union};
+use super::whiteout::{self, Format};
+
+fn invalid(msg: String) -> MountError {
+    MountError::Invalid(msg)
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> MountError {
+    move |source| MountError::Io { context, source }
+}
+
+fn canonical_dir(what: &str, p: &Path) -> Result<PathBuf, MountError> {
+    let c =
+        std::fs::canonicalize(p).map_err(|e| invalid(format!("{what} {}: {e}", p.display())))?;
+    if !c.is_dir() {
+        return Err(invalid(format!(
+            "{what} {} is not a directory",
+            p.display()
+        )));
+    }
+    Ok(c)
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = p.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn dev_of(p: &Path) -> Result<u64, MountError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .map(|m| m.dev())
+        .map_err(io_err(format!("stat {}", p.display())))
+}
+
+/// The checked, canonical directories of a mount: lowers, upper, work, mountpoint.
+type Checked = (Vec<PathBuf>, Option<PathBuf>, Option<PathBuf>, PathBuf);
+
+/// Check everything that can be checked before mounting.
+fn validate(cfg: &MountConfig) -> Result<Checked, MountError> {
+    let lowers: Vec<PathBuf> = cfg
+        .lowerdirs
+        .iter()
+        .map(|l| canonical_dir("lowerdir", l))
+        .collect::<Result<_, _>>()?;
+    if lowers.is_empty() {
+        return Err(invalid("no lowerdir given".into()));
+    }
+    let upper = cfg
+        .upperdir
+        .as_deref()
+        .map(|u| canonical_dir("upperdir", u))
+        .transpose()?;
+    let work = cfg
+        .workdir
+        .as_deref()
+        .map(|w| canonical_dir("workdir", w))
+        .transpose()?;
+    let mnt = canonical_dir("mountpoint", &cfg.mountpoint)?;
+    if let Some(u) = &upper {
+        let Some(w) = &work else {
+            return Err(invalid("upperdir needs a workdir (-o workdir=DIR)".into()));
+        };
+        if dev_of(u)? != dev_of(w)? {
+            return Err(invalid(format!(
+                "workdir {} is not on the same filesystem as upperdir {}",
+                w.display(),
+                u.display()
+            )));
+        }
+        if w.starts_with(u) || u.starts_with(w) {
+            return Err(invalid(format!(
+                "workdir {} and upperdir {} must be separate directories, neither inside the other",
+                w.display(),
+                u.display()
+            )));
+        }
+        for l in &lowers {
+            if u.starts_with(l) || l.starts_with(u) {
+                return Err(invalid(format!(
+                    "upperdir {} and lowerdir {} overlap (one is inside the other)",
+                    u.display(),
+                    l.display()
+                )));
+            }
+        }
+    }
+    if is_mountpoint(&mnt) {
+        return Err(invalid(format!(
+            "mountpoint {} is already mounted",
+            mnt.display()
+        )));
+    }
+    Ok((lowers, upper, work, mnt))
+}
+
+/// Empty the work dir of temp files a previous session left behind.
+fn clean_work(layers: &Layers) {
+    let Some(work) = &layers.work else { return };
+    let Ok(entries) = super::sys::read_dir(work.as_fd()) else {
+        return;
+    };
+    for e in entries {
+        if e.name.starts_with(b"#strata-") {
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.name);
+            if e.dtype == libc::DT_DIR {
+                let _ = remove_tree(work.as_fd(), name);
+            } else {
+                let _ = super::sys::unlink_at(work.as_fd(), name, false);
+            }
+        }
+    }
+}
+
+fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> std::io::Result<()> {
+    let sub = super::sys::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    for e in super::sys::read_dir(sub.as_fd())? {
+        let n = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.name);
+        if e.dtype == libc::DT_DIR {
+            remove_tree(sub.as_fd(), n)?;
+        } else {
+            super::sys::unlink_at(sub.as_fd(), n, false)?;
+        }
+    }
+    super::sys::unlink_at(dir, name, true)
+}
+
+/// Build the union for a validated configuration.
+fn build(
+    cfg: &MountConfig,
+    lowers: &[PathBuf],
+    upper: Option<&Path>,
+    work: Option<&Path>,
+) -> Result<Union, MountError> {
+    let layers = Layers::open(lowers, upper, work).map_err(io_err("opening the layers".into()))?;
+    clean_work(&layers);
+    let privileged = unsafe { libc::geteuid() } == 0;
+    let whiteout_dev = layers
+        .work
+        .as_ref()
+        .map(|w| whiteout::probe_whiteout_dev(w.as_fd()))
+        .unwrap_or(true);
+    let fmt = Format {
+        xattr_prefix: if privileged {
+            "trusted.overlay."
+        } else {
+            "user.overlay."
+        },
+        whiteout_dev,
+    };
+    let settings = Settings {
+        timeout: cfg.timeout,
+        privileged,
+        override_stat: !privileged || cfg.fuse_options.iter().any(|o| o == "strata:override_stat"),
+    };
+    Union::new(layers, fmt, settings).map_err(io_err("reading the layer roots".into()))
+}
+
+fn fuse_config(cfg: &MountConfig, read_only: bool) -> Config {
+    let privileged = unsafe { libc::geteuid() } == 0;
+    let mut c = Config::default();
+    c.mount_options = vec![
+        MountOption::FSName("strata".into()),
+        MountOption::Subtype("strata".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if privileged {
+        c.acl = SessionACL::All;
+        c.mount_options.push(MountOption::Suid);
+        c.mount_options.push(MountOption::Dev);
+    }
+    if read_only {
+        c.mount_options.push(MountOption::RO);
+    }
+    for o in &cfg.fuse_options {
+        match o.as_str() {
+            "allow_other" => c.acl = SessionACL::All,
+            "allow_root" => c.acl = SessionACL::RootAndOwner,
+            "suid" | "dev" if privileged => {}
+            "nosuid" => c.mount_options.retain(|m| *m != MountOption::Suid),
+            "nodev" => c.mount_options.retain(|m| *m != MountOption::Dev),
+            "noexec" => c.mount_options.push(MountOption::NoExec),
+            "noatime" => c.mount_options.push(MountOption::NoAtime),
+            "ro" if !read_only => c.mount_options.push(MountOption::RO),
+            "sync" => c.mount_options.push(MountOption::Sync),
+            "dirsync" => c.mount_options.push(MountOption::DirSync),
+            _ => {}
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    c.n_threads = Some(threads.clamp(2, 8));
+    c.clone_fd = true;
+    c
+}
+
+/// Mount the union and serve it (in a daemon unless `cfg.foreground`).
+pub fn mount(cfg: &MountConfig) -> Result<(), MountError> {
+    let (lowers, upper, work, mnt) = validate(cfg)?;
+    if cfg.foreground {
+        return serve(cfg, &lowers, upper.as_deref(), work.as_deref(), &mnt, None);
+    }
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(MountError::Io {
+            context: "pipe".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let (mut rd, wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    match unsafe { libc::fork() } {
+        -1 => Err(MountError::Io {
+            context: "fork".into(),
+            source: std::io::Error::last_os_error(),
+        }),
+        0 => {
+            drop(rd);
+            unsafe {
+                libc::setsid();
+            }
+            detach_stdio();
+            let r = serve(
+                cfg,
+                &lowers,
+                upper.as_deref(),
+                work.as_deref(),
+                &mnt,
+                Some(wr),
+            );
+            std::process::exit(if r.is_ok() { 0 } else { 1 });
+        }
+        _child => {
+            drop(wr);
+            let mut msg = Vec::new();
+            let _ = rd.read_to_end(&mut msg);
+            match msg.first() {
+                Some(0) => Ok(()),
+                Some(_) => Err(invalid(String::from_utf8_lossy(&msg[1..]).into_owned())),
+                None => Err(invalid(
+                    "the mount daemon exited before the mount was live".into(),
+                )),
+            }
+        }
+    }
+}
+
+fn detach_stdio() {
+    let devnull = std::ffi::CString::new("/dev/null").unwrap_or_default();
+    unsafe {
+        let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Mount in this process and serve until unmounted; `ready` learns the outcome of the mount.
+fn serve(
+    cfg: &MountConfig,
+    lowers: &[PathBuf],
+    upper: Option<&Path>,
+    work: Option<&Path>,
+    mnt: &Path,
+    mut ready: Option<File>,
+) -> Result<(), MountError> {
+    let mut report = |r: Result<(), &MountError>| {
+        if let Some(mut p) = ready.take() {
+            let _ = match r {
+                Ok(()) => p.write_all(&[0]),
+                Err(e) => p.write_all(format!("\x01{e}").as_bytes()),
+            };
+        }
+    };
+    let union = match build(cfg, lowers, upper, work) {
+        Ok(u) => Arc::new(u),
+        Err(e) => {
+            report(Err(&e));
+            return Err(e);
+        }
+    };
+    let fs = StrataFs {
+        u: union.clone(),
+        debug: cfg.debug,
+    };
+    let session = match fuser::Session::new(fs, mnt, &fuse_config(cfg, upper.is_none())) {
+        Ok(s) => s,
+        Err(e) => {
+            let e = MountError::Io {
+                context: format!("mounting on {}", mnt.display()),
+                source: e,
+            };
+            report(Err(&e));
+            return Err(e);
+        }
+    };
+    if let Some(sock) = &cfg.control_socket
+        && let Err(e) = super::control::serve(sock, union.clone())
+    {
+        log::warn!("control socket {}: {e}", sock.display());
+    }
+    report(Ok(()));
+    session.run().map_err(io_err("serving the mount".into()))
+}

@@ -1,0 +1,202 @@
+//! File data: open, read, write, fsync, fallocate, lseek, copy_file_range, and statfs.
+//! Opening for writing copies the file up first; lower files open read-only and keep the
+//! kernel's page cache (lower layers never change while mounted).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fuser::Errno;
+use parking_lot::RwLock;
+
+use super::copyup::copy_up;
+use super::handles::FileHandle;
+use super::node::Node;
+use super::sys;
+use super::union::{FsResult, Union, errno};
+
+/// The result of an open: handle id and whether the kernel may keep its cache.
+pub struct Opened {
+    pub fh: u64,
+    pub keep_cache: bool,
+}
+
+fn wants_write(flags: i32) -> bool {
+    let acc = flags & libc::O_ACCMODE;
+    acc == libc::O_WRONLY || acc == libc::O_RDWR || flags & libc::O_TRUNC != 0
+}
+
+/// Flags for the backing fd: no create/append (the kernel gives explicit offsets).
+fn backing_flags(flags: i32) -> i32 {
+    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_TRUNC)
+}
+
+impl Union {
+    fn open_backing(&self, node: &Node, flags: i32) -> FsResult<OwnedFd> {
+        let e = self.entry_of(node)?;
+        match sys::open_at(e.dir(), &e.name, flags, 0) {
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => {
+                sys::open_at(e.dir(), &e.name, flags & !libc::O_NOATIME, 0).map_err(errno)
+            }
+            other => other.map_err(errno),
+        }
+    }
+
+    /// open(2) of a non-directory.
+    pub fn open(&self, node: &Arc<Node>, flags: i32) -> FsResult<Opened> {
+        let write = wants_write(flags);
+        let _pass = if write { Some(self.gate.enter()) } else { None };
+        if write {
+            copy_up(self, node)?;
+        }
+        let bflags = backing_flags(flags);
+        let fd = self.open_backing(node, bflags)?;
+        if flags & libc::O_TRUNC != 0 {
+            sys::ftruncate(fd.as_fd(), 0).map_err(errno)?;
+        }
+        let on_upper = node.in_upper();
+        Ok(Opened {
+            fh: self.add_handle(node, fd, bflags, on_upper),
+            keep_cache: !on_upper,
+        })
+    }
+
+    /// Register an open fd as a handle.
+    pub fn add_handle(&self, node: &Arc<Node>, fd: OwnedFd, flags: i32, on_upper: bool) -> u64 {
+        let fd = Arc::new(fd);
+        *node.open_fd.lock() = Arc::downgrade(&fd);
+        self.handles.add_file(FileHandle {
+            node: node.clone(),
+            fd: RwLock::new(fd),
+            on_upper: on_upper.into(),
+            flags,
+        })
+    }
+
+    /// The fd of a handle, moved to the upper copy if the file was copied up meanwhile.
+    pub fn current_fd(&self, h: &FileHandle) -> FsResult<Arc<OwnedFd>> {
+        if h.on_upper.load(Ordering::Acquire) || !h.node.in_upper() {
+            return Ok(h.fd());
+        }
+        let mut guard = h.fd.write();
+        if !h.on_upper.load(Ordering::Acquire) {
+            let fd = Arc::new(self.open_backing(&h.node, h.flags)?);
+            *h.node.open_fd.lock() = Arc::downgrade(&fd);
+            *guard = fd;
+            h.on_upper.store(true, Ordering::Release);
+        }
+        Ok(guard.clone())
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
+        self.handles.file(fh).ok_or(Errno::EBADF)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let fd = self.current_fd(&h)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0usize;
+        while got < buf.len() {
+            let n = sys::pread(fd.as_fd(), &mut buf[got..], offset + got as u64).map_err(errno)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let _pass = self.gate.enter();
+        let h = self.handle(fh)?;
+        let fd = self.current_fd(&h)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let n = sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64).map_err(errno)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done as u32)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove_file(fh);
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let fd = self.current_fd(&h)?;
+        sys::fsync(fd.as_fd(), datasync).map_err(errno)
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        let _pass = self.gate.enter();
+        let h = self.handle(fh)?;
+        let fd = self.current_fd(&h)?;
+        sys::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
+        let h = self.handle(fh)?;
+        let fd = self.current_fd(&h)?;
+        sys::lseek(fd.as_fd(), offset, whence).map_err(errno)
+    }
+
+    pub fn copy_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let _pass = self.gate.enter();
+        let hi = self.handle(fh_in)?;
+        let ho = self.handle(fh_out)?;
+        let fi = self.current_fd(&hi)?;
+        let fo = self.current_fd(&ho)?;
+        let len = len.min(u32::MAX as u64 & !0xfff) as usize;
+        let n = match sys::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                ) =>
+            {
+                let data = self.read(fh_in, off_in, len.min(1 << 20) as u32)?;
+                sys::pwrite(fo.as_fd(), &data, off_out).map_err(errno)?
+            }
+            Err(e) => return Err(errno(e)),
+        };
+        Ok(n as u32)
+    }
+
+    /// statfs of the upper layer (or the top lower one on a read-only mount).
+    pub fn statfs(&self) -> FsResult<libc::statvfs64> {
+        let l = self
+            .layers
+            .upper
+            .as_ref()
+            .or(self.layers.lowers.first())
+            .ok_or(Errno::EIO)?;
+        sys::statvfs(l.fd()).map_err(errno)
+    }
+
+    pub fn readlink(&self, node: &Arc<Node>) -> FsResult<Vec<u8>> {
+        let e = self.entry_of(node)?;
+        sys::readlink_at(e.dir(), &e.name).map_err(errno)
+    }
+
+    /// getattr through an open handle (works after the name was removed).
+    pub fn handle_attr(&self, fh: u64) -> FsResult<fuser::FileAttr> {
+        let h = self.handle(fh)?;
+        let fd = self.current_fd(&h)?;
+        let st = sys::fstat(fd.as_fd()).map_err(errno)?;
+        Ok(self.attr_from_stat(&h.node, &st))
+    }
+}

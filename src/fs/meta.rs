@@ -1,0 +1,232 @@
+//! Metadata changes and extended attributes: chmod, chown, truncate, utimens and the xattr
+//! calls. Changing anything copies the object up first; overlay-internal xattrs stay hidden.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{Errno, FileAttr, TimeOrNow};
+
+use super::attr;
+use super::copyup::copy_up;
+use super::node::Node;
+use super::sys;
+use super::union::{FsResult, Union, errno};
+use super::whiteout::{self, OVERRIDE_STAT_XATTR};
+
+/// The fields of one setattr call.
+#[derive(Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+    pub fh: Option<u64>,
+}
+
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = -(d.subsec_nanos() as i64);
+                if nsec < 0 {
+                    sec -= 1;
+                    nsec += 1_000_000_000;
+                }
+                libc::timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec,
+                }
+            }
+        },
+    }
+}
+
+impl Union {
+    /// An O_PATH fd on the real object of `node`.
+    pub fn object_fd(&self, node: &Node) -> FsResult<OwnedFd> {
+        let e = self.entry_of(node)?;
+        let name = if e.name.is_empty() {
+            OsStr::new(".")
+        } else {
+            e.name.as_os_str()
+        };
+        sys::open_at(e.dir(), name, libc::O_PATH, 0).map_err(errno)
+    }
+
+    /// setattr: truncate, chmod, chown, utimens. With an open handle the changes go through
+    /// its fd, so they work after the name was removed.
+    pub fn setattr(&self, node: &Arc<Node>, a: SetAttr) -> FsResult<FileAttr> {
+        let _pass = self.gate.enter();
+        let handle = a.fh.and_then(|fh| self.handles.file(fh));
+        if handle.is_none() || !node.in_upper() {
+            copy_up(self, node)?;
+        }
+        // The object to change: a directory fd and a name, or (empty name) the fd itself.
+        let (dir, name): (Arc<OwnedFd>, std::ffi::OsString) = match &handle {
+            Some(h) => (self.current_fd(h)?, Default::default()),
+            None => {
+                let e = self.entry_of(node)?;
+                (e.dir.clone(), e.name.clone())
+            }
+        };
+        if let Some(size) = a.size {
+            if name.is_empty() && !node.is_dir() {
+                match sys::ftruncate(dir.as_fd(), size) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EINVAL)
+                            || e.raw_os_error() == Some(libc::EBADF) =>
+                    {
+                        let fd = self.open_for_truncate(node)?;
+                        sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
+                    }
+                    other => other.map_err(errno)?,
+                }
+            } else {
+                let fd = self.open_for_truncate(node)?;
+                sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
+            }
+        }
+        let over = node.state.read().over;
+        if a.uid.is_some() || a.gid.is_some() {
+            if let Some(mut o) = over.filter(|_| !self.settings.privileged) {
+                o.uid = a.uid.unwrap_or(o.uid);
+                o.gid = a.gid.unwrap_or(o.gid);
+                if !node.is_dir() {
+                    o.perm &= !(libc::S_ISUID
+                        | if o.perm & 0o010 != 0 {
+                            libc::S_ISGID
+                        } else {
+                            0
+                        });
+                }
+                self.store_override(node, o)?;
+            } else {
+                sys::chown_at(
+                    dir.as_fd(),
+                    &name,
+                    a.uid.unwrap_or(u32::MAX),
+                    a.gid.unwrap_or(u32::MAX),
+                )
+                .map_err(errno)?;
+            }
+        }
+        if let Some(mode) = a.mode {
+            if let Some(mut o) = over.filter(|_| !self.settings.privileged) {
+                o.perm = mode & 0o7777;
+                self.store_override(node, o)?;
+            } else if node.kind != fuser::FileType::Symlink {
+                if name.is_empty() {
+                    sys::chmod_fd(dir.as_fd(), mode & 0o7777).map_err(errno)?;
+                } else {
+                    let fd = sys::open_at(dir.as_fd(), &name, libc::O_PATH, 0).map_err(errno)?;
+                    sys::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(errno)?;
+                }
+            }
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let times = [timespec(a.atime), timespec(a.mtime)];
+            sys::utimens_at(dir.as_fd(), &name, &times).map_err(errno)?;
+        }
+        if name.is_empty() && !node.is_dir() {
+            let st = sys::fstat(dir.as_fd()).map_err(errno)?;
+            return Ok(self.attr_from_stat(node, &st));
+        }
+        self.attr(node)
+    }
+
+    fn open_for_truncate(&self, node: &Node) -> FsResult<OwnedFd> {
+        let e = self.entry_of(node)?;
+        sys::open_at(e.dir(), &e.name, libc::O_WRONLY, 0).map_err(errno)
+    }
+
+    fn store_override(&self, node: &Arc<Node>, o: super::node::StatOverride) -> FsResult<()> {
+        let fd = self.object_fd(node)?;
+        let v = attr::format_override(&o);
+        sys::set_xattr(fd.as_fd(), OVERRIDE_STAT_XATTR.as_bytes(), v.as_bytes(), 0)
+            .map_err(errno)?;
+        node.state.write().over = Some(o);
+        Ok(())
+    }
+
+    fn check_xattr_name(&self, name: &OsStr) -> FsResult<()> {
+        if whiteout::is_internal_xattr(name.as_bytes()) {
+            if name
+                .as_bytes()
+                .starts_with(self.fmt.xattr_prefix.as_bytes())
+            {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            return Err(Errno::ENODATA);
+        }
+        Ok(())
+    }
+
+    /// getxattr; `size` 0 asks for the length only.
+    pub fn getxattr(&self, node: &Arc<Node>, name: &OsStr, size: u32) -> FsResult<Vec<u8>> {
+        self.check_xattr_name(name)?;
+        let fd = self.object_fd(node)?;
+        let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        sys::get_xattr_raw(fd.as_fd(), &c, size as usize).map_err(errno)
+    }
+
+    /// listxattr without the internal names; NUL-separated.
+    pub fn listxattr(&self, node: &Arc<Node>) -> FsResult<Vec<u8>> {
+        let fd = self.object_fd(node)?;
+        let mut out = Vec::new();
+        for n in sys::list_xattr(fd.as_fd()).map_err(errno)? {
+            if whiteout::is_internal_xattr(&n) {
+                continue;
+            }
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(
+        &self,
+        node: &Arc<Node>,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
+        self.check_xattr_name(name).map_err(|_| Errno::EOPNOTSUPP)?;
+        let _pass = self.gate.enter();
+        copy_up(self, node)?;
+        let fd = self.object_fd(node)?;
+        sys::set_xattr(fd.as_fd(), name.as_bytes(), value, flags).map_err(errno)
+    }
+
+    pub fn removexattr(&self, node: &Arc<Node>, name: &OsStr) -> FsResult<()> {
+        self.check_xattr_name(name).map_err(|_| Errno::EOPNOTSUPP)?;
+        let _pass = self.gate.enter();
+        if !node.in_upper() {
+            // Nothing to remove: fail without copying up, as kernel overlayfs does.
+            let fd = self.object_fd(node)?;
+            let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+            sys::get_xattr_raw(fd.as_fd(), &c, 0).map_err(errno)?;
+        }
+        copy_up(self, node)?;
+        let fd = self.object_fd(node)?;
+        sys::remove_xattr(fd.as_fd(), name.as_bytes()).map_err(errno)
+    }
+}

@@ -1,0 +1,380 @@
+//! The inode table: FUSE node ids -> nodes (where the object lives in the layers, its name
+//! and parent, its stable inode number), with kernel lookup counts and forget.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fuser::FileType;
+use parking_lot::{Mutex, RwLock};
+
+/// Node id of the root directory.
+pub const ROOT_ID: u64 = 1;
+/// Parent id of a node whose name was removed (still open, or not yet forgotten).
+pub const DETACHED: u64 = 0;
+
+/// A lower directory merged into a union directory.
+#[derive(Debug, Clone)]
+pub struct LowerDir {
+    pub layer: usize,
+    pub fd: Arc<OwnedFd>,
+    /// The names it holds, read once on first use (lower layers never change while mounted),
+    /// so lookups of absent names and whiteout-file checks cost no system call.
+    names: Arc<std::sync::OnceLock<Option<std::collections::HashSet<Vec<u8>>>>>,
+}
+
+impl LowerDir {
+    pub fn new(layer: usize, fd: Arc<OwnedFd>) -> LowerDir {
+        LowerDir {
+            layer,
+            fd,
+            names: Default::default(),
+        }
+    }
+
+    /// A lower directory looked at once (no name cache).
+    pub fn uncached(layer: usize, fd: Arc<OwnedFd>) -> LowerDir {
+        let names = std::sync::OnceLock::new();
+        let _ = names.set(None);
+        LowerDir {
+            layer,
+            fd,
+            names: Arc::new(names),
+        }
+    }
+
+    /// Whether the directory may hold `name` (false only when it surely does not).
+    pub fn may_hold(&self, name: &[u8]) -> bool {
+        let names = self.names.get_or_init(|| {
+            use std::os::fd::AsFd;
+            super::sys::read_dir(self.fd.as_fd())
+                .ok()
+                .map(|entries| entries.into_iter().map(|e| e.name).collect())
+        });
+        match names {
+            Some(set) => set.contains(name),
+            None => true,
+        }
+    }
+}
+
+/// Owner and mode recorded by an unprivileged unpacker (`user.containers.override_stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatOverride {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits including suid/sgid/sticky.
+    pub perm: u32,
+    /// Device type and number for device nodes stored as empty files.
+    pub dev: Option<(FileType, u64)>,
+}
+
+/// Where a node's object lives. Changes only under the node's write lock.
+#[derive(Debug, Clone, Default)]
+pub struct NodeState {
+    /// The object exists in the upper layer (a non-dir at its parent's upper dir + name).
+    pub in_upper: bool,
+    /// Directories: O_PATH fd of the upper directory once it exists.
+    pub upper_dir: Option<Arc<OwnedFd>>,
+    /// Directories: lower directories merged under it, topmost first.
+    pub lower_dirs: Vec<LowerDir>,
+    /// Non-directories not yet copied up: the lower layer that holds the object.
+    pub lower_layer: Option<usize>,
+    /// Path of the object in the lower layers (relative to a layer root), where it has one.
+    pub lower_path: Option<OsString>,
+    /// The upper directory is opaque (nothing below shows through).
+    pub opaque: bool,
+    /// Values recorded by a rootless unpack, shown instead of the real ones.
+    pub over: Option<StatOverride>,
+    /// Non-directories with hard links: the object is the hard-link index entry of this key.
+    pub indexed: Option<OsString>,
+}
+
+/// Name and parent of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub parent: u64,
+    pub name: OsString,
+}
+
+/// One object of the union as the kernel knows it. A non-directory may have several names
+/// (hard links); the first is the one used to reach its object.
+#[derive(Debug)]
+pub struct Node {
+    /// The FUSE node id, which fuser also reports as st_ino: the origin's inode number
+    /// (stable across copy-up and remounts) unless another live node holds that number.
+    pub id: u64,
+    pub kind: FileType,
+    /// The preferred inode number (equal to `id` unless that was taken).
+    pub ino: u64,
+    /// Names of the node, guarded by the table's tree lock for changes.
+    names: Mutex<Vec<Link>>,
+    pub state: RwLock<NodeState>,
+    pub lookups: AtomicU64,
+    /// Serialises copy-up of this node.
+    pub copyup_lock: Mutex<()>,
+    /// The fd of an open handle, to stat the object once its last name is gone.
+    pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
+}
+
+impl Node {
+    /// A node that prefers `ino` as its id.
+    pub fn new(kind: FileType, ino: u64, link: Link, state: NodeState) -> Node {
+        Node {
+            id: ino,
+            kind,
+            ino,
+            names: Mutex::new(vec![link]),
+            state: RwLock::new(state),
+            lookups: AtomicU64::new(0),
+            copyup_lock: Mutex::new(()),
+            open_fd: Mutex::new(std::sync::Weak::new()),
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileType::Directory
+    }
+
+    /// The name used to reach the object (parent DETACHED once every name is gone).
+    pub fn link(&self) -> Link {
+        self.names.lock().first().cloned().unwrap_or(Link {
+            parent: DETACHED,
+            name: OsString::new(),
+        })
+    }
+
+    pub fn in_upper(&self) -> bool {
+        self.state.read().in_upper
+    }
+}
+
+const SHARDS: usize = 64;
+
+/// All live nodes, sharded by id, and the name index (parent id, name) -> node id.
+#[derive(Debug)]
+pub struct NodeTable {
+    shards: Vec<Mutex<HashMap<u64, Arc<Node>>>>,
+    /// The tree: which node each known name shows. Also guards every node's `names`.
+    tree: Mutex<HashMap<(u64, OsString), u64>>,
+    next_id: AtomicU64,
+}
+
+impl Default for NodeTable {
+    fn default() -> Self {
+        NodeTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            tree: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+type Tree = HashMap<(u64, OsString), u64>;
+
+impl NodeTable {
+    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<Node>>> {
+        &self.shards[(id as usize) % SHARDS]
+    }
+
+    /// An id no inode number uses: the high bit set (taken when a node's own inode number is
+    /// already the id of another live node).
+    fn synthetic_id(&self) -> u64 {
+        (1u64 << 63) | self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
+        self.shard(id).lock().get(&id).cloned()
+    }
+
+    pub fn insert(&self, node: Arc<Node>) {
+        self.shard(node.id).lock().insert(node.id, node);
+    }
+
+    /// Register a new node under its preferred id (its inode number), or under a synthetic
+    /// id when that one is held by another live node. fuser reports a node's id as st_ino.
+    fn insert_new(&self, mut node: Node) -> Arc<Node> {
+        {
+            let mut shard = self.shard(node.id).lock();
+            if node.id != DETACHED && !shard.contains_key(&node.id) {
+                let node = Arc::new(node);
+                shard.insert(node.id, node.clone());
+                return node;
+            }
+        }
+        node.id = self.synthetic_id();
+        let node = Arc::new(node);
+        self.insert(node.clone());
+        node
+    }
+
+    /// Remove name `key` from whatever node it showed.
+    fn unlink_name(&self, tree: &mut Tree, key: &(u64, OsString)) -> Option<Arc<Node>> {
+        let id = tree.remove(key)?;
+        let node = self.get(id)?;
+        node.names
+            .lock()
+            .retain(|l| !(l.parent == key.0 && l.name == key.1));
+        Some(node)
+    }
+
+    /// The node id of child `name` of `parent`, if the kernel knows it.
+    pub fn child_id(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.tree
+            .lock()
+            .get(&(parent, name.to_os_string()))
+            .copied()
+    }
+
+    /// The child `name` of `parent` if the kernel already knows it; counts one lookup.
+    pub fn find_child(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
+        let tree = self.tree.lock();
+        let id = *tree.get(&(parent.id, name.to_os_string()))?;
+        let node = self.get(id)?;
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(node)
+    }
+
+    /// Insert `node` as child `name` of `parent`, unless another thread got there first, in
+    /// which case that node is returned. A non-directory whose id is held by a live node
+    /// that `same_object` accepts joins it as one more name (a hard link). Counts one lookup.
+    pub fn attach_child(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        node: Node,
+        same_object: &dyn Fn(&Node, &Node) -> bool,
+    ) -> Arc<Node> {
+        let mut tree = self.tree.lock();
+        let key = (parent.id, name.to_os_string());
+        if let Some(id) = tree.get(&key)
+            && let Some(existing) = self.get(*id)
+        {
+            existing.lookups.fetch_add(1, Ordering::Relaxed);
+            return existing;
+        }
+        if !node.is_dir()
+            && let Some(existing) = self.get(node.id)
+            && existing.kind == node.kind
+            && same_object(&existing, &node)
+        {
+            existing.names.lock().push(Link {
+                parent: parent.id,
+                name: key.1.clone(),
+            });
+            existing.lookups.fetch_add(1, Ordering::Relaxed);
+            tree.insert(key, existing.id);
+            return existing;
+        }
+        let node = self.insert_new(node);
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        tree.insert(key, node.id);
+        node
+    }
+
+    /// Make `node` (new) child `name` of `parent`, replacing whatever was there. Counts one
+    /// lookup.
+    pub fn replace_child(&self, parent: &Node, name: &OsStr, node: Node) -> Arc<Node> {
+        let node = self.insert_new(node);
+        self.add_name(parent, name, &node);
+        node
+    }
+
+    /// Give `node` one more name (a new hard link), replacing whatever was there. Counts one
+    /// lookup.
+    pub fn add_name(&self, parent: &Node, name: &OsStr, node: &Arc<Node>) {
+        let mut tree = self.tree.lock();
+        let key = (parent.id, name.to_os_string());
+        self.unlink_name(&mut tree, &key);
+        {
+            let mut names = node.names.lock();
+            if !names
+                .iter()
+                .any(|l| l.parent == parent.id && l.name == name)
+            {
+                names.push(Link {
+                    parent: parent.id,
+                    name: key.1.clone(),
+                });
+            }
+        }
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        tree.insert(key, node.id);
+    }
+
+    /// Forget child `name` of `parent` (after unlink): the node stays until the kernel forgets it.
+    pub fn detach_child(&self, parent: &Node, name: &OsStr) {
+        let mut tree = self.tree.lock();
+        self.unlink_name(&mut tree, &(parent.id, name.to_os_string()));
+    }
+
+    /// Move the child entry `name` of `from` to `to_name` in `to` (after a rename). The entry
+    /// that was at the target loses that name.
+    pub fn move_child(&self, from: &Node, name: &OsStr, to: &Node, to_name: &OsStr) {
+        let mut tree = self.tree.lock();
+        let src = (from.id, name.to_os_string());
+        let dst = (to.id, to_name.to_os_string());
+        self.unlink_name(&mut tree, &dst);
+        if let Some(id) = tree.remove(&src)
+            && let Some(node) = self.get(id)
+        {
+            for l in node.names.lock().iter_mut() {
+                if l.parent == src.0 && l.name == src.1 {
+                    *l = Link {
+                        parent: dst.0,
+                        name: dst.1.clone(),
+                    };
+                }
+            }
+            tree.insert(dst, id);
+        }
+    }
+
+    /// Swap two child entries (after RENAME_EXCHANGE).
+    pub fn exchange_children(&self, a: &Node, an: &OsStr, b: &Node, bn: &OsStr) {
+        let mut tree = self.tree.lock();
+        let ka = (a.id, an.to_os_string());
+        let kb = (b.id, bn.to_os_string());
+        let ida = tree.remove(&ka);
+        let idb = tree.remove(&kb);
+        let mut retarget = |id: Option<u64>, from: &(u64, OsString), to: &(u64, OsString)| {
+            if let Some(id) = id
+                && let Some(n) = self.get(id)
+            {
+                for l in n.names.lock().iter_mut() {
+                    if l.parent == from.0 && l.name == from.1 {
+                        *l = Link {
+                            parent: to.0,
+                            name: to.1.clone(),
+                        };
+                    }
+                }
+                tree.insert(to.clone(), id);
+            }
+        };
+        retarget(ida, &ka, &kb);
+        retarget(idb, &kb, &ka);
+    }
+
+    /// Drop `n` kernel lookups of node `id`; the node goes when none remain.
+    pub fn forget(&self, id: u64, n: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        let mut tree = self.tree.lock();
+        let Some(node) = self.get(id) else { return };
+        let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
+        node.lookups.store(left, Ordering::Relaxed);
+        if left == 0 {
+            for l in node.names.lock().drain(..) {
+                let key = (l.parent, l.name);
+                if tree.get(&key) == Some(&id) {
+                    tree.remove(&key);
+                }
+            }
+            self.shard(id).lock().remove(&id);
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! The `fuser::Filesystem` implementation: dispatch only. Each call unpacks its arguments,
+//! runs the union operation, replies, and (with `-o debug`) traces op, node, name, result and
+//! latency.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::{
+    BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::handles::{DirEntry, DirHandle};
+use super::meta::SetAttr;
+use super::namespace::{Creator, NewObject};
+use super::union::{FsResult, Union};
+
+/// The FUSE front of a union.
+pub struct StrataFs {
+    pub u: Arc<Union>,
+    pub debug: bool,
+}
+
+const GEN: Generation = Generation(0);
+
+fn trace<T>(debug: bool, op: &str, ino: u64, name: Option<&OsStr>, t: Instant, r: &FsResult<T>) {
+    if debug {
+        let res = match r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("errno {}", e.code()),
+        };
+        let name = name.map(|n| format!(" {:?}", n)).unwrap_or_default();
+        log::debug!("{op} ino={ino}{name} -> {res} ({:?})", t.elapsed());
+    }
+}
+
+impl StrataFs {
+    fn ttl(&self) -> Duration {
+        self.u.settings.timeout
+    }
+
+    fn who(req: &Request) -> Creator {
+        Creator {
+            uid: req.uid(),
+            gid: req.gid(),
+        }
+    }
+
+    fn entry_reply(&self, r: FsResult<Arc<super::node::Node>>, reply: ReplyEntry) {
+        match r.and_then(|n| self.u.attr(&n).map(|a| (n, a))) {
+            Ok((_, a)) => reply.entry(&self.ttl(), &a, GEN),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create_entry(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        obj: NewObject<'_>,
+        req: &Request,
+    ) -> FsResult<Arc<super::node::Node>> {
+        let p = self.u.node(parent.0)?;
+        self.u
+            .make_object(&p, name, obj, Self::who(req))
+            .map(|(n, _)| n)
+    }
+
+    fn dir_entries(&self, fh: u64, offset: u64) -> FsResult<(Arc<DirHandle>, Arc<Vec<DirEntry>>)> {
+        let h = self.u.handles.dir(fh).ok_or(Errno::EBADF)?;
+        let mut g = h.entries.lock();
+        if offset == 0 || g.is_none() {
+            *g = Some(Arc::new(self.u.list_dir(&h.node)?));
+        }
+        let list = g.clone().ok_or(Errno::EIO)?;
+        drop(g);
+        Ok((h, list))
+    }
+}
+
+impl Filesystem for StrataFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_ASYNC_DIO,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let t = Instant::now();
+        let r = self.u.node(parent.0).and_then(|p| self.u.lookup(&p, name));
+        trace(self.debug, "lookup", parent.0, Some(name), t, &r);
+        self.entry_reply(r, reply);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.u.nodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let t = Instant::now();
+        let r = self.u.node(ino.0).and_then(|n| self.u.attr(&n));
+        let r = match (r, fh) {
+            (Err(e), Some(fh)) if e == Errno::ENOENT => self.u.handle_attr(fh.0),
+            (r, _) => r,
+        };
+        trace(self.debug, "getattr", ino.0, None, t, &r);
+        match r {
+            Ok(a) => reply.attr(&self.ttl(), &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let t = Instant::now();
+        let a = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh: fh.map(|f| f.0),
+        };
+        let r = self.u.node(ino.0).and_then(|n| self.u.setattr(&n, a));
+        trace(self.debug, "setattr", ino.0, None, t, &r);
+        match r {
+            Ok(a) => reply.attr(&self.ttl(), &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let t = Instant::now();
+        let r = self.u.node(ino.0).and_then(|n| self.u.readlink(&n));
+        trace(self.debug, "readlink", ino.0, None, t, &r);
+        match r {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let t = Instant::now();
+        let obj = NewObject::Node {
+            mode: (mode & libc::S_IFMT) | (mode & 0o7777 & !umask),
+            rdev: rdev as u64,
+        };
+        let r = self.create_entry(parent, name, obj, req);
+        trace(self.debug, "mknod", parent.0, Some(name), t, &r);
+        self.entry_reply(r, reply);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let t = Instant::now();
+        let r = self.create_entry(
+            parent,
+            name,
+            NewObject::Dir {
+                mode: mode & 0o7777 & !umask,
+            },
+            req,
+        );
+        trace(self.debug, "mkdir", parent.0, Some(name), t, &r);
+        self.entry_reply(r, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let t = Instant::now();
+        let r = self.u.node(parent.0).and_then(|p| self.u.unlink(&p, name));
+        trace(self.debug, "unlink", parent.0, Some(name), t, &r);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let t = Instant::now();
+        let r = self.u.node(parent.0).and_then(|p| self.u.rmdir(&p, name));
+        trace(self.debug, "rmdir", parent.0, Some(name), t, &r);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let t = Instant::now();
+        let r = self.create_entry(
+            parent,
+            link_name,
+            NewObject::Symlink {
+                target: target.as_os_str(),
+            },
+            req,
+        );
+        trace(self.debug, "symlink", parent.0, Some(link_name), t, &r);
+        self.entry_reply(r, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let t = Instant::now();
+        let r = self.u.node(parent.0).and_then(|p1| {
+            let p2 = self.u.node(newparent.0)?;
+            self.u.rename(&p1, name, &p2, newname, flags.bits())
+        });
+        trace(self.debug, "rename", parent.0, Some(name), t, &r);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let t = Instant::now();
+        let r = self.u.node(ino.0).and_then(|n| {
+            let p = self.u.node(newparent.0)?;
+            self.u.link(&n, &p, newname)
+        });
+        trace(self.debug, "link", ino.0, Some(newname), t, &r);
+        self.entry_reply(r, reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let t = Instant::now();
+        let r = self.u.node(ino.0).and_then(|n| self.u.open(&n, flags.0));
+        trace(self.debug, "open", ino.0, None, t, &r);
+        match r {
+            Ok(o) => {
+                let f = if o.keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(o.fh), f)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let t = Instant::now();
+        let r = self.u.read(fh.0, offset, size);
+        trace(self.debug, "read", ino.0, None, t, &r);
+        match r {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let t = Instant::now();
+        let r = self.u.write(fh.0, offset, data);
+        trace(self.debug, "write", ino.0, None, t, &r);
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.u.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let t = Instant::now();
+        let r = self.u.fsync(fh.0, datasync);
+        trace(self.debug, "fsync", ino.0, None, t, &r);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let t = Instant::now();
+        let r = self.u.node(ino.0).and_then(|n| {
+            if !n.is_dir() {
+                return Err(Errno::ENOTDIR);
+            }
+            Ok(self.u.handles.add_dir(DirHandle {
+                node: n,
+                entries: Default::default(),
+            }))
+        });
+        trace(self.debug, "opendir", ino.0, None, t, &r);
+        match r {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let t = Instant::now();
+        let r = self.dir_entries(fh.0, offset);
+        trace(self.debug, "readdir", ino.0, None, t, &r);
+        let (h, list) = match r {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(INodeNo(h.node.id), 1, fuser::FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            let pino = self
+                .u
+                .parent_of(&h.node)
+                .map(|(p, _)| p.id)
+                .unwrap_or(h.node.id);
+            if reply.add(INodeNo(pino), 2, fuser::FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
+            if reply.add(INodeNo(e.ino), i as u64 + 3, e.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let t = Instant::now();
+        let r = self.dir_entries(fh.0, offset);
+        trace(self.debug, "readdirplus", ino.0, None, t, &r);
+        let (h, list) = match r {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let ttl = self.ttl();
+        let mut off = offset;
+        if off == 0 {
+            if let Ok(a) = self.u.attr(&h.node)
+                && reply.add(INodeNo(h.node.id), 1, ".", &ttl, &a, GEN)
+            {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            let parent = self
+                .u
+                .parent_of(&h.node)
+                .map(|(p, _)| p)
+                .unwrap_or_else(|_| h.node.clone());
+            if let Ok(a) = self.u.attr(&parent)
+                && reply.add(INodeNo(parent.id), 2, "..", &ttl, &a, GEN)
+            {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
+            let Ok(child) = self.u.lookup(&h.node, &e.name) else {
+                continue;
+            };
+            let Ok(a) = self.u.attr(&child) else {
+                self.u.nodes.forget(child.id, 1);
+                continue;
+            };
+            let full = reply.add(INodeNo(child.id), i as u64 + 3, &e.name, &ttl, &a, GEN);
+            if full {
+                self.u.nodes.forget(child.id, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.u.handles.remove_dir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.u.statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let t = Instant::now();
+        let r = self
+            .u
+            .node(ino.0)
+            .and_then(|n| self.u.setxattr(&n, name, value, flags));
+        trace(self.debug, "setxattr", ino.0, Some(name), t, &r);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let t = Instant::now();
+        let r = self
+            .u
+            .node(ino.0)
+            .and_then(|n| self.u.getxattr(&n, name, size));
+        trace(self.debug, "getxattr", ino.0, Some(name), t, &r);
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let t = Instant::now();
+        let r = self.u.node(ino.0).and_then(|n| self.u.listxattr(&n));
+        trace(self.debug, "listxattr", ino.0, None, t, &r);
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let t = Instant::now();
+        let r = self
+            .u
+            .node(ino.0)
+            .and_then(|n| self.u.removexattr(&n, name));
+        trace(self.debug, "removexattr", ino.0, Some(name), t, &r);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let t = Instant::now();
+        let r = self.u.node(parent.0).and_then(|p| {
+            let obj = NewObject::File {
+                mode: mode & 0o7777 & !umask,
+                flags,
+            };
+            let (node, fd) = self.u.make_object(&p, name, obj, Self::who(req))?;
+            let fd = fd.ok_or(Errno::EIO)?;
+            let a = self.u.attr(&node)?;
+            let bflags = flags
+                & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_TRUNC);
+            let fh = self.u.add_handle(&node, fd, bflags, true);
+            Ok((a, fh))
+        });
+        trace(self.debug, "create", parent.0, Some(name), t, &r);
+        match r {
+            Ok((a, fh)) => reply.created(&self.ttl(), &a, GEN, FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let t = Instant::now();
+        let r = self.u.fallocate(fh.0, offset, length, mode);
+        trace(self.debug, "fallocate", ino.0, None, t, &r);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let t = Instant::now();
+        let r = self.u.lseek(fh.0, offset, whence);
+        trace(self.debug, "lseek", ino.0, None, t, &r);
+        match r {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let t = Instant::now();
+        let r = self
+            .u
+            .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        trace(self.debug, "copy_file_range", ino_in.0, None, t, &r);
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+}

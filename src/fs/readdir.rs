@@ -1,0 +1,142 @@
+//! Merged directory listings: upper entries first, then each lower directory's entries not
+//! already seen, whiteouts and opaque markers applied and never shown. Inode numbers match
+//! what lookup reports, so readdir's d_ino equals stat's st_ino.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use fuser::FileType;
+
+use super::attr;
+use super::handles::DirEntry;
+use super::layer::Place;
+use super::node::Node;
+use super::sys;
+use super::union::{FsResult, Union, errno};
+use super::whiteout::{self, OPAQUE_FILE, WH_PREFIX};
+
+/// Classify a raw entry: Some(hidden name) for whiteouts, None for a normal entry.
+enum Kind {
+    Marker,
+    Whiteout(Vec<u8>),
+    Entry(FileType),
+}
+
+fn classify(dir: &std::os::fd::OwnedFd, e: &sys::RawDirEntry) -> FsResult<Kind> {
+    if e.name == OPAQUE_FILE {
+        return Ok(Kind::Marker);
+    }
+    if let Some(rest) = e.name.strip_prefix(WH_PREFIX) {
+        return Ok(Kind::Whiteout(rest.to_vec()));
+    }
+    let kind = match attr::file_type_of_dtype(e.dtype) {
+        Some(FileType::CharDevice) | None => {
+            let st =
+                match sys::stat_at_opt(dir.as_fd(), OsStr::from_bytes(&e.name)).map_err(errno)? {
+                    Some(st) => st,
+                    None => return Ok(Kind::Marker),
+                };
+            if whiteout::is_whiteout_dev(&st) {
+                return Ok(Kind::Whiteout(e.name.clone()));
+            }
+            attr::file_type(st.st_mode)
+        }
+        Some(k) => k,
+    };
+    Ok(Kind::Entry(kind))
+}
+
+impl Union {
+    /// The merged listing of directory `node` (without `.` and `..`).
+    pub fn list_dir(&self, node: &Arc<Node>) -> FsResult<Vec<DirEntry>> {
+        let st = node.state.read().clone();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut out: Vec<DirEntry> = Vec::new();
+        // Upper entries that may take their d_ino from a lower object of the same type.
+        let mut pending_origin: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+
+        if let Some(udir) = &st.upper_dir {
+            for e in sys::read_dir(udir.as_fd()).map_err(errno)? {
+                match classify(udir, &e)? {
+                    Kind::Marker => {}
+                    Kind::Whiteout(name) => {
+                        seen.insert(name);
+                    }
+                    Kind::Entry(kind) => {
+                        if !seen.insert(e.name.clone()) {
+                            continue;
+                        }
+                        let known = self.nodes.child_id(node.id, OsStr::from_bytes(&e.name));
+                        let ino = match known {
+                            Some(ino) => ino,
+                            None => {
+                                if kind == FileType::Directory {
+                                    // Opaque and moved directories: lookup knows the origin.
+                                    match self.resolve(node, OsStr::from_bytes(&e.name))? {
+                                        Some(n) => n.ino,
+                                        None => continue,
+                                    }
+                                } else {
+                                    pending_origin.insert(e.name.clone(), out.len());
+                                    self.layers.ino(Place::Upper, e.ino)
+                                }
+                            }
+                        };
+                        out.push(DirEntry {
+                            name: OsStr::from_bytes(&e.name).to_os_string(),
+                            ino,
+                            kind,
+                        });
+                    }
+                }
+            }
+        }
+        if !st.opaque {
+            for ld in &st.lower_dirs {
+                let mut hidden_here = Vec::new();
+                for e in sys::read_dir(ld.fd.as_fd()).map_err(errno)? {
+                    match classify(&ld.fd, &e)? {
+                        Kind::Marker => {}
+                        Kind::Whiteout(name) => hidden_here.push(name),
+                        Kind::Entry(kind) => {
+                            if let Some(idx) = pending_origin.remove(&e.name) {
+                                if out[idx].kind == kind {
+                                    out[idx].ino = self.layers.ino(Place::Lower(ld.layer), e.ino);
+                                }
+                                continue;
+                            }
+                            if !seen.insert(e.name.clone()) {
+                                continue;
+                            }
+                            let ino = self.layers.ino(Place::Lower(ld.layer), e.ino);
+                            out.push(DirEntry {
+                                name: OsStr::from_bytes(&e.name).to_os_string(),
+                                ino,
+                                kind,
+                            });
+                        }
+                    }
+                }
+                for name in hidden_here {
+                    pending_origin.remove(&name);
+                    seen.insert(name);
+                }
+            }
+        }
+        // Names the kernel already knows carry their node's id (a synthetic one on collision).
+        for e in out.iter_mut() {
+            if let Some(id) = self.nodes.child_id(node.id, &e.name) {
+                e.ino = id;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether directory `node` shows no entries at all.
+    pub fn dir_is_empty(&self, node: &Arc<Node>) -> FsResult<bool> {
+        Ok(self.list_dir(node)?.is_empty())
+    }
+}

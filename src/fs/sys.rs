@@ -1,0 +1,512 @@
+//! Thin, safe wrappers over the `*at()` system calls the driver uses. Every path given here
+//! is one name (or a relative path checked by the kernel with `RESOLVE_BENEATH`) resolved
+//! against a directory fd, never a host path built by string joining.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Result of a system call wrapper.
+pub type SysResult<T> = io::Result<T>;
+
+fn cstr(name: &OsStr) -> SysResult<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_ssize(ret: libc::ssize_t) -> SysResult<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Retry a call interrupted by a signal.
+fn retry<T>(mut f: impl FnMut() -> SysResult<T>) -> SysResult<T> {
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; an empty name stats `dir` itself.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<libc::stat64> {
+    let c = cstr(name)?;
+    let mut st = MaybeUninit::<libc::stat64>::uninit();
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    check(unsafe { libc::fstatat64(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), flags) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `fstat(fd)` (works on `O_PATH` fds too).
+pub fn fstat(fd: BorrowedFd<'_>) -> SysResult<libc::stat64> {
+    stat_at(fd, OsStr::new(""))
+}
+
+/// Like [`stat_at`] but maps `ENOENT`/`ENOTDIR` to `None`.
+pub fn stat_at_opt(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<libc::stat64>> {
+    match stat_at(dir, name) {
+        Ok(st) => Ok(Some(st)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)` for a single name.
+pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    let c = cstr(name)?;
+    let fd = retry(|| {
+        check(unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        })
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open a relative path below `root` with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`:
+/// the kernel refuses `..` escapes and symlinks anywhere in the path.
+pub fn open_beneath(root: BorrowedFd<'_>, path: &OsStr, flags: i32) -> SysResult<OwnedFd> {
+    let p = if path.is_empty() {
+        OsStr::new(".")
+    } else {
+        path
+    };
+    let c = cstr(p)?;
+    // struct open_how { u64 flags; u64 mode; u64 resolve; }
+    let how: [u64; 3] = [
+        (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        0,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    ];
+    let fd = retry(|| {
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                how.as_ptr(),
+                std::mem::size_of_val(&how),
+            )
+        };
+        check(r as libc::c_int)
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open a directory (by absolute or relative host path) as an `O_PATH` fd: used only for the
+/// layer roots given on the command line.
+pub fn open_dir_path(path: &std::path::Path) -> SysResult<OwnedFd> {
+    let c = cstr(path.as_os_str())?;
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `/proc/self/fd/N`: lets xattr and mode calls reach the object behind an `O_PATH` fd.
+pub fn proc_path(fd: RawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) })?;
+    Ok(())
+}
+
+pub fn mknod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysResult<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, rdev) })?;
+    Ok(())
+}
+
+pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    let t = cstr(target)?;
+    let c = cstr(name)?;
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn link_at(
+    olddir: BorrowedFd<'_>,
+    oldname: &OsStr,
+    newdir: BorrowedFd<'_>,
+    newname: &OsStr,
+) -> SysResult<()> {
+    let o = cstr(oldname)?;
+    let n = cstr(newname)?;
+    check(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> SysResult<()> {
+    let c = cstr(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+    Ok(())
+}
+
+pub fn rename_at(
+    olddir: BorrowedFd<'_>,
+    oldname: &OsStr,
+    newdir: BorrowedFd<'_>,
+    newname: &OsStr,
+    flags: u32,
+) -> SysResult<()> {
+    let o = cstr(oldname)?;
+    let n = cstr(newname)?;
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    let n = check_ssize(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`; `u32::MAX` leaves a field unchanged.
+pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysResult<()> {
+    let c = cstr(name)?;
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) })?;
+    Ok(())
+}
+
+/// chmod of the object behind an fd (also an `O_PATH` one, through /proc).
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EBADF) {
+        return Err(err);
+    }
+    let p = proc_path(fd.as_raw_fd());
+    check(unsafe { libc::chmod(p.as_ptr(), mode) })?;
+    Ok(())
+}
+
+/// `utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW)`; an empty name sets `dir` itself.
+pub fn utimens_at(dir: BorrowedFd<'_>, name: &OsStr, times: &[libc::timespec; 2]) -> SysResult<()> {
+    if name.is_empty() {
+        // utimensat rejects AT_EMPTY_PATH; go through /proc for O_PATH fds.
+        let p = proc_path(dir.as_raw_fd());
+        check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })?;
+        return Ok(());
+    }
+    let c = cstr(name)?;
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// Read one extended attribute of the object behind `fd`; `Ok(None)` when it is absent or
+/// xattrs are unsupported.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> SysResult<Option<Vec<u8>>> {
+    let p = proc_path(fd.as_raw_fd());
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    get_xattr_path(&p, &n)
+}
+
+fn get_xattr_path(p: &CStr, n: &CStr) -> SysResult<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let r =
+            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            Some(libc::ERANGE) => {
+                let need =
+                    unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+                if need < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                buf.resize(need as usize + 1, 0);
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Raw getxattr through /proc for the FUSE getxattr op (keeps errno as it is).
+pub fn get_xattr_raw(fd: BorrowedFd<'_>, name: &CStr, size: usize) -> SysResult<Vec<u8>> {
+    let p = proc_path(fd.as_raw_fd());
+    let mut buf = vec![0u8; size];
+    let ptr = if size == 0 {
+        std::ptr::null_mut()
+    } else {
+        buf.as_mut_ptr().cast()
+    };
+    let n = check_ssize(unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), ptr, size) })?;
+    if size == 0 {
+        return Ok(vec![0u8; n]);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// All xattr names of the object behind `fd` (empty when unsupported).
+pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
+    let p = proc_path(fd.as_raw_fd());
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_vec())
+                .collect());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            Some(libc::ERANGE) => {
+                let need = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+                if need < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                buf.resize(need as usize + 1, 0);
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
+    let p = proc_path(fd.as_raw_fd());
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    check(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &[u8]) -> SysResult<()> {
+    let p = proc_path(fd.as_raw_fd());
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> SysResult<usize> {
+    retry(|| {
+        check_ssize(unsafe {
+            libc::pread64(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off as i64,
+            )
+        })
+    })
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> SysResult<usize> {
+    retry(|| {
+        check_ssize(unsafe {
+            libc::pwrite64(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as i64)
+        })
+    })
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> SysResult<()> {
+    retry(|| check(unsafe { libc::ftruncate64(fd.as_raw_fd(), len as i64) }))?;
+    Ok(())
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
+    let r = if datasync {
+        unsafe { libc::fdatasync(fd.as_raw_fd()) }
+    } else {
+        unsafe { libc::fsync(fd.as_raw_fd()) }
+    };
+    check(r)?;
+    Ok(())
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> SysResult<()> {
+    retry(|| check(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, off as i64, len as i64) }))?;
+    Ok(())
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> SysResult<i64> {
+    let r = unsafe { libc::lseek64(fd.as_raw_fd(), off, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+) -> SysResult<usize> {
+    let mut oi = off_in as i64;
+    let mut oo = off_out as i64;
+    retry(|| {
+        check_ssize(unsafe {
+            libc::copy_file_range(
+                fd_in.as_raw_fd(),
+                &mut oi,
+                fd_out.as_raw_fd(),
+                &mut oo,
+                len,
+                0,
+            )
+        } as libc::ssize_t)
+    })
+}
+
+pub fn statvfs(fd: BorrowedFd<'_>) -> SysResult<libc::statvfs64> {
+    let mut st = MaybeUninit::<libc::statvfs64>::uninit();
+    check(unsafe { libc::fstatvfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// One directory entry as read by [`read_dir`].
+pub struct RawDirEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub dtype: u8,
+}
+
+/// Every entry of the directory `dir` (an fd of any kind), `.` and `..` excluded.
+pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
+    let fd = open_at(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        let mut pos = 0usize;
+        while pos < n as usize {
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            let rec = &buf[pos..];
+            let ino = u64::from_ne_bytes(rec[0..8].try_into().unwrap_or([0; 8]));
+            let reclen = u16::from_ne_bytes(rec[16..18].try_into().unwrap_or([0; 2])) as usize;
+            let dtype = rec[18];
+            let name_bytes = &rec[19..reclen.max(19)];
+            let len = name_bytes
+                .iter()
+                .position(|b| *b == 0)
+                .unwrap_or(name_bytes.len());
+            let name = &name_bytes[..len];
+            if name != b"." && name != b".." {
+                out.push(RawDirEntry {
+                    name: name.to_vec(),
+                    ino,
+                    dtype,
+                });
+            }
+            if reclen == 0 {
+                break;
+            }
+            pos += reclen;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a stat describes a directory.
+pub fn is_dir(st: &libc::stat64) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Whether a stat describes a non-directory that is not a symlink.
+pub fn is_reg_or_special(st: &libc::stat64) -> bool {
+    let f = st.st_mode & libc::S_IFMT;
+    f != libc::S_IFDIR && f != libc::S_IFLNK
+}

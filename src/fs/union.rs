@@ -1,0 +1,230 @@
+//! The union itself: layers, node table, open handles and the shared helpers every
+//! operation uses (finding nodes, their real objects, their attributes).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Errno, FileType};
+
+use super::attr;
+use super::gate::Gate;
+use super::handles::HandleTable;
+use super::layer::{Layers, Place};
+use super::node::{Link, LowerDir, Node, NodeState, NodeTable, ROOT_ID};
+use super::sys;
+use super::whiteout::{self, Format};
+
+/// Result of a union operation: an errno goes back to the kernel as is.
+pub type FsResult<T> = Result<T, Errno>;
+
+/// Turn an io::Error into the errno the kernel should see.
+pub fn errno(e: std::io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Behaviour switches of a mounted union.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeout: Duration,
+    /// The daemon runs as root: it may chown, and creates files owned by the caller.
+    pub privileged: bool,
+    /// Report owners and modes from `user.containers.override_stat`.
+    pub override_stat: bool,
+}
+
+/// A mounted union.
+#[derive(Debug)]
+pub struct Union {
+    pub layers: Layers,
+    pub nodes: NodeTable,
+    pub handles: HandleTable,
+    pub fmt: Format,
+    pub settings: Settings,
+    pub gate: Gate,
+}
+
+/// A borrowed location of a directory entry: a directory fd and a name in it.
+pub struct Entry {
+    pub dir: Arc<OwnedFd>,
+    pub name: std::ffi::OsString,
+}
+
+impl Entry {
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+impl Union {
+    /// Build the union and its root node.
+    pub fn new(layers: Layers, fmt: Format, settings: Settings) -> std::io::Result<Union> {
+        let mut state = NodeState::default();
+        let mut root_ino = None;
+        if let Some(up) = &layers.upper {
+            let fd = sys::open_at(
+                up.fd(),
+                OsStr::new("."),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            )?;
+            state.in_upper = true;
+            state.opaque = whiteout::is_opaque_dir(fd.as_fd())?;
+            root_ino = Some(layers.ino(Place::Upper, sys::fstat(fd.as_fd())?.st_ino));
+            state.upper_dir = Some(Arc::new(fd));
+        }
+        if !state.opaque {
+            for (i, l) in layers.lowers.iter().enumerate() {
+                let fd =
+                    sys::open_at(l.fd(), OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                let opaque = whiteout::is_opaque_dir(fd.as_fd())?;
+                if root_ino.is_none() || i == 0 {
+                    root_ino = Some(layers.ino(Place::Lower(i), sys::fstat(fd.as_fd())?.st_ino));
+                }
+                state.lower_dirs.push(LowerDir::new(i, Arc::new(fd)));
+                if opaque {
+                    break;
+                }
+            }
+        }
+        state.lower_path = Some(Default::default());
+        let _ = root_ino;
+        let root = Node::new(
+            FileType::Directory,
+            ROOT_ID,
+            Link {
+                parent: ROOT_ID,
+                name: Default::default(),
+            },
+            state,
+        );
+        let nodes = NodeTable::default();
+        nodes.insert(Arc::new(root));
+        Ok(Union {
+            layers,
+            nodes,
+            handles: HandleTable::default(),
+            fmt,
+            settings,
+            gate: Gate::default(),
+        })
+    }
+
+    /// The node the kernel calls `id`.
+    pub fn node(&self, id: u64) -> FsResult<Arc<Node>> {
+        self.nodes.get(id).ok_or(Errno::ENOENT)
+    }
+
+    /// The parent directory node of `node` (ENOENT once its name was removed).
+    pub fn parent_of(&self, node: &Node) -> FsResult<(Arc<Node>, std::ffi::OsString)> {
+        let link = node.link();
+        if link.parent == super::node::DETACHED {
+            return Err(Errno::ENOENT);
+        }
+        Ok((self.node(link.parent)?, link.name))
+    }
+
+    /// Where the object of `node` lives now: for a directory its own fd (empty name), for
+    /// anything else its parent's directory in the right layer and its name.
+    pub fn entry_of(&self, node: &Node) -> FsResult<Entry> {
+        let st = node.state.read();
+        if node.is_dir() {
+            if let Some(u) = &st.upper_dir {
+                return Ok(Entry {
+                    dir: u.clone(),
+                    name: Default::default(),
+                });
+            }
+            let l = st.lower_dirs.first().ok_or(Errno::ENOENT)?;
+            return Ok(Entry {
+                dir: l.fd.clone(),
+                name: Default::default(),
+            });
+        }
+        if let (Some(key), Some(idx)) = (&st.indexed, &self.layers.index) {
+            return Ok(Entry {
+                dir: idx.clone(),
+                name: key.clone(),
+            });
+        }
+        let in_upper = st.in_upper;
+        let lower_layer = st.lower_layer;
+        drop(st);
+        let (parent, name) = self.parent_of(node)?;
+        let pst = parent.state.read();
+        if in_upper {
+            let dir = pst.upper_dir.clone().ok_or(Errno::EIO)?;
+            return Ok(Entry { dir, name });
+        }
+        let layer = lower_layer.ok_or(Errno::EIO)?;
+        let l = pst
+            .lower_dirs
+            .iter()
+            .find(|d| d.layer == layer)
+            .ok_or(Errno::EIO)?;
+        Ok(Entry {
+            dir: l.fd.clone(),
+            name,
+        })
+    }
+
+    /// stat of the real object behind `node`.
+    pub fn real_stat(&self, node: &Node) -> FsResult<libc::stat64> {
+        let e = self.entry_of(node)?;
+        sys::stat_at(e.dir(), &e.name).map_err(errno)
+    }
+
+    /// The attributes the kernel sees for `node` (through an open fd once its names are gone).
+    pub fn attr(&self, node: &Node) -> FsResult<fuser::FileAttr> {
+        let st = match self.real_stat(node) {
+            Err(e) if e == Errno::ENOENT => {
+                let fd = node.open_fd.lock().upgrade().ok_or(e)?;
+                sys::fstat(fd.as_fd()).map_err(errno)?
+            }
+            other => other?,
+        };
+        Ok(self.attr_from_stat(node, &st))
+    }
+
+    /// Attributes of `node` from a stat of its real object.
+    pub fn attr_from_stat(&self, node: &Node, st: &libc::stat64) -> fuser::FileAttr {
+        let s = node.state.read();
+        if let Some(key) = &s.indexed {
+            // The index entry holds one link of its own; lower names not linked up yet count.
+            let mut st = *st;
+            st.st_nlink = (st.st_nlink.saturating_sub(1) + self.index_pending(key) as u64).max(1);
+            return attr::to_file_attr(&st, node.id, false, s.over.as_ref());
+        }
+        let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
+        attr::to_file_attr(st, node.id, merged, s.over.as_ref())
+    }
+
+    /// An O_PATH fd for the upper directory of dir `node`, copying it (and its parents) up.
+    pub fn upper_dir(&self, node: &Arc<Node>) -> FsResult<Arc<OwnedFd>> {
+        if let Some(fd) = &node.state.read().upper_dir {
+            return Ok(fd.clone());
+        }
+        if self.layers.upper.is_none() {
+            return Err(Errno::EROFS);
+        }
+        super::copyup::copy_up(self, node)?;
+        node.state.read().upper_dir.clone().ok_or(Errno::EIO)
+    }
+
+    /// The work directory (EROFS on a read-only mount).
+    pub fn work(&self) -> FsResult<BorrowedFd<'_>> {
+        self.layers
+            .work
+            .as_ref()
+            .map(|w| w.as_fd())
+            .ok_or(Errno::EROFS)
+    }
+
+    /// A fresh unique name for a temp file in the work dir.
+    pub fn temp_name(&self) -> std::ffi::OsString {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("#strata-{}-{}", std::process::id(), n).into()
+    }
+}

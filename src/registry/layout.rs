@@ -1,0 +1,227 @@
+//! The OCI image layout on disk (`oci-layout`, `index.json`, `blobs/sha256/<hex>`): atomic
+//! writes, blob paths and checks, and `index.json` entries by ref name.
+
+use crate::registry::digest::{hash_file, sha256_digest, sha256_hex};
+use crate::registry::error::{Error, Result};
+use crate::registry::manifest::{Descriptor, IMAGE_NAME, ImageIndex, OCI_INDEX, REF_NAME};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory with `mode`,
+/// fsync, rename over `path`, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// fsyncs a directory so a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Creates the layout skeleton if missing.
+pub fn init(dir: &Path) -> Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| Error::io("create directory", &blobs, e))?;
+    let marker = dir.join("oci-layout");
+    if !marker.exists() {
+        // Written aside and hard-linked into place: never replaced once there, as its lock
+        // guards index.json (see add_to_index).
+        let aside = dir.join(format!(".oci-layout.{}", std::process::id()));
+        write_atomic(&aside, br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+        let linked = std::fs::hard_link(&aside, &marker);
+        let _ = std::fs::remove_file(&aside);
+        match linked {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create", &marker, e)),
+        }
+    }
+    let index = dir.join("index.json");
+    if !index.exists() {
+        write_index(dir, &empty_index())?;
+    }
+    Ok(())
+}
+
+fn empty_index() -> ImageIndex {
+    ImageIndex {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.to_string()),
+        manifests: Vec::new(),
+        annotations: None,
+    }
+}
+
+/// `dir/blobs/sha256/<hex>`.
+pub fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
+    Ok(dir.join("blobs/sha256").join(sha256_hex(digest)?))
+}
+
+/// Whether the blob is present under its final name with the right size and content.
+pub fn has_valid_blob(dir: &Path, digest: &str, size: u64) -> Result<bool> {
+    let p = blob_path(dir, digest)?;
+    match std::fs::metadata(&p) {
+        Ok(m) if m.len() == size => Ok(hash_file(&p)?.0 == digest),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat", &p, e)),
+    }
+}
+
+/// Stores a small blob held in memory, after checking its digest.
+pub fn write_blob(dir: &Path, digest: &str, bytes: &[u8]) -> Result<()> {
+    let actual = sha256_digest(bytes);
+    if actual != digest {
+        return Err(Error::DigestMismatch {
+            digest: digest.to_string(),
+            actual,
+        });
+    }
+    let p = blob_path(dir, digest)?;
+    if has_valid_blob(dir, digest, bytes.len() as u64)? {
+        return Ok(());
+    }
+    write_atomic(&p, bytes, 0o644)
+}
+
+/// Reads a whole small blob (manifest, config), verifying its digest.
+pub fn read_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
+    let p = blob_path(dir, digest)?;
+    let bytes = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
+    let actual = sha256_digest(&bytes);
+    if actual != digest {
+        return Err(Error::DigestMismatch {
+            digest: digest.to_string(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads `index.json`.
+pub fn read_index(dir: &Path) -> Result<ImageIndex> {
+    let p = dir.join("index.json");
+    let bytes = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Layout {
+        path: dir.to_path_buf(),
+        reason: format!("index.json: {e}"),
+    })
+}
+
+fn write_index(dir: &Path, index: &ImageIndex) -> Result<()> {
+    let bytes = serde_json::to_vec(index).map_err(|e| Error::Layout {
+        path: dir.to_path_buf(),
+        reason: format!("index.json: {e}"),
+    })?;
+    write_atomic(&dir.join("index.json"), &bytes, 0o644)
+}
+
+/// Adds `desc` to `index.json`, replacing any entry with the same ref name annotation.
+pub fn add_to_index(dir: &Path, desc: Descriptor) -> Result<()> {
+    // `oci-layout` is never replaced, so its lock serialises index.json updates.
+    let marker = dir.join("oci-layout");
+    let guard = std::fs::File::open(&marker).map_err(|e| Error::io("open", &marker, e))?;
+    lock(&guard).map_err(|e| Error::io("lock", &marker, e))?;
+    let mut index = match read_index(dir) {
+        Ok(i) => i,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            empty_index()
+        }
+        Err(e) => return Err(e),
+    };
+    let name = ref_name(&desc).map(str::to_string);
+    if name.is_some() {
+        index.manifests.retain(|d| ref_name(d) != name.as_deref());
+    }
+    index.manifests.push(desc);
+    write_index(dir, &index)
+}
+
+/// The ref name annotation of a descriptor.
+pub fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
+}
+
+/// Finds the manifest to use in a layout: by ref name, full image name, or digest; with
+/// `None`, the only one.
+pub fn resolve(dir: &Path, selector: Option<&str>) -> Result<Descriptor> {
+    let index = read_index(dir)?;
+    let found: Vec<&Descriptor> = match selector {
+        None => index.manifests.iter().collect(),
+        Some(s) => index
+            .manifests
+            .iter()
+            .filter(|d| {
+                d.digest == s
+                    || ref_name(d) == Some(s)
+                    || d.annotations
+                        .as_ref()
+                        .and_then(|a| a.get(IMAGE_NAME))
+                        .is_some_and(|n| n == s)
+            })
+            .collect(),
+    };
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::Layout {
+            path: dir.to_path_buf(),
+            reason: match selector {
+                Some(s) => format!("no image named {s:?} in index.json"),
+                None => "index.json lists no image".to_string(),
+            },
+        }),
+        many => Err(Error::Layout {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "{} images match{}; name one",
+                many.len(),
+                selector.map(|s| format!(" {s:?}")).unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// Takes an exclusive `flock` on the file, waiting for it; released when the file closes.
+pub(crate) fn lock(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a valid open descriptor has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The Bearer token flow, index platform selection and digest verification, against a small
+//! in-process HTTP registry that speaks like Docker Hub (token realm, scoped challenges).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use strata::registry::auth::Credentials;
+use strata::registry::digest::sha256_digest;
+use strata::registry::manifest::{DOCKER_LIST, DOCKER_MANIFEST};
+use strata::registry::{ClientOptions, Error, NoProgress, Platform, PullOptions, Reference, pull};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+struct Mock {
+    port: u16,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+type Routes = HashMap<String, (String, Vec<u8>)>;
+
+fn respond(mut s: &TcpStream, status: &str, headers: &[(String, String)], body: &[u8]) {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let _ = s.write_all(out.as_bytes());
+    let _ = s.write_all(body);
+}
+
+fn serve(stream: TcpStream, port: u16, routes: &Routes, hits: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut auth = String::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("authorization")
+        {
+            auth = v.trim().to_string();
+        }
+    }
+    if let Ok(mut v) = hits.lock() {
+        v.push(format!("{method} {path}"));
+    }
+    if path.starts_with("/token") {
+        let good = format!(
+            "Basic {}",
+            Credentials {
+                username: "u".into(),
+                password: "p".into()
+            }
+            .encoded()
+        );
+        if auth == good {
+            respond(
+                &stream,
+                "200 OK",
+                &[("Content-Type".into(), "application/json".into())],
+                br#"{"token":"T"}"#,
+            );
+        } else {
+            respond(&stream, "401 Unauthorized", &[], b"{}");
+        }
+        return;
+    }
+    if auth != "Bearer T" {
+        let repo = path
+            .trim_start_matches("/v2/")
+            .split("/manifests/")
+            .next()
+            .unwrap_or("");
+        let repo = repo.split("/blobs/").next().unwrap_or("");
+        let challenge = format!(
+            r#"Bearer realm="http://127.0.0.1:{port}/token",service="mock",scope="repository:{repo}:pull""#
+        );
+        respond(
+            &stream,
+            "401 Unauthorized",
+            &[("WWW-Authenticate".into(), challenge)],
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"auth"}]}"#,
+        );
+        return;
+    }
+    match routes.get(&path) {
+        Some((ct, body)) => respond(
+            &stream,
+            "200 OK",
+            &[("Content-Type".into(), ct.clone())],
+            body,
+        ),
+        None => respond(
+            &stream,
+            "404 Not Found",
+            &[],
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#,
+        ),
+    }
+}
+
+impl Mock {
+    fn start(routes: Routes) -> Result<Mock, Box<dyn std::error::Error>> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let h = hits.clone();
+        let routes = Arc::new(routes);
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let (h, routes) = (h.clone(), routes.clone());
+                std::thread::spawn(move || serve(s, port, &routes, &h));
+            }
+        });
+        Ok(Mock { port, hits })
+    }
+    fn count(&self, prefix: &str) -> usize {
+        self.hits
+            .lock()
+            .map(|v| v.iter().filter(|l| l.starts_with(prefix)).count())
+            .unwrap_or(0)
+    }
+}
+
+fn manifest(config: &[u8], layers: &[&[u8]], note: &str) -> Vec<u8> {
+    let ls: Vec<String> = layers
+        .iter()
+        .map(|l| format!(r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":{},"digest":"{}"}}"#, l.len(), sha256_digest(l)))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{}"}},"layers":[{}],"annotations":{{"n":"{note}"}}}}"#,
+        config.len(),
+        sha256_digest(config),
+        ls.join(",")
+    )
+    .into_bytes()
+}
+
+fn opts(creds: Option<(&str, &str)>) -> PullOptions {
+    PullOptions {
+        client: ClientOptions {
+            tls_verify: false,
+            credentials: creds.map(|(u, p)| Credentials {
+                username: u.into(),
+                password: p.into(),
+            }),
+            auth_file: Some("/nonexistent/strata-test-auth.json".into()),
+            ..ClientOptions::default()
+        },
+        ..PullOptions::default()
+    }
+}
+
+#[test]
+fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layers: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| vec![i; 100_000 + usize::from(i)])
+        .collect();
+    let lrefs: Vec<&[u8]> = layers.iter().map(|l| l.as_slice()).collect();
+    let amd = manifest(&config, &lrefs, "amd64");
+    let arm = manifest(&config, &lrefs[..1], "arm64");
+    let list = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","size":{},"digest":"{}","platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{DOCKER_MANIFEST}","size":{},"digest":"{}","platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#,
+        amd.len(), sha256_digest(&amd), arm.len(), sha256_digest(&arm)
+    ).into_bytes();
+    let bad_layer = vec![9u8; 5000];
+    let bad = manifest(&config, &[&bad_layer], "bad");
+    let mut routes = Routes::new();
+    let m = |b: &[u8]| (DOCKER_MANIFEST.to_string(), b.to_vec());
+    routes.insert("/v2/lib/app/manifests/1".into(), m(&amd));
+    routes.insert(
+        "/v2/lib/app/manifests/multi".into(),
+        (DOCKER_LIST.to_string(), list.clone()),
+    );
+    routes.insert(
+        format!("/v2/lib/app/manifests/{}", sha256_digest(&amd)),
+        m(&amd),
+    );
+    routes.insert(
+        format!("/v2/lib/app/manifests/{}", sha256_digest(&arm)),
+        m(&arm),
+    );
+    routes.insert("/v2/lib/app/manifests/bad".into(), m(&bad));
+    let blob = |b: &[u8]| ("application/octet-stream".to_string(), b.to_vec());
+    routes.insert(
+        format!("/v2/lib/app/blobs/{}", sha256_digest(&config)),
+        blob(&config),
+    );
+    for l in &layers {
+        routes.insert(format!("/v2/lib/app/blobs/{}", sha256_digest(l)), blob(l));
+    }
+    // Served content of the right size that does not match its digest.
+    routes.insert(
+        format!("/v2/lib/app/blobs/{}", sha256_digest(&bad_layer)),
+        blob(&[8u8; 5000]),
+    );
+    let mock = Mock::start(routes)?;
+    let host = format!("127.0.0.1:{}", mock.port);
+    let tmp = tempfile::tempdir()?;
+    let never = |_: &str| false;
+
+    // Bearer flow: one token for the scope, shared by the parallel layer downloads.
+    let res = pull(
+        &Reference::parse(&format!("{host}/lib/app:1"))?,
+        &opts(Some(("u", "p"))),
+        &tmp.path().join("a"),
+        &never,
+        &NoProgress,
+    )?;
+    assert_eq!(res.manifest_media_type, DOCKER_MANIFEST);
+    assert_eq!(res.layers.len(), 4);
+    assert_eq!(res.downloaded.len(), 5);
+    assert_eq!(mock.count("GET /token"), 1);
+    let index = std::fs::read_to_string(tmp.path().join("a/index.json"))?;
+    assert!(
+        index.contains(DOCKER_MANIFEST)
+            && index.contains(r#""org.opencontainers.image.ref.name":"1""#),
+        "{index}"
+    );
+
+    // Manifest list: the host platform by default, or the one asked for.
+    let multi = Reference::parse(&format!("{host}/lib/app:multi"))?;
+    let res = pull(
+        &multi,
+        &opts(Some(("u", "p"))),
+        &tmp.path().join("b"),
+        &never,
+        &NoProgress,
+    )?;
+    if Platform::host().to_string() == "linux/amd64" {
+        assert_eq!(res.manifest_digest, sha256_digest(&amd));
+    }
+    assert_eq!(res.index_digest, Some(sha256_digest(&list)));
+    let arm_opts = PullOptions {
+        platform: Some(Platform::parse("linux/arm64")?),
+        ..opts(Some(("u", "p")))
+    };
+    let res = pull(
+        &multi,
+        &arm_opts,
+        &tmp.path().join("c"),
+        &never,
+        &NoProgress,
+    )?;
+    assert_eq!(res.manifest_digest, sha256_digest(&arm));
+    assert_eq!(res.layers.len(), 1);
+    let e = pull(
+        &multi,
+        &PullOptions {
+            platform: Some(Platform::parse("linux/s390x")?),
+            ..opts(Some(("u", "p")))
+        },
+        &tmp.path().join("d"),
+        &never,
+        &NoProgress,
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("no image for platform linux/s390x"), "{e}");
+
+    // Digest mismatch names the blob, and leaves nothing under its name.
+    let e = pull(
+        &Reference::parse(&format!("{host}/lib/app:bad"))?,
+        &opts(Some(("u", "p"))),
+        &tmp.path().join("e"),
+        &never,
+        &NoProgress,
+    )
+    .err()
+    .ok_or("a corrupt blob was accepted")?;
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e:?}");
+    assert!(e.to_string().contains(&sha256_digest(&bad_layer)));
+    assert!(
+        !strata::registry::layout::blob_path(&tmp.path().join("e"), &sha256_digest(&bad_layer))?
+            .exists()
+    );
+
+    // Wrong password and no credentials: each its one-line error.
+    let e = pull(
+        &Reference::parse(&format!("{host}/lib/app:1"))?,
+        &opts(Some(("u", "x"))),
+        &tmp.path().join("f"),
+        &never,
+        &NoProgress,
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("wrong username or password"), "{e}");
+    let e = pull(
+        &Reference::parse(&format!("{host}/lib/app:1"))?,
+        &opts(None),
+        &tmp.path().join("f"),
+        &never,
+        &NoProgress,
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        e.contains("requires authentication for pull of lib/app"),
+        "{e}"
+    );
+
+    // Missing tag behind auth.
+    let e = pull(
+        &Reference::parse(&format!("{host}/lib/app:nope"))?,
+        &opts(Some(("u", "p"))),
+        &tmp.path().join("g"),
+        &never,
+        &NoProgress,
+    )
+    .err()
+    .ok_or("missing tag pulled")?;
+    assert!(matches!(e, Error::ManifestUnknown { .. }), "{e:?}");
+    Ok(())
+}
