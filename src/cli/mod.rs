@@ -5,6 +5,7 @@ mod containers;
 mod images;
 mod maint;
 pub mod progress;
+mod registry;
 mod transfer;
 
 use crate::store::Store;
@@ -175,6 +176,45 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: OutFormat,
     },
+    /// Pull an image from a registry into the store.
+    Pull {
+        /// [REGISTRY/]NAME[:TAG|@DIGEST].
+        reference: String,
+        /// OS/ARCH[/VARIANT] to pick from a multi-platform image.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+    },
+    /// Push an image to a registry.
+    Push {
+        /// The image in the store.
+        image: String,
+        /// Destination [REGISTRY/]NAME[:TAG] (default: the image's name).
+        destination: Option<String>,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+    },
+    /// Store credentials for a registry.
+    Login {
+        /// Registry host[:port].
+        host: String,
+        /// User name.
+        #[arg(short, long)]
+        username: String,
+        /// Password (default: read one line from stdin).
+        #[arg(short, long)]
+        password: Option<String>,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+    },
+    /// Remove stored credentials for a registry.
+    Logout {
+        /// Registry host[:port].
+        host: String,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+    },
     /// Show which layer provides a path and what every layer has there.
     Explain {
         /// Image or container.
@@ -250,6 +290,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             containers::commit(&store, &container, &opts, q)
         }
         Cmd::Diff { container, format } => containers::diff(&store, &container, format),
+        Cmd::Pull {
+            reference,
+            platform,
+            registry: r,
+        } => registry::pull(&store, &reference, platform.as_deref(), &r, q),
+        Cmd::Push {
+            image,
+            destination,
+            registry: r,
+        } => registry::push(&store, &image, destination.as_deref(), &r, q),
+        Cmd::Login {
+            host,
+            username,
+            password,
+            registry: r,
+        } => registry::login(&host, &username, password.as_deref(), &r),
+        Cmd::Logout { host, registry: r } => registry::logout(&host, &r),
         Cmd::Explain {
             target,
             path,

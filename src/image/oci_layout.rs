@@ -177,8 +177,17 @@ pub fn write(
             }
         }
         let mdg = Digest::of(&img.manifest);
+        // Pulled Docker schema 2 manifests keep their own media type.
+        let mt = serde_json::from_slice::<serde_json::Value>(&img.manifest)
+            .ok()
+            .and_then(|v| {
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| media::MANIFEST.to_string());
         let base = Descriptor {
-            media_type: media::MANIFEST.into(),
+            media_type: mt,
             digest: mdg.to_string(),
             size: img.manifest.len() as u64,
             annotations: None,
