@@ -58,7 +58,8 @@ pub fn resolve(layers: &[PathBuf], rel: &Path) -> Option<Resolved> {
     let mut paths = vec![PathBuf::new(); layers.len()];
     let (mut start, mut end) = (0usize, layers.len());
     for c in comps {
-        for p in paths.iter_mut().take(end).skip(start) {
+        // Every layer's path follows (also outside the range, for explain's display).
+        for p in paths.iter_mut() {
             p.push(c);
         }
         let mut found = None;
@@ -86,7 +87,7 @@ pub fn resolve(layers: &[PathBuf], rel: &Path) -> Option<Resolved> {
                     let below = paths.get(i + 1).unwrap_or(&paths[i]);
                     let parent = below.parent().map(Path::to_path_buf).unwrap_or_default();
                     if let Some(origin) = redirect_of(&layers[i].join(&paths[i]), &parent) {
-                        for p in paths.iter_mut().take(end).skip(i + 1) {
+                        for p in paths.iter_mut().skip(i + 1) {
                             p.clone_from(&origin);
                         }
                     }
