@@ -5,5 +5,8 @@
 //! (store, image formats, registry, CLI) keeps content-addressed layers and mounts images
 //! through [`fs`]. Data flows one way: CLI -> store/image -> fs.
 
+pub mod cli;
 pub mod fs;
+pub mod image;
 pub mod registry;
+pub mod store;

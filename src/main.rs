@@ -1,5 +1,8 @@
-//! `strata`: the image CLI.
+//! `strata`: the image CLI. Parses arguments and hands them to the library's `cli` module.
+
+use clap::Parser;
+
 fn main() {
-    eprintln!("strata: no commands yet");
-    std::process::exit(2);
+    let cli = strata::cli::Cli::parse();
+    std::process::exit(strata::cli::run(cli));
 }

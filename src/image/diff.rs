@@ -1,0 +1,476 @@
+//! Tar diff: turn an overlay upper directory (or any directory) into a deterministic layer tar
+//! with OCI whiteouts, and list its changes against the lower layers like `docker diff`.
+
+use super::fsutil::{self, OVERRIDE_XATTR, WH_OPAQUE, WH_PREFIX};
+use super::union;
+use super::{ImageError, Result};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use tar::{EntryType, Header};
+
+/// How to read the source directory.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// The source is an overlay upper: translate whiteouts and opaque dirs to OCI form.
+    pub overlay: bool,
+    /// Lower layers (topmost first), for metacopy files whose data lives below.
+    pub lowers: Vec<PathBuf>,
+    /// Rootless: entries owned by this uid:gid without an override xattr (files the user
+    /// made, symlinks, which cannot carry `user.` xattrs) are written as owned by 0:0, as in
+    /// a user namespace where the user is root.
+    pub map_owner: Option<(u32, u32)>,
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<OsString>> {
+    let mut names: Vec<OsString> = fs::read_dir(dir)
+        .map_err(ImageError::io(format!("read dir {}", dir.display())))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(ImageError::io(format!("read dir {}", dir.display())))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+fn ignored_xattr(name: &str) -> bool {
+    name == OVERRIDE_XATTR
+        || name.starts_with("trusted.overlay.")
+        || name.starts_with("user.overlay.")
+        || name.starts_with("user.fuseoverlayfs.")
+}
+
+struct Writer<'a, W: Write> {
+    b: tar::Builder<W>,
+    opts: &'a DiffOptions,
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+/// Write `src` as a layer tar to `out`; the same tree gives the same bytes every time.
+pub fn write_layer_tar<W: Write>(src: &Path, out: W, opts: &DiffOptions) -> Result<W> {
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    b.follow_symlinks(false);
+    let mut w = Writer {
+        b,
+        opts,
+        links: HashMap::new(),
+    };
+    w.walk(src, Path::new(""), None)?;
+    w.b.into_inner().map_err(ImageError::io("finish layer tar"))
+}
+
+impl<W: Write> Writer<'_, W> {
+    /// Write the entries of upper dir `abs` at `rel`. `origin` is set inside a redirected
+    /// (renamed) directory: the lower path whose contents merge in, written out in full.
+    fn walk(&mut self, abs: &Path, rel: &Path, origin: Option<&Path>) -> Result<()> {
+        for (name, in_upper) in merged_names(abs, origin, &self.opts.lowers, self.opts.overlay)? {
+            let r = rel.join(&name);
+            let lower_rel = origin.map(|o| o.join(&name)).unwrap_or_else(|| r.clone());
+            if !in_upper {
+                self.lower_subtree(&lower_rel, &r)?;
+                continue;
+            }
+            let p = abs.join(&name);
+            let meta = p
+                .symlink_metadata()
+                .map_err(ImageError::io(format!("stat {}", p.display())))?;
+            let nb = name.as_bytes();
+            if self.opts.overlay {
+                if fsutil::is_whiteout_dev(&meta) {
+                    let mut wh = WH_PREFIX.as_bytes().to_vec();
+                    wh.extend_from_slice(nb);
+                    let whp = rel.join(std::ffi::OsStr::from_bytes(&wh));
+                    self.empty_file(&whp, meta.mtime())?;
+                    continue;
+                }
+                if nb == WH_OPAQUE.as_bytes() {
+                    continue; // emitted with its directory
+                }
+                if nb.starts_with(WH_PREFIX.as_bytes()) && meta.is_file() {
+                    self.empty_file(&r, meta.mtime())?;
+                    continue;
+                }
+            }
+            self.entry(&p, &r, &meta, &lower_rel)?;
+            if meta.is_dir() {
+                let opaque = self.opts.overlay && fsutil::is_opaque_dir(&p);
+                let redirect = if self.opts.overlay && !opaque {
+                    union::redirect_of(&p, origin.unwrap_or(rel))
+                } else {
+                    None
+                };
+                if opaque || redirect.is_some() {
+                    self.empty_file(&r.join(WH_OPAQUE), meta.mtime())?;
+                }
+                let child_origin = match (opaque, redirect, origin) {
+                    (true, _, _) => None,
+                    (false, Some(rd), _) => Some(rd),
+                    (false, None, Some(_)) => Some(lower_rel.clone()),
+                    (false, None, None) => None,
+                };
+                self.walk(&p, &r, child_origin.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the union of the lower layers at `lower_rel` (a file or a whole tree) at `rel`.
+    fn lower_subtree(&mut self, lower_rel: &Path, rel: &Path) -> Result<()> {
+        let Some(i) = union::lookup(&self.opts.lowers, lower_rel) else {
+            return Ok(());
+        };
+        let lp = self.opts.lowers[i].join(lower_rel);
+        let meta = lp
+            .symlink_metadata()
+            .map_err(ImageError::io(format!("stat {}", lp.display())))?;
+        self.entry(&lp, rel, &meta, lower_rel)?;
+        if meta.is_dir() {
+            for n in union::list_dir(&self.opts.lowers, lower_rel) {
+                self.lower_subtree(&lower_rel.join(&n), &rel.join(&n))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn empty_file(&mut self, rel: &Path, mtime: i64) -> Result<()> {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime.max(0) as u64);
+        self.b
+            .append_data(&mut h, rel, io::empty())
+            .map_err(ImageError::io(format!("write tar {}", rel.display())))
+    }
+
+    fn entry(&mut self, p: &Path, rel: &Path, meta: &fs::Metadata, lower_rel: &Path) -> Result<()> {
+        let ctx = |what: &str| ImageError::io(format!("{what} {}", p.display()));
+        let (mut uid, mut gid, mut mode) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
+        let mut dev_type: Option<String> = None;
+        if let Some((u, g)) = self.opts.map_owner {
+            if uid == u {
+                uid = 0;
+            }
+            if gid == g {
+                gid = 0;
+            }
+        }
+        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
+        let ft = meta.file_type();
+        for xn in fsutil::list_xattrs(p).map_err(ctx("list xattrs of"))? {
+            if xn == OVERRIDE_XATTR {
+                if let Some(v) = fsutil::get_xattr(p, &xn).map_err(ctx("read xattr of"))?
+                    && let Some((u, g, m, t)) = fsutil::parse_override(&v)
+                {
+                    (uid, gid, mode, dev_type) = (u, g, m & 0o7777, t);
+                }
+                continue;
+            }
+            if ignored_xattr(&xn) {
+                continue;
+            }
+            if let Some(v) = fsutil::get_xattr(p, &xn).map_err(ctx("read xattr of"))? {
+                xattrs.push((xn, v));
+            }
+        }
+        if !xattrs.is_empty() {
+            let pax: Vec<(String, Vec<u8>)> = xattrs
+                .into_iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v))
+                .collect();
+            self.b
+                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(ctx("write pax header for"))?;
+        }
+        let mut h = Header::new_gnu();
+        h.set_uid(uid as u64);
+        h.set_gid(gid as u64);
+        h.set_mode(mode);
+        h.set_mtime(meta.mtime().max(0) as u64);
+        h.set_size(0);
+        let tname = if ft.is_dir() {
+            let mut s = rel.as_os_str().to_owned();
+            s.push("/");
+            PathBuf::from(s)
+        } else {
+            rel.to_path_buf()
+        };
+        if ft.is_dir() {
+            h.set_entry_type(EntryType::Directory);
+            return self
+                .b
+                .append_data(&mut h, &tname, io::empty())
+                .map_err(ctx("write tar"));
+        }
+        if ft.is_symlink() {
+            h.set_entry_type(EntryType::Symlink);
+            let target = fs::read_link(p).map_err(ctx("readlink"))?;
+            return self
+                .b
+                .append_link(&mut h, &tname, &target)
+                .map_err(ctx("write tar"));
+        }
+        if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || dev_type.is_some() {
+            let (kind, maj, min) = match dev_type.as_deref().and_then(parse_dev_type) {
+                Some(t) => t,
+                None if ft.is_fifo() => (EntryType::Fifo, 0, 0),
+                None => {
+                    let k = if ft.is_char_device() {
+                        EntryType::Char
+                    } else {
+                        EntryType::Block
+                    };
+                    (k, libc::major(meta.rdev()), libc::minor(meta.rdev()))
+                }
+            };
+            if ft.is_file() || ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+                h.set_entry_type(kind);
+                h.set_device_major(maj).map_err(ctx("device major of"))?;
+                h.set_device_minor(min).map_err(ctx("device minor of"))?;
+                return self
+                    .b
+                    .append_data(&mut h, &tname, io::empty())
+                    .map_err(ctx("write tar"));
+            }
+        }
+        // Regular file.
+        if meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.links.get(&key).cloned() {
+                h.set_entry_type(EntryType::Link);
+                return self
+                    .b
+                    .append_link(&mut h, &tname, &first)
+                    .map_err(ctx("write tar"));
+            }
+            self.links.insert(key, rel.to_path_buf());
+        }
+        let data_path = self.data_source(p, lower_rel)?;
+        // Never follow a symlink swapped in since the walk saw a regular file here.
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&data_path)
+                .map_err(ctx("open"))?
+        };
+        let fmeta = f.metadata().map_err(ctx("stat"))?;
+        if data_path == p && (fmeta.dev(), fmeta.ino()) != (meta.dev(), meta.ino()) {
+            return Err(ImageError::Format(format!(
+                "{} changed while the layer was written",
+                p.display()
+            )));
+        }
+        let len = fmeta.len();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(len);
+        self.b
+            .append_data(&mut h, &tname, io::Read::take(f, len))
+            .map_err(ctx("write tar"))
+    }
+
+    /// Metacopy files keep their data in a lower layer.
+    fn data_source(&self, p: &Path, lower_rel: &Path) -> Result<PathBuf> {
+        let meta_copy = ["trusted.overlay.metacopy", "user.overlay.metacopy"]
+            .iter()
+            .any(|n| fsutil::get_xattr(p, n).ok().flatten().is_some());
+        if !meta_copy || self.opts.lowers.is_empty() {
+            return Ok(p.to_path_buf());
+        }
+        match union::lookup(&self.opts.lowers, lower_rel) {
+            Some(i) => Ok(self.opts.lowers[i].join(lower_rel)),
+            None => Err(ImageError::Format(format!(
+                "metacopy file {} has no data in a lower layer",
+                lower_rel.display()
+            ))),
+        }
+    }
+}
+
+/// Every entry of the merged dir (upper `abs` over the lowers at `origin`) as added at `rel`.
+fn added_merged(
+    abs: &Path,
+    rel: &Path,
+    origin: &Path,
+    lowers: &[PathBuf],
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    for (name, in_upper) in merged_names(abs, Some(origin), lowers, true)? {
+        let r = rel.join(&name);
+        let lo = origin.join(&name);
+        out.push(Change::Added(r.clone()));
+        let p = abs.join(&name);
+        let is_dir = if in_upper {
+            p.symlink_metadata().is_ok_and(|m| m.is_dir())
+        } else {
+            union::lookup(lowers, &lo).is_some_and(|i| {
+                lowers[i]
+                    .join(&lo)
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.is_dir())
+            })
+        };
+        if !is_dir {
+            continue;
+        }
+        if in_upper && fsutil::is_opaque_dir(&p) {
+            added_merged(&p, &r, &lo, &[], out)?;
+        } else {
+            let child = if in_upper {
+                union::redirect_of(&p, origin).unwrap_or(lo)
+            } else {
+                lo
+            };
+            added_merged(&p, &r, &child, lowers, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The names of an upper dir, sorted bytewise, each with "is in the upper dir". With an
+/// `origin` (inside a redirected dir) the lower names there are merged in, and upper
+/// whiteouts are applied to them instead of being listed.
+fn merged_names(
+    abs: &Path,
+    origin: Option<&Path>,
+    lowers: &[PathBuf],
+    overlay: bool,
+) -> Result<Vec<(OsString, bool)>> {
+    // Inside a redirected dir, a directory may exist only below (no upper dir).
+    let upper = if origin.is_some() && abs.symlink_metadata().is_err() {
+        Vec::new()
+    } else {
+        sorted_entries(abs)?
+    };
+    let Some(o) = origin.filter(|_| overlay) else {
+        return Ok(upper.into_iter().map(|n| (n, true)).collect());
+    };
+    let mut hidden = std::collections::HashSet::new();
+    let mut out: Vec<(OsString, bool)> = Vec::new();
+    for n in upper {
+        let nb = n.as_bytes();
+        let meta = abs
+            .join(&n)
+            .symlink_metadata()
+            .map_err(ImageError::io(format!("stat {}", abs.join(&n).display())))?;
+        if fsutil::is_whiteout_dev(&meta) {
+            hidden.insert(n);
+        } else if nb == WH_OPAQUE.as_bytes() {
+        } else if let Some(h) = nb
+            .strip_prefix(WH_PREFIX.as_bytes())
+            .filter(|_| meta.is_file())
+        {
+            hidden.insert(OsString::from(std::ffi::OsStr::from_bytes(h)));
+        } else {
+            hidden.insert(n.clone());
+            out.push((n, true));
+        }
+    }
+    for n in union::list_dir(lowers, o) {
+        if !hidden.contains(&n) {
+            out.push((n, false));
+        }
+    }
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
+}
+
+fn parse_dev_type(t: &str) -> Option<(EntryType, u32, u32)> {
+    let mut it = t.split('-');
+    let kind = match it.next()? {
+        "char" => EntryType::Char,
+        "block" => EntryType::Block,
+        "fifo" => EntryType::Fifo,
+        _ => return None,
+    };
+    Some((kind, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// One line of `strata diff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `A path`
+    Added(PathBuf),
+    /// `C path`
+    Changed(PathBuf),
+    /// `D path`
+    Deleted(PathBuf),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (c, p) = match self {
+            Change::Added(p) => ('A', p),
+            Change::Changed(p) => ('C', p),
+            Change::Deleted(p) => ('D', p),
+        };
+        write!(f, "{c} /{}", p.display())
+    }
+}
+
+/// The changes an upper directory makes over `lowers` (topmost first), in path order.
+pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    changes_in(upper, Path::new(""), lowers, &mut out)?;
+    Ok(out)
+}
+
+fn changes_in(abs: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+    for name in sorted_entries(abs)? {
+        let p = abs.join(&name);
+        let r = rel.join(&name);
+        let meta = p
+            .symlink_metadata()
+            .map_err(ImageError::io(format!("stat {}", p.display())))?;
+        let nb = name.as_bytes();
+        if nb == WH_OPAQUE.as_bytes() {
+            continue;
+        }
+        let (target, deleted) = if fsutil::is_whiteout_dev(&meta) {
+            (r.clone(), true)
+        } else if let Some(h) = nb
+            .strip_prefix(WH_PREFIX.as_bytes())
+            .filter(|_| meta.is_file())
+        {
+            (rel.join(std::ffi::OsStr::from_bytes(h)), true)
+        } else {
+            (r.clone(), false)
+        };
+        let in_lower = union::lookup(lowers, &target).is_some();
+        if deleted {
+            if in_lower {
+                out.push(Change::Deleted(target));
+            }
+            continue;
+        }
+        out.push(if in_lower {
+            Change::Changed(r.clone())
+        } else {
+            Change::Added(r.clone())
+        });
+        if meta.is_dir() {
+            let opaque = fsutil::is_opaque_dir(&p);
+            if !opaque && let Some(origin) = union::redirect_of(&p, rel) {
+                // A renamed directory: everything in it is new at this path.
+                added_merged(&p, &r, &origin, lowers, out)?;
+                continue;
+            }
+            if in_lower && opaque {
+                for n in union::list_dir(lowers, &r) {
+                    if p.join(&n).symlink_metadata().is_err() {
+                        out.push(Change::Deleted(r.join(n)));
+                    }
+                }
+            }
+            changes_in(&p, &r, if opaque { &[] } else { lowers }, out)?;
+        }
+    }
+    Ok(())
+}

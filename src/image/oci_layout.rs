@@ -1,0 +1,216 @@
+//! OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`): read the images a layout
+//! directory offers (verifying manifests and configs), and write images as a layout.
+
+use super::archive::member;
+use super::digest::Digest;
+use super::docker_archive::Sink;
+use super::spec::{
+    self, Descriptor, ExportImage, Index, Manifest, SourceImage, SourceLayer, media,
+};
+use super::{ImageError, Result};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+fn blob_path(dir: &Path, d: &Descriptor) -> Result<(Digest, std::path::PathBuf)> {
+    let dg = Digest::parse(&d.digest)
+        .filter(|_| d.digest.starts_with("sha256:"))
+        .ok_or_else(|| ImageError::Format(format!("unsupported digest {:?}", d.digest)))?;
+    let p = member(dir, &format!("blobs/sha256/{}", dg.hex()))?;
+    Ok((dg, p))
+}
+
+/// Read a small blob and check its digest and size against the descriptor.
+fn read_verified(dir: &Path, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    let (dg, p) = blob_path(dir, d)?;
+    let meta = p
+        .metadata()
+        .map_err(ImageError::io(format!("{what} {dg}")))?;
+    if meta.len() > 64 << 20 {
+        return Err(ImageError::Format(format!(
+            "{what} {dg} is implausibly large ({} bytes)",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(&p).map_err(ImageError::io(format!("read {what} {dg}")))?;
+    let actual = Digest::of(&bytes);
+    if actual != dg {
+        return Err(ImageError::DigestMismatch {
+            what: format!("{what} {dg}"),
+            expected: dg.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    if bytes.len() as u64 != d.size {
+        return Err(ImageError::Format(format!(
+            "{what} {dg}: size {} but descriptor says {}",
+            bytes.len(),
+            d.size
+        )));
+    }
+    Ok(bytes)
+}
+
+fn tag_for(d: &Descriptor, layout_name: &str) -> Option<String> {
+    let ann = d.annotations.as_ref()?;
+    if let Some(n) = ann.get(media::IMAGE_NAME) {
+        return Some(spec::normalize_ref(n));
+    }
+    let r = ann.get(media::REF_NAME)?;
+    if r.contains('/') || r.contains(':') {
+        Some(spec::normalize_ref(r))
+    } else {
+        Some(format!("{layout_name}:{r}"))
+    }
+}
+
+/// The images of an OCI layout directory. `layout_name` names images whose index entry only
+/// carries a tag (`ref.name` = `latest`).
+pub fn read(dir: &Path, layout_name: &str) -> Result<Vec<SourceImage>> {
+    let ibytes =
+        std::fs::read(dir.join("index.json")).map_err(ImageError::io("read index.json"))?;
+    let index: Index = serde_json::from_slice(&ibytes)
+        .map_err(|e| ImageError::Format(format!("invalid index.json: {e}")))?;
+    let mut out = Vec::new();
+    for d in &index.manifests {
+        let tag = tag_for(d, layout_name);
+        read_descriptor(dir, d, tag, &mut out, 0)?;
+    }
+    if out.is_empty() {
+        return Err(ImageError::Format(
+            "OCI layout index.json lists no image".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn read_descriptor(
+    dir: &Path,
+    d: &Descriptor,
+    tag: Option<String>,
+    out: &mut Vec<SourceImage>,
+    depth: u32,
+) -> Result<()> {
+    if depth > 4 {
+        return Err(ImageError::Format("OCI index nesting too deep".into()));
+    }
+    if d.media_type == media::INDEX || d.media_type == media::DOCKER_LIST {
+        let bytes = read_verified(dir, d, "index")?;
+        let idx: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Format(format!("invalid index {}: {e}", d.digest)))?;
+        // Pick the manifest for this platform (linux/amd64), else the first.
+        let arch = host_arch();
+        let pick = idx
+            .manifests
+            .iter()
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p["os"] == "linux" && p["architecture"] == arch)
+            })
+            .or_else(|| idx.manifests.first())
+            .ok_or_else(|| ImageError::Format(format!("index {} is empty", d.digest)))?;
+        return read_descriptor(dir, pick, tag, out, depth + 1);
+    }
+    let mbytes = read_verified(dir, d, "manifest")?;
+    let m: Manifest = serde_json::from_slice(&mbytes)
+        .map_err(|e| ImageError::Format(format!("invalid manifest {}: {e}", d.digest)))?;
+    let config = read_verified(dir, &m.config, "config")?;
+    let mut layers = Vec::new();
+    for l in &m.layers {
+        let (dg, path) = blob_path(dir, l)?;
+        layers.push(SourceLayer {
+            path,
+            name: dg.to_string(),
+            digest: Some(dg),
+            size: Some(l.size),
+            media_type: Some(l.media_type.clone()),
+        });
+    }
+    out.push(SourceImage {
+        config_digest: Digest::parse(&m.config.digest),
+        config,
+        manifest: Some(mbytes),
+        tags: tag.into_iter().collect(),
+        layers,
+        repo_digests: Vec::new(),
+    });
+    Ok(())
+}
+
+/// GOARCH-style name of this machine.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// Write images as an OCI layout (blobs copied as stored). `progress(bytes)` as data goes out.
+pub fn write(
+    images: &[ExportImage],
+    sink: &mut dyn Sink,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    sink.add("oci-layout", layout.len() as u64, &mut layout.as_slice())?;
+    let mut written: HashSet<Digest> = HashSet::new();
+    let mut manifests = Vec::new();
+    for img in images {
+        for l in &img.layers {
+            if written.insert(l.digest.clone()) {
+                let f = std::fs::File::open(&l.blob)
+                    .map_err(ImageError::io(format!("open blob {}", l.digest)))?;
+                let mut r = super::digest::CountReader::new(f, &mut *progress);
+                sink.add(&format!("blobs/sha256/{}", l.digest.hex()), l.size, &mut r)?;
+            }
+        }
+        for bytes in [&img.config, &img.manifest] {
+            let dg = Digest::of(bytes);
+            if written.insert(dg.clone()) {
+                sink.add(
+                    &format!("blobs/sha256/{}", dg.hex()),
+                    bytes.len() as u64,
+                    &mut bytes.as_slice(),
+                )?;
+            }
+        }
+        let mdg = Digest::of(&img.manifest);
+        // Pulled Docker schema 2 manifests keep their own media type.
+        let mt = serde_json::from_slice::<serde_json::Value>(&img.manifest)
+            .ok()
+            .and_then(|v| {
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| media::MANIFEST.to_string());
+        let base = Descriptor {
+            media_type: mt,
+            digest: mdg.to_string(),
+            size: img.manifest.len() as u64,
+            annotations: None,
+            platform: None,
+        };
+        if img.tags.is_empty() {
+            manifests.push(base.clone());
+        }
+        for t in &img.tags {
+            let (_, tag) = spec::split_ref(t);
+            let mut d = base.clone();
+            let mut ann = BTreeMap::new();
+            ann.insert(media::REF_NAME.to_string(), tag);
+            ann.insert(media::IMAGE_NAME.to_string(), t.clone());
+            d.annotations = Some(ann);
+            manifests.push(d);
+        }
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media::INDEX.into()),
+        manifests,
+    };
+    let ib = serde_json::to_vec(&index).map_err(|e| ImageError::Format(e.to_string()))?;
+    sink.add("index.json", ib.len() as u64, &mut ib.as_slice())
+}

@@ -1,0 +1,437 @@
+//! New images from a directory: `commit` (a container's upper becomes a layer over its image)
+//! and `import` (a rootfs tar or directory becomes a one-layer image).
+
+use super::atomic::{Staging, fsync_tree, install};
+use super::blobs::stage_bytes;
+use super::control::{self, PauseOutcome};
+use super::load::synth_manifest;
+use super::records::{ContainerRecord, ImageRecord, LayerRecord, LayerRef};
+use super::{Progress, Result, Store, StoreError};
+use crate::image::ImageError;
+use crate::image::apply::{ApplyOptions, apply_layer};
+use crate::image::compress::{self, Compression};
+use crate::image::diff::{DiffOptions, write_layer_tar};
+use crate::image::digest::{Digest, HashReader, HashWriter};
+use crate::image::spec;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// Options of `commit`.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// History comment.
+    pub message: Option<String>,
+    /// Author.
+    pub author: Option<String>,
+    /// Dockerfile-like config changes (`CMD ["sh"]`, `ENV A=b`, ...).
+    pub changes: Vec<String>,
+    /// Pause writes to the mounted container while the layer is taken.
+    pub pause: bool,
+    /// Tag for the new image.
+    pub tag: Option<String>,
+}
+
+fn json_or_shell(arg: &str) -> Value {
+    match serde_json::from_str::<Vec<String>>(arg) {
+        Ok(v) => json!(v),
+        Err(_) => json!(["/bin/sh", "-c", arg]),
+    }
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    if s.len() >= 2
+        && ((s.starts_with('"') && s.ends_with('"')) || (s.starts_with('\'') && s.ends_with('\'')))
+    {
+        s[1..s.len() - 1].to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Apply one Dockerfile-like change to the `config` object of an image config.
+pub fn apply_change(cfg: &mut Value, change: &str) -> Result<()> {
+    let bad = |m: &str| StoreError::Conflict(format!("invalid change {change:?}: {m}"));
+    let (instr, arg) = change
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| bad("expected INSTRUCTION ARGS"))?;
+    let arg = arg.trim();
+    if !cfg.is_object() {
+        *cfg = json!({});
+    }
+    let obj = cfg
+        .as_object_mut()
+        .ok_or_else(|| bad("config is not an object"))?;
+    match instr.to_ascii_uppercase().as_str() {
+        "CMD" => {
+            obj.insert("Cmd".into(), json_or_shell(arg));
+        }
+        "ENTRYPOINT" => {
+            obj.insert("Entrypoint".into(), json_or_shell(arg));
+        }
+        "WORKDIR" => {
+            obj.insert("WorkingDir".into(), json!(unquote(arg)));
+        }
+        "USER" => {
+            obj.insert("User".into(), json!(unquote(arg)));
+        }
+        "ENV" => {
+            let (k, v) = match arg.split_once('=') {
+                Some((k, v)) => (k.trim().to_string(), unquote(v)),
+                None => {
+                    let (k, v) = arg
+                        .split_once(char::is_whitespace)
+                        .ok_or_else(|| bad("expected ENV KEY=VALUE"))?;
+                    (k.to_string(), unquote(v))
+                }
+            };
+            let env = obj.entry("Env").or_insert_with(|| json!([]));
+            let list = env.as_array_mut().ok_or_else(|| bad("Env is not a list"))?;
+            list.retain(|e| {
+                e.as_str()
+                    .is_none_or(|s| s.split_once('=').map(|x| x.0) != Some(k.as_str()))
+            });
+            list.push(json!(format!("{k}={v}")));
+        }
+        "LABEL" => {
+            let labels = obj.entry("Labels").or_insert_with(|| json!({}));
+            let map = labels
+                .as_object_mut()
+                .ok_or_else(|| bad("Labels is not an object"))?;
+            let (k, v) = arg
+                .split_once('=')
+                .ok_or_else(|| bad("expected LABEL KEY=VALUE"))?;
+            map.insert(unquote(k), json!(unquote(v)));
+        }
+        "EXPOSE" => {
+            let ports = obj.entry("ExposedPorts").or_insert_with(|| json!({}));
+            let map = ports
+                .as_object_mut()
+                .ok_or_else(|| bad("ExposedPorts is not an object"))?;
+            for p in arg.split_whitespace() {
+                let p = if p.contains('/') {
+                    p.to_string()
+                } else {
+                    format!("{p}/tcp")
+                };
+                map.insert(p, json!({}));
+            }
+        }
+        other => return Err(bad(&format!("unsupported instruction {other}"))),
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Turn a container's upper dir into a new layer and image.
+    pub fn commit(
+        &self,
+        c: &ContainerRecord,
+        opts: &CommitOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<ImageRecord> {
+        if let Some(t) = &opts.tag {
+            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+        }
+        let _lock = self.lock()?;
+        let parent = self.image(
+            &Digest::parse(&c.image).ok_or_else(|| StoreError::Corrupt("bad image id".into()))?,
+        )?;
+        let mut config = self.image_config(&parent)?;
+        let staging = Staging::new(&self.path("tmp"))?;
+        let upper = self.container_dir(c).join("upper");
+        let lowers = self.image_lowerdirs(&parent)?;
+        let tar_path = staging.dir.join("layer.tar");
+        progress.begin("commit", "Committing", None);
+        {
+            let _guard = if opts.pause && super::containers::is_mounted(Path::new(&c.mountpoint)) {
+                match control::pause(&self.control_socket(c)) {
+                    PauseOutcome::Paused(g) => Some(g),
+                    PauseOutcome::NotPaused(w) => {
+                        progress.message(&format!("warning: {w}"));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let f = std::fs::File::create(&tar_path).map_err(StoreError::io("create layer tar"))?;
+            write_layer_tar(
+                &upper,
+                f,
+                &DiffOptions {
+                    overlay: true,
+                    lowers,
+                    map_owner: self.owner_map(),
+                },
+            )
+            .map_err(StoreError::Image)?;
+        }
+        let layer = self.stage_tar_layer(&staging, &tar_path, progress)?;
+        let now = spec::now_rfc3339();
+        let cfgobj = config
+            .as_object_mut()
+            .ok_or_else(|| StoreError::Corrupt("image config is not an object".into()))?;
+        cfgobj.insert("created".into(), json!(now));
+        if let Some(a) = &opts.author {
+            cfgobj.insert("author".into(), json!(a));
+        }
+        let inner = cfgobj.entry("config").or_insert_with(|| json!({}));
+        for ch in &opts.changes {
+            apply_change(inner, ch)?;
+        }
+        push_layer(
+            &mut config,
+            &layer.diff_id,
+            &now,
+            "strata commit",
+            opts.author.as_deref(),
+            opts.message.as_deref(),
+        )?;
+        let mut layers = parent.layers.clone();
+        layers.push(layer);
+        self.install_image(&staging, &config, layers, opts.tag.as_deref())
+    }
+
+    /// Make a one-layer image from a rootfs tar (plain or compressed) or a directory.
+    pub fn import_rootfs(
+        &self,
+        src: &Path,
+        tag: Option<&str>,
+        progress: &mut dyn Progress,
+    ) -> Result<ImageRecord> {
+        if let Some(t) = tag {
+            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+        }
+        let _lock = self.lock()?;
+        let staging = Staging::new(&self.path("tmp"))?;
+        let tar_path = staging.dir.join("layer.tar");
+        let mut out =
+            std::fs::File::create(&tar_path).map_err(StoreError::io("create layer tar"))?;
+        if src.is_dir() {
+            write_layer_tar(
+                src,
+                out,
+                &DiffOptions {
+                    map_owner: self.owner_map(),
+                    ..DiffOptions::default()
+                },
+            )
+            .map_err(StoreError::Image)?;
+        } else {
+            let f = std::fs::File::open(src)
+                .map_err(StoreError::io(format!("open {}", src.display())))?;
+            let (_, mut r) = compress::decompress(f)
+                .map_err(StoreError::io(format!("read {}", src.display())))?;
+            std::io::copy(&mut r, &mut out)
+                .map_err(StoreError::io(format!("decompress {}", src.display())))?;
+        }
+        let layer = self.stage_tar_layer(&staging, &tar_path, progress)?;
+        let now = spec::now_rfc3339();
+        let mut config = json!({
+            "created": now,
+            "architecture": crate::image::oci_layout::host_arch(),
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [],
+        });
+        push_layer(
+            &mut config,
+            &layer.diff_id,
+            &now,
+            &format!("strata import {}", src.display()),
+            None,
+            Some("Imported"),
+        )?;
+        self.install_image(&staging, &config, vec![layer], tag)
+    }
+
+    /// Hash an uncompressed layer tar, stage it as a blob and unpack it (unless present).
+    fn stage_tar_layer(
+        &self,
+        staging: &Staging,
+        tar_path: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<LayerRef> {
+        let f = std::fs::File::open(tar_path).map_err(StoreError::io("open layer tar"))?;
+        let mut r = HashReader::new(f);
+        let unpack_dir = staging.dir.join("layer");
+        let diff = unpack_dir.join("diff");
+        std::fs::create_dir_all(&diff).map_err(StoreError::io("create staging layer"))?;
+        let opts = ApplyOptions {
+            rootless: self.rootless(),
+            ..ApplyOptions::default()
+        };
+        let stats = apply_layer(&mut r, &diff, &opts).map_err(|e| StoreError::Layer {
+            layer: "new layer".into(),
+            error: e,
+        })?;
+        for w in stats.warnings {
+            progress.message(&format!("warning: {w}"));
+        }
+        r.drain().map_err(StoreError::io("read layer tar"))?;
+        let (diff_id, size) = r.hasher.finish();
+        let blob = staging.dir.join("blobs").join(diff_id.hex());
+        std::fs::create_dir_all(staging.dir.join("blobs"))
+            .map_err(StoreError::io("create staging blobs"))?;
+        std::fs::rename(tar_path, &blob).map_err(StoreError::io("stage layer blob"))?;
+        if let Ok(f) = std::fs::File::open(&blob) {
+            let _ = f.sync_all();
+        }
+        if self.has_layer(&diff_id) {
+            progress.finish(diff_id.short(), "Already exists");
+        } else {
+            let rec = LayerRecord {
+                diff_id: diff_id.to_string(),
+                diff_size: size,
+                rootless: self.rootless(),
+                created: spec::now_rfc3339(),
+            };
+            let b =
+                serde_json::to_vec_pretty(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            std::fs::write(unpack_dir.join("layer.json"), b)
+                .map_err(StoreError::io("write layer.json"))?;
+            progress.finish(diff_id.short(), "Layer written");
+        }
+        Ok(LayerRef {
+            digest: diff_id.to_string(),
+            media_type: Compression::None.oci_layer_media_type().into(),
+            size,
+            diff_id: diff_id.to_string(),
+            diff_size: size,
+        })
+    }
+
+    /// Install the staged layer and blobs with a new config, manifest, record and tag.
+    fn install_image(
+        &self,
+        staging: &Staging,
+        config: &Value,
+        layers: Vec<LayerRef>,
+        tag: Option<&str>,
+    ) -> Result<ImageRecord> {
+        let cbytes = serde_json::to_vec(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (cd, cp) = stage_bytes(&staging.dir, &cbytes)?;
+        let manifest = synth_manifest(&cbytes, &layers)?;
+        let (md, mp) = stage_bytes(&staging.dir, &manifest)?;
+        let top = layers
+            .last()
+            .ok_or_else(|| StoreError::Corrupt("image without layers".into()))?;
+        let top_id =
+            Digest::parse(&top.diff_id).ok_or_else(|| StoreError::Corrupt("bad diff id".into()))?;
+        install(
+            &staging.dir.join("blobs").join(top_id.hex()),
+            &self.blob_path(&top_id),
+        )?;
+        install(&cp, &self.blob_path(&cd))?;
+        install(&mp, &self.blob_path(&md))?;
+        let unpacked: PathBuf = staging.dir.join("layer");
+        if unpacked.join("layer.json").is_file() {
+            fsync_tree(&unpacked)?;
+            install(&unpacked, &self.path("layers").join(top_id.hex()))?;
+        }
+        let rec = ImageRecord {
+            id: cd.to_string(),
+            manifest_digest: md.to_string(),
+            layers,
+            repo_digests: Vec::new(),
+            stored: spec::now_rfc3339(),
+        };
+        self.write_image(&rec)?;
+        if let Some(t) = tag {
+            let mut tags = self.tags()?;
+            tags.insert(
+                spec::validate_ref(t).map_err(StoreError::Conflict)?,
+                rec.id.clone(),
+            );
+            self.write_tags(&tags)?;
+        }
+        Ok(rec)
+    }
+}
+
+fn push_layer(
+    config: &mut Value,
+    diff_id: &str,
+    now: &str,
+    created_by: &str,
+    author: Option<&str>,
+    comment: Option<&str>,
+) -> Result<()> {
+    let obj = config
+        .as_object_mut()
+        .ok_or_else(|| StoreError::Corrupt("image config is not an object".into()))?;
+    let rootfs = obj
+        .entry("rootfs")
+        .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
+    let ids = rootfs
+        .as_object_mut()
+        .ok_or_else(|| StoreError::Corrupt("rootfs is not an object".into()))?
+        .entry("diff_ids")
+        .or_insert_with(|| json!([]));
+    ids.as_array_mut()
+        .ok_or_else(|| StoreError::Corrupt("diff_ids is not a list".into()))?
+        .push(json!(diff_id));
+    let mut h = json!({"created": now, "created_by": created_by});
+    if let Some(a) = author {
+        h["author"] = json!(a);
+    }
+    if let Some(c) = comment {
+        h["comment"] = json!(c);
+    }
+    let hist = obj.entry("history").or_insert_with(|| json!([]));
+    hist.as_array_mut()
+        .ok_or_else(|| StoreError::Corrupt("history is not a list".into()))?
+        .push(h);
+    Ok(())
+}
+
+impl Store {
+    /// Rootless: the user's own uid:gid, written as 0:0 in layer tars.
+    fn owner_map(&self) -> Option<(u32, u32)> {
+        self.rootless()
+            .then(|| unsafe { (libc::geteuid(), libc::getegid()) })
+    }
+}
+
+/// The diff ID and size of the layer tar a directory makes (same bytes every time).
+pub fn layer_digest_of(
+    dir: &Path,
+    overlay: bool,
+) -> std::result::Result<(Digest, u64), ImageError> {
+    let opts = DiffOptions {
+        overlay,
+        ..DiffOptions::default()
+    };
+    let w = write_layer_tar(dir, HashWriter::new(std::io::sink()), &opts)?;
+    Ok(w.hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerfile_changes() {
+        let mut c = json!({"Env": ["PATH=/bin", "A=1"]});
+        apply_change(&mut c, r#"CMD ["/bin/sh", "-c", "echo"]"#).unwrap();
+        apply_change(&mut c, "ENTRYPOINT top -b").unwrap();
+        apply_change(&mut c, "ENV A=2").unwrap();
+        apply_change(&mut c, "ENV B two words").unwrap();
+        apply_change(&mut c, "WORKDIR /srv").unwrap();
+        apply_change(&mut c, "USER 1000:1000").unwrap();
+        apply_change(&mut c, r#"LABEL "x.y"="z w""#).unwrap();
+        apply_change(&mut c, "EXPOSE 80 53/udp").unwrap();
+        assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo"]));
+        assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "top -b"]));
+        assert_eq!(c["Env"], json!(["PATH=/bin", "A=2", "B=two words"]));
+        assert_eq!(c["WorkingDir"], "/srv");
+        assert_eq!(c["User"], "1000:1000");
+        assert_eq!(c["Labels"]["x.y"], "z w");
+        assert_eq!(c["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
+        assert!(apply_change(&mut c, "RUN rm -rf /").is_err());
+        assert!(apply_change(&mut c, "CMD").is_err());
+    }
+}

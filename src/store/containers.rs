@@ -1,0 +1,205 @@
+//! Containers: create (upper, work, merged dirs over an image), mount configuration,
+//! mounted state from /proc/self/mountinfo, unmount and removal.
+
+use super::atomic::write_atomic;
+use super::records::ContainerRecord;
+use super::{Result, Store, StoreError};
+use crate::fs::MountConfig;
+use crate::image::digest::Digest;
+use crate::image::spec;
+use std::path::{Path, PathBuf};
+
+impl Store {
+    /// Create a container over image `image_ref`; `mountpoint` defaults to its `merged/` dir.
+    pub fn create_container(
+        &self,
+        image_ref: &str,
+        name: Option<&str>,
+        mountpoint: Option<&Path>,
+    ) -> Result<ContainerRecord> {
+        let _lock = self.lock()?;
+        let img = self.resolve_image(image_ref)?;
+        let seed = format!(
+            "{}{}{:?}",
+            std::process::id(),
+            image_ref,
+            std::time::SystemTime::now()
+        );
+        let id = Digest::of(seed.as_bytes()).hex()[..32].to_string();
+        let name = match name {
+            Some(n) => {
+                if n.is_empty() || n.contains('/') || n.starts_with('.') {
+                    return Err(StoreError::Conflict(format!(
+                        "invalid container name {n:?}"
+                    )));
+                }
+                n.to_string()
+            }
+            None => format!("strata-{}", &id[..12]),
+        };
+        if self.containers()?.iter().any(|c| c.name == name) {
+            return Err(StoreError::Conflict(format!(
+                "a container named {name} already exists"
+            )));
+        }
+        let dir = self.path("containers").join(&id);
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(StoreError::io(format!(
+                "create {}",
+                dir.join(sub).display()
+            )))?;
+        }
+        let mp = match mountpoint {
+            Some(m) => absolute(m)?,
+            None => dir.join("merged"),
+        };
+        let rec = ContainerRecord {
+            id,
+            name,
+            image: img.id.clone(),
+            image_ref: image_ref.to_string(),
+            created: spec::now_rfc3339(),
+            mountpoint: mp.to_string_lossy().into_owned(),
+        };
+        self.write_container(&rec)?;
+        Ok(rec)
+    }
+
+    pub(crate) fn write_container(&self, rec: &ContainerRecord) -> Result<()> {
+        let b = serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        write_atomic(&self.container_dir(rec).join("container.json"), &b)
+    }
+
+    /// Change the mountpoint recorded for a container.
+    pub fn set_mountpoint(&self, rec: &mut ContainerRecord, mp: &Path) -> Result<()> {
+        let _lock = self.lock()?;
+        rec.mountpoint = absolute(mp)?.to_string_lossy().into_owned();
+        self.write_container(rec)
+    }
+
+    /// The mount configuration of a container (layers of its image under its upper dir).
+    pub fn mount_config(&self, rec: &ContainerRecord) -> Result<MountConfig> {
+        let img = self.image(&Digest::parse(&rec.image).ok_or_else(|| {
+            StoreError::Corrupt(format!("bad image id in container {}", rec.name))
+        })?)?;
+        let dir = self.container_dir(rec);
+        let mut cfg = MountConfig::new(
+            self.image_lowerdirs(&img)?,
+            Some(dir.join("upper")),
+            Some(dir.join("work")),
+            PathBuf::from(&rec.mountpoint),
+        );
+        cfg.control_socket = Some(self.control_socket(rec));
+        Ok(cfg)
+    }
+
+    /// The control socket of a container's mount.
+    pub fn control_socket(&self, rec: &ContainerRecord) -> PathBuf {
+        self.container_dir(rec).join("control.sock")
+    }
+
+    /// Remove a container (must not be mounted).
+    pub fn remove_container(&self, rec: &ContainerRecord) -> Result<()> {
+        let _lock = self.lock()?;
+        if is_mounted(Path::new(&rec.mountpoint)) {
+            return Err(StoreError::Conflict(format!(
+                "container {} is mounted at {}; umount it first",
+                rec.name, rec.mountpoint
+            )));
+        }
+        let dir = self.container_dir(rec);
+        // Remove the record first so a crash leaves only an unreferenced dir, then the rest.
+        let trash = self.path("tmp").join(super::atomic::unique_name("rm-"));
+        std::fs::rename(&dir, &trash)
+            .map_err(StoreError::io(format!("remove {}", dir.display())))?;
+        super::atomic::fsync_dir(&self.path("containers"))?;
+        let _ = make_writable(&trash);
+        std::fs::remove_dir_all(&trash)
+            .map_err(StoreError::io(format!("remove {}", trash.display())))?;
+        Ok(())
+    }
+}
+
+/// Give the owner rwx on every directory (upper dirs may hold 0555 dirs written rootless).
+fn make_writable(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = p.symlink_metadata()?;
+    if m.is_dir() {
+        let mode = m.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o700))?;
+        }
+        for e in std::fs::read_dir(p)?.flatten() {
+            let _ = make_writable(&e.path());
+        }
+    }
+    Ok(())
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(StoreError::io("current directory"))?;
+    Ok(cwd.join(p))
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// True if something is mounted at `mp` (per /proc/self/mountinfo).
+pub fn is_mounted(mp: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = mp.canonicalize().unwrap_or_else(|_| mp.to_path_buf());
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == want)
+    })
+}
+
+/// Unmount `mp` (fusermount3 -u for users, umount2 for root).
+pub fn unmount(mp: &Path) -> Result<()> {
+    if crate::image::fsutil::is_root() {
+        let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())
+            .map_err(|_| StoreError::Conflict("NUL in mountpoint".into()))?;
+        if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+            return Ok(());
+        }
+    }
+    for prog in ["fusermount3", "fusermount"] {
+        match std::process::Command::new(prog).arg("-u").arg(mp).status() {
+            Ok(s) if s.success() => return Ok(()),
+            Ok(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "{prog} -u {} failed",
+                    mp.display()
+                )));
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "cannot unmount {}: no fusermount3",
+        mp.display()
+    )))
+}

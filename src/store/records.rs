@@ -1,0 +1,278 @@
+//! Records kept in the store (image, layer, container, tags): their JSON, reading, writing,
+//! listing, and resolving a user's reference (tag, ID or ID prefix, container name).
+
+use super::atomic::write_atomic;
+use super::{Result, Store, StoreError};
+use crate::image::digest::Digest;
+use crate::image::spec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A layer of an image: the blob as stored and what it unpacks to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRef {
+    /// Blob digest.
+    pub digest: String,
+    /// Blob media type.
+    pub media_type: String,
+    /// Blob size.
+    pub size: u64,
+    /// Uncompressed digest.
+    pub diff_id: String,
+    /// Uncompressed size.
+    pub diff_size: u64,
+}
+
+/// An image: its config (ID), manifest and layers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `sha256:` of the config = the image ID.
+    pub id: String,
+    /// Digest of the OCI manifest blob.
+    pub manifest_digest: String,
+    /// Layers, bottom first.
+    pub layers: Vec<LayerRef>,
+    /// Registry digests.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// When it entered the store.
+    pub stored: String,
+}
+
+impl ImageRecord {
+    /// The ID as a digest.
+    pub fn digest(&self) -> Result<Digest> {
+        Digest::parse(&self.id)
+            .ok_or_else(|| StoreError::Corrupt(format!("image record with bad id {}", self.id)))
+    }
+    /// Total uncompressed size.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.diff_size).sum()
+    }
+}
+
+/// An unpacked layer's metadata (layers/<hex>/layer.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Uncompressed digest.
+    pub diff_id: String,
+    /// Uncompressed size.
+    pub diff_size: u64,
+    /// Unpacked rootless (override xattrs) or as root.
+    pub rootless: bool,
+    /// When unpacked.
+    pub created: String,
+}
+
+/// A container: a writable layer over an image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Random hex ID.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The image ID.
+    pub image: String,
+    /// The reference the user gave.
+    pub image_ref: String,
+    /// When created.
+    pub created: String,
+    /// The mountpoint last used.
+    pub mountpoint: String,
+}
+
+impl Store {
+    /// Blob path for a digest (whether or not it exists).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.path("blobs/sha256").join(d.hex())
+    }
+    /// True if the blob is stored.
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+    /// The unpacked tree of a layer (`layers/<hex>/diff`).
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.path("layers").join(diff_id.hex()).join("diff")
+    }
+    /// True if the layer is unpacked in the store.
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.path("layers")
+            .join(diff_id.hex())
+            .join("layer.json")
+            .is_file()
+    }
+    /// Read a blob fully (configs, manifests).
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        std::fs::read(self.blob_path(d)).map_err(StoreError::io(format!("read blob {d}")))
+    }
+
+    /// All image records.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let dir = self.path("images");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(StoreError::io("list images"))? {
+            let e = e.map_err(StoreError::io("list images"))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            // A record removed by a concurrent rmi between listing and reading is skipped.
+            if !e.path().is_file() {
+                continue;
+            }
+            match self.read_image_file(&e.path()) {
+                Ok(r) => out.push(r),
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| b.stored.cmp(&a.stored));
+        Ok(out)
+    }
+
+    fn read_image_file(&self, p: &std::path::Path) -> Result<ImageRecord> {
+        let b = std::fs::read(p).map_err(StoreError::io(format!("read {}", p.display())))?;
+        serde_json::from_slice(&b)
+            .map_err(|e| StoreError::Corrupt(format!("image record {}: {e}", p.display())))
+    }
+
+    /// The record of image `id`.
+    pub fn image(&self, id: &Digest) -> Result<ImageRecord> {
+        let p = self.path("images").join(format!("{}.json", id.hex()));
+        if !p.is_file() {
+            return Err(StoreError::NotFound(format!("no image {id}")));
+        }
+        self.read_image_file(&p)
+    }
+
+    pub(crate) fn write_image(&self, rec: &ImageRecord) -> Result<()> {
+        let id = rec.digest()?;
+        let b = serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        write_atomic(&self.path("images").join(format!("{}.json", id.hex())), &b)
+    }
+
+    /// The tag table (`name:tag` -> image ID).
+    pub fn tags(&self) -> Result<BTreeMap<String, String>> {
+        let p = self.path("tags.json");
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StoreError::Corrupt(format!("tags.json: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(StoreError::io("read tags.json")(e)),
+        }
+    }
+
+    pub(crate) fn write_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
+        let b = serde_json::to_vec_pretty(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        write_atomic(&self.path("tags.json"), &b)
+    }
+
+    /// The tags naming image `id`, sorted.
+    pub fn tags_of(&self, id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .tags()?
+            .into_iter()
+            .filter(|(_, v)| v == id)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Resolve a reference: `name[:tag]`, a full ID (`sha256:...` or hex) or a unique ID prefix.
+    pub fn resolve_image(&self, r: &str) -> Result<ImageRecord> {
+        let tags = self.tags()?;
+        if let Some(id) = tags.get(&spec::normalize_ref(r)) {
+            let d = Digest::parse(id)
+                .ok_or_else(|| StoreError::Corrupt(format!("tag {r} names bad id {id}")))?;
+            return self.image(&d);
+        }
+        let hex = r.strip_prefix("sha256:").unwrap_or(r);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches: Vec<ImageRecord> = self
+                .images()?
+                .into_iter()
+                .filter(|i| i.id[7..].starts_with(hex))
+                .collect();
+            match matches.len() {
+                1 => {
+                    return matches
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::NotFound(r.into()));
+                }
+                0 => {}
+                _ => {
+                    return Err(StoreError::Conflict(format!(
+                        "image ID prefix {r} is ambiguous"
+                    )));
+                }
+            }
+        }
+        Err(StoreError::NotFound(format!("no such image: {r}")))
+    }
+
+    /// The parsed config of an image.
+    pub fn image_config(&self, rec: &ImageRecord) -> Result<serde_json::Value> {
+        let b = self.read_blob(&rec.digest()?)?;
+        Ok(spec::parse_config(&b)?)
+    }
+
+    /// The layer directories of an image, topmost first (as a mount wants them).
+    pub fn image_lowerdirs(&self, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
+        rec.layers
+            .iter()
+            .rev()
+            .map(|l| {
+                let d = Digest::parse(&l.diff_id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("bad diff id {}", l.diff_id)))?;
+                Ok(self.layer_dir(&d))
+            })
+            .collect()
+    }
+
+    /// All containers.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
+        let mut out = Vec::new();
+        for e in
+            std::fs::read_dir(self.path("containers")).map_err(StoreError::io("list containers"))?
+        {
+            let e = e.map_err(StoreError::io("list containers"))?;
+            let p = e.path().join("container.json");
+            if !p.is_file() {
+                continue;
+            }
+            let b = std::fs::read(&p).map_err(StoreError::io(format!("read {}", p.display())))?;
+            out.push(
+                serde_json::from_slice(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", p.display())))?,
+            );
+        }
+        out.sort_by(|a: &ContainerRecord, b| a.created.cmp(&b.created));
+        Ok(out)
+    }
+
+    /// Find a container by name, ID or ID prefix.
+    pub fn container(&self, r: &str) -> Result<ContainerRecord> {
+        let all = self.containers()?;
+        if let Some(c) = all.iter().find(|c| c.name == r || c.id == r) {
+            return Ok(c.clone());
+        }
+        let m: Vec<&ContainerRecord> = all
+            .iter()
+            .filter(|c| r.len() >= 4 && c.id.starts_with(r))
+            .collect();
+        match m.as_slice() {
+            [c] => Ok((*c).clone()),
+            [] => Err(StoreError::NotFound(format!("no such container: {r}"))),
+            _ => Err(StoreError::Conflict(format!(
+                "container ID prefix {r} is ambiguous"
+            ))),
+        }
+    }
+
+    /// The directory of a container.
+    pub fn container_dir(&self, c: &ContainerRecord) -> PathBuf {
+        self.path("containers").join(&c.id)
+    }
+}
