@@ -352,7 +352,11 @@ fn assert_strata_mount(p: &Podman, dir: &str) {
         m.2
     );
     let daemons = strata_daemons(dir);
-    assert_eq!(daemons.len(), 1, "strata-fuse daemons serving {dir}: {daemons:?}");
+    assert_eq!(
+        daemons.len(),
+        1,
+        "strata-fuse daemons serving {dir}: {daemons:?}"
+    );
     let want_uid = p.user.map(|u| u.0).unwrap_or(0);
     assert_eq!(
         daemons[0].1, want_uid,
@@ -372,7 +376,8 @@ fn scenario(p: &Podman) {
     assert_eq!(images.trim(), "localhost/bb:1", "podman images");
 
     // a container that reads a lower file, writes one and deletes one
-    let out = p.p("run --name c1 localhost/bb:1 /bin/sh -c 'cat /etc/motd; echo hi > /x; rm /etc/motd'");
+    let out =
+        p.p("run --name c1 localhost/bb:1 /bin/sh -c 'cat /etc/motd; echo hi > /x; rm /etc/motd'");
     assert_eq!(out, MOTD, "output of the first container");
     let mut diff: Vec<String> = p.p("diff c1").lines().map(str::to_string).collect();
     diff.sort();
@@ -390,8 +395,15 @@ fn scenario(p: &Podman) {
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"hi"), "cat /x in bb:2: {out:?}");
-    assert_eq!(lines.last(), Some(&"motd-gone"), "/etc/motd in bb:2: {out:?}");
-    assert!(!lines.contains(&"motd"), "ls /etc in bb:2 lists motd: {out:?}");
+    assert_eq!(
+        lines.last(),
+        Some(&"motd-gone"),
+        "/etc/motd in bb:2: {out:?}"
+    );
+    assert!(
+        !lines.contains(&"motd"),
+        "ls /etc in bb:2 lists motd: {out:?}"
+    );
 
     // mount the image (in podman's namespace when rootless), look inside, unmount
     let out = p.ok(
@@ -417,7 +429,10 @@ fn scenario(p: &Podman) {
         !lines[2].split(' ').any(|n| n == "motd"),
         "/etc of the mounted image lists motd: {out:?}"
     );
-    assert_eq!(lines[3], "busybox", "/bin/busybox in the mounted image: {out:?}");
+    assert_eq!(
+        lines[3], "busybox",
+        "/bin/busybox in the mounted image: {out:?}"
+    );
     assert!(
         lines[4] == "strata fuse.strata" || lines[4] == "strata fuse",
         "the image mount was not made by strata-fuse: {out:?}"
@@ -480,7 +495,11 @@ fn scenario(p: &Podman) {
         "merged dir {merged} outside the storage"
     );
     assert_strata_mount(p, &merged);
-    assert_eq!(p.p("exec c2 cat /x"), "hi\n", "exec in the running container");
+    assert_eq!(
+        p.p("exec c2 cat /x"),
+        "hi\n",
+        "exec in the running container"
+    );
     p.p("exec c2 sh -c 'echo live > /y'");
     assert_eq!(p.p("exec c2 cat /y"), "live\n", "a file written in c2");
     p.p("stop -t 0 c2");
