@@ -75,14 +75,22 @@ fn test_user() -> (u32, u32) {
 /// One podman installation: its configuration and storage in a temporary directory, run as
 /// root or as an unprivileged user. Dropping it removes all containers and images, stops the
 /// rootless pause process and unmounts whatever is left.
+///
+/// As root, podman runs in a private mount namespace held by a `sleep` process, in which
+/// /var/lib is covered by an overlay whose upper dir is a tmpfs: podman as root keeps a blob
+/// cache in /var/lib/containers/cache whatever its configuration, and the host's copy must
+/// stay untouched. Its mounts (strata's included) are made in that namespace.
 struct Podman {
-    ws: common::Workspace,
     /// Rootless: the user podman runs as.
     user: Option<(u32, u32)>,
+    /// Root: the process holding podman's mount namespace.
+    holder: Option<std::process::Child>,
     /// The graph root: the storage podman uses.
     root: PathBuf,
     env: Vec<(String, PathBuf)>,
     home: PathBuf,
+    /// Declared last: dropped after the namespace holder is gone.
+    ws: common::Workspace,
 }
 
 impl Podman {
@@ -139,13 +147,20 @@ impl Podman {
             env.push(("HOME".into(), home.clone()));
             env.push(("XDG_RUNTIME_DIR".into(), runtime));
         }
+        let holder = user.is_none().then(|| mount_namespace(&ws.mkdir("varlib")));
         Podman {
-            ws,
             user,
+            holder,
             root,
             env,
             home,
+            ws,
         }
+    }
+
+    /// Root: the pid whose mount namespace podman runs in.
+    fn ns_pid(&self) -> Option<u32> {
+        self.holder.as_ref().map(|h| h.id())
     }
 
     /// Run a shell command line as podman's user, with podman's environment (which points
@@ -157,6 +172,11 @@ impl Podman {
         let script = format!("p() {{ podman \"$@\"; }}\n{script}");
         let mut c = Command::new("timeout");
         c.arg("180");
+        if let Some(pid) = self.ns_pid() {
+            c.arg("nsenter")
+                .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+                .arg("--");
+        }
         if let Some((uid, gid)) = self.user {
             c.arg("setpriv")
                 .arg(format!("--reuid={uid}"))
@@ -202,10 +222,9 @@ impl Podman {
     /// The mount table where podman's mounts are (podman's namespace when rootless):
     /// (source, mount point, fstype) per line.
     fn mounts(&self) -> Vec<(String, String, String)> {
-        let text = if self.user.is_some() {
-            self.ok("cat /proc/self/mounts", true)
-        } else {
-            fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts")
+        let text = match self.ns_pid() {
+            Some(pid) => fs::read_to_string(format!("/proc/{pid}/mounts")).expect("read mounts"),
+            None => self.ok("cat /proc/self/mounts", true),
         };
         text.lines()
             .filter_map(|l| {
@@ -232,18 +251,23 @@ impl Podman {
                 }
             }
         }
-        // root: anything still mounted below the storage (the workspace then unmounts the
-        // rest lazily when dropped)
-        if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
-            let ws = self.ws.path().display().to_string();
-            let mut leftovers: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|m| m.starts_with(&ws))
+        // root: unmount what is left in podman's namespace (deepest first), then end it
+        if let Some(pid) = self.ns_pid() {
+            let mut leftovers: Vec<String> = self
+                .mounts()
+                .into_iter()
+                .map(|(_, mp, _)| mp)
+                .filter(|mp| mp.starts_with(&self.ws.path().display().to_string()))
                 .collect();
             leftovers.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            leftovers.push("/var/lib".into());
             for m in leftovers {
-                let _ = Command::new("umount").arg("-l").arg(m).status();
+                let _ = Command::new("nsenter")
+                    .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+                    .args(["umount", "-l"])
+                    .arg(&m)
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -252,7 +276,44 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         self.cleanup();
+        if let Some(mut h) = self.holder.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
     }
+}
+
+/// Start a process in a new private mount namespace where /var/lib is covered by an overlay
+/// with its upper and work dirs on a tmpfs mounted at `scratch`; returns it once that is done.
+fn mount_namespace(scratch: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let s = shq(&scratch.display().to_string());
+    let script = format!(
+        "set -e\n\
+         mount -t tmpfs tmpfs {s}\n\
+         mkdir {s}/upper {s}/work\n\
+         mount -t overlay overlay -o lowerdir=/var/lib,upperdir={s}/upper,workdir={s}/work /var/lib\n\
+         echo ready\n\
+         exec sleep 100000"
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait unshare");
+        panic!(
+            "cannot set up podman's mount namespace: {}",
+            text(&out.stderr)
+        );
+    }
+    child
 }
 
 /// Every file named `name` below `dir` (no symlink following).
