@@ -219,8 +219,8 @@ impl Podman {
         self.ok(&format!("p {args}"), false)
     }
 
-    /// The mount table where podman's mounts are (podman's namespace when rootless):
-    /// (source, mount point, fstype) per line.
+    /// The mount table where podman's mounts are (as root its private mount namespace,
+    /// rootless its user namespace): (source, mount point, fstype) per line.
     fn mounts(&self) -> Vec<(String, String, String)> {
         let text = match self.ns_pid() {
             Some(pid) => fs::read_to_string(format!("/proc/{pid}/mounts")).expect("read mounts"),
@@ -253,11 +253,13 @@ impl Podman {
         }
         // root: unmount what is left in podman's namespace (deepest first), then end it
         if let Some(pid) = self.ns_pid() {
-            let mut leftovers: Vec<String> = self
-                .mounts()
-                .into_iter()
-                .map(|(_, mp, _)| mp)
-                .filter(|mp| mp.starts_with(&self.ws.path().display().to_string()))
+            let ws = self.ws.path().display().to_string();
+            let table = fs::read_to_string(format!("/proc/{pid}/mounts")).unwrap_or_default();
+            let mut leftovers: Vec<String> = table
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|mp| mp.starts_with(&ws))
+                .map(str::to_string)
                 .collect();
             leftovers.sort_by_key(|m| std::cmp::Reverse(m.len()));
             leftovers.push("/var/lib".into());
