@@ -133,7 +133,7 @@ for p in "${pids[@]}"; do
 done
 
 # failed NAME: the failing test names of one run, sorted
-failed() { grep -E 'FAILED[[:space:]]*$' "$out/$1.txt" | awk '{print $1}' | sort -u; }
+failed() { { grep -E 'FAILED[[:space:]]*$' "$out/$1.txt" || true; } | awk '{print $1}' | sort -u; }
 # count NAME WORD: the number before WORD in the summary line
 count() { sed -n "s/^Summary:.* \([0-9][0-9]*\) $2.*/\1/p" "$out/$1.txt" | head -n 1; }
 
@@ -149,7 +149,7 @@ for i in "${impls[@]}"; do
 done
 
 status=$broken
-if [ -s "$out/strata.txt" ] && [ -s "$out/kernel.txt" ]; then
+if grep -qs '^Summary:' "$out/strata.txt" && grep -qs '^Summary:' "$out/kernel.txt"; then
     failed strata >"$out/strata.failed"
     failed kernel >"$out/kernel.failed"
     echo
