@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a Debian/Ubuntu machine for strata: install the system packages the tests and the
-# demo use (only what is missing), build the project, then run the demo.
+# demo use (only what is missing) and pjdfstest (if missing), build the project, then run the
+# demo.
 #
 #   scripts/setup.sh            install, build (release), run scripts/demo.sh
 #   scripts/setup.sh --no-demo  install and build only (CI)
@@ -20,7 +21,7 @@ for arg in "$@"; do
 done
 
 PACKAGES=(fuse3 fuse-overlayfs unionfs-fuse attr acl sqlite3 git python3 skopeo buildah
-          umoci podman runc docker-registry busybox-static e2fsprogs)
+          umoci podman runc uidmap docker-registry busybox-static e2fsprogs)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
@@ -58,6 +59,16 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup.sh: cargo is not installed (install a Rust toolchain first)" >&2
     exit 1
+fi
+
+# pjdfstest (the POSIX suite fuse-tests/pjdfstest.rs and scripts/pjdfstest.sh run): built from
+# crates.io once, a few minutes.
+if command -v pjdfstest >/dev/null 2>&1 || [ -x /opt/pjdfstest/bin/pjdfstest ] \
+        || [ -x "$HOME/.cargo/bin/pjdfstest" ]; then
+    echo "==> pjdfstest present"
+else
+    echo "==> installing pjdfstest (cargo install pjdfstest --locked --root $HOME/.cargo)"
+    cargo install pjdfstest --locked --root "$HOME/.cargo"
 fi
 
 echo "==> building (cargo build --release)"
