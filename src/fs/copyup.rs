@@ -234,7 +234,10 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     }
 
     // Rootless kernel overlayfs (userxattr) has no metacopy: copy data there too.
-    let metacopy = meta_only && u.settings.privileged && key.is_none() && sys::is_reg(&src_st);
+    let metacopy = meta_only
+        && u.fmt.xattr_prefix.starts_with("trusted.")
+        && key.is_none()
+        && sys::is_reg(&src_st);
     let made = if metacopy {
         make_meta_copy(u, work, &tmp, &src, &src_st)
     } else {

@@ -159,8 +159,15 @@ fn build(
         .as_ref()
         .map(|w| whiteout::probe_whiteout_dev(w.as_fd()))
         .unwrap_or(true);
+    // trusted.* needs CAP_SYS_ADMIN in the initial user namespace: root of a container's user
+    // namespace (rootless podman) writes the rootless format, as kernel overlayfs does there.
+    let trusted_ok = privileged
+        && layers
+            .work
+            .as_ref()
+            .is_none_or(|w| whiteout::probe_trusted_xattr(w.as_fd()));
     let fmt = Format {
-        xattr_prefix: if privileged {
+        xattr_prefix: if trusted_ok {
             "trusted.overlay."
         } else {
             "user.overlay."
@@ -307,7 +314,14 @@ fn serve(
         u: union.clone(),
         debug: cfg.debug,
     };
-    let session = match fuser::Session::new(fs, mnt, &fuse_config(cfg, upper.is_none())) {
+    let fcfg = fuse_config(cfg, upper.is_none());
+    let session = if unsafe { libc::geteuid() } == 0 {
+        super::kmount::mount_fuse(mnt, &fcfg.mount_options, fcfg.acl != SessionACL::Owner)
+            .and_then(|fd| fuser::Session::from_fd(fs, fd, fcfg.acl, fcfg.clone()))
+    } else {
+        fuser::Session::new(fs, mnt, &fcfg)
+    };
+    let session = match session {
         Ok(s) => s,
         Err(e) => {
             let e = MountError::Io {

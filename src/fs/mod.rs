@@ -10,6 +10,7 @@ mod files;
 mod gate;
 mod handles;
 mod index;
+mod kmount;
 mod layer;
 mod lookup;
 mod meta;

@@ -3,7 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use super::sys;
@@ -159,6 +159,18 @@ pub fn is_internal_xattr(name: &[u8]) -> bool {
 
 /// Owner, mode and device numbers that an unprivileged unpacker could not apply.
 pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
+
+/// Probe whether `trusted.*` xattrs can be set in `work` (not in a user namespace).
+pub fn probe_trusted_xattr(work: BorrowedFd<'_>) -> bool {
+    let name = OsString::from(format!(".strata-probe-x-{}", std::process::id()));
+    let Ok(fd) = sys::open_at(work, &name, libc::O_WRONLY | libc::O_CREAT, 0o600) else {
+        return false;
+    };
+    let ok = sys::set_xattr(fd.as_fd(), b"trusted.overlay.strata-probe", b"y", 0).is_ok();
+    drop(fd);
+    let _ = sys::unlink_at(work, &name, false);
+    ok
+}
 
 /// Probe whether char 0/0 whiteouts can be made in `work` (as root, or rootless on Linux >= 5.8).
 pub fn probe_whiteout_dev(work: BorrowedFd<'_>) -> bool {
