@@ -24,6 +24,10 @@ pub struct MountConfig {
     pub control_socket: Option<PathBuf>,
     /// Extra FUSE mount options passed through (e.g. `allow_other`).
     pub fuse_options: Vec<String>,
+    /// Which opens use FUSE passthrough (`off`, `upper` = default, `all`).
+    pub passthrough: super::passthrough::Mode,
+    /// fsync copied-up data before it is renamed into place (off with `volatile`/`fsync=0`).
+    pub sync_copy_up: bool,
 }
 
 impl MountConfig {
@@ -44,6 +48,8 @@ impl MountConfig {
             timeout: Duration::from_secs(1),
             control_socket: None,
             fuse_options: Vec::new(),
+            passthrough: super::passthrough::Mode::Upper,
+            sync_copy_up: true,
         }
     }
 }

@@ -186,7 +186,9 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     let before = sys::fstat(dfd.as_fd()).map_err(errno)?;
     let size = sys::fstat(sfd.as_fd()).map_err(errno)?.st_size as u64;
     copy_data(sfd.as_fd(), dfd.as_fd(), size).map_err(errno)?;
-    sys::fsync(dfd.as_fd(), false).map_err(errno)?;
+    if u.settings.sync_copy_up {
+        sys::fsync(dfd.as_fd(), false).map_err(errno)?;
+    }
     let _ = sys::utimens_at(dfd.as_fd(), OsStr::new(""), &times_of(&before));
     match sys::remove_xattr(dfd.as_fd(), u.fmt.xattr("metacopy").as_bytes()) {
         Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(errno(e)),
@@ -323,7 +325,10 @@ fn make_copy(
             .map_err(errno)?;
             copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64).map_err(errno)?;
             copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)?;
-            sys::fsync(dfd.as_fd(), false).map_err(errno)
+            if u.settings.sync_copy_up {
+                sys::fsync(dfd.as_fd(), false).map_err(errno)?;
+            }
+            Ok(())
         }
         libc::S_IFLNK => {
             let target = sys::readlink_at(src.dir(), &src.name).map_err(errno)?;

@@ -178,6 +178,14 @@ fn build(
         timeout: cfg.timeout,
         privileged,
         override_stat: !privileged || cfg.fuse_options.iter().any(|o| o == "strata:override_stat"),
+        // Registering a backing file needs CAP_SYS_ADMIN in the initial namespace.
+        passthrough: if trusted_ok {
+            cfg.passthrough
+        } else {
+            super::passthrough::Mode::Off
+        },
+        pausable: cfg.control_socket.is_some(),
+        sync_copy_up: cfg.sync_copy_up,
     };
     Union::new(layers, fmt, settings).map_err(io_err("reading the layer roots".into()))
 }
@@ -313,6 +321,7 @@ fn serve(
     let fs = StrataFs {
         u: union.clone(),
         debug: cfg.debug,
+        passthrough: false,
     };
     let fcfg = fuse_config(cfg, upper.is_none());
     let session = if unsafe { libc::geteuid() } == 0 {

@@ -70,6 +70,7 @@ impl Union {
             fd: RwLock::new(fd),
             on_upper: on_upper.into(),
             flags,
+            backing: Default::default(),
         })
     }
 
@@ -124,7 +125,9 @@ impl Union {
     }
 
     pub fn release(&self, fh: u64) {
-        self.handles.remove_file(fh);
+        if let Some(h) = self.handles.remove_file(fh) {
+            self.passthrough_release(&h);
+        }
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {

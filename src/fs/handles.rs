@@ -20,6 +20,8 @@ pub struct FileHandle {
     pub on_upper: AtomicBool,
     /// Open flags used for the backing fd.
     pub flags: i32,
+    /// The passthrough backing id, when the kernel does this file's I/O itself.
+    pub backing: Mutex<Option<Arc<fuser::BackingId>>>,
 }
 
 /// One entry of a merged directory listing.

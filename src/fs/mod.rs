@@ -18,6 +18,7 @@ mod namespace;
 mod node;
 mod ops;
 pub mod options;
+pub mod passthrough;
 mod readdir;
 mod rename;
 mod sys;

@@ -120,6 +120,8 @@ pub struct Node {
     pub copyup_lock: Mutex<()>,
     /// The fd of an open handle, to stat the object once its last name is gone.
     pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
+    /// Passthrough state of its open files.
+    pub backing: Mutex<super::passthrough::Backing>,
 }
 
 impl Node {
@@ -134,6 +136,7 @@ impl Node {
             lookups: AtomicU64::new(0),
             copyup_lock: Mutex::new(()),
             open_fd: Mutex::new(std::sync::Weak::new()),
+            backing: Mutex::new(Default::default()),
         }
     }
 

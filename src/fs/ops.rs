@@ -23,6 +23,8 @@ use super::union::{FsResult, Union};
 pub struct StrataFs {
     pub u: Arc<Union>,
     pub debug: bool,
+    /// The kernel accepted FUSE passthrough (set in `init`).
+    pub passthrough: bool,
 }
 
 const GEN: Generation = Generation(0);
@@ -92,6 +94,12 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_ASYNC_DIO,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.u.settings.passthrough != super::passthrough::Mode::Off
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough = true;
         }
         Ok(())
     }
@@ -300,7 +308,17 @@ impl Filesystem for StrataFs {
                 } else {
                     FopenFlags::empty()
                 };
-                reply.opened(FileHandle(o.fh), f)
+                let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+                let backing = match (self.passthrough, self.u.handles.file(o.fh)) {
+                    (true, Some(h)) => self
+                        .u
+                        .passthrough_for(&h, write, |fd| reply.open_backing(fd)),
+                    _ => None,
+                };
+                match backing {
+                    Some(id) => reply.opened_passthrough(FileHandle(o.fh), f, &id),
+                    None => reply.opened(FileHandle(o.fh), f),
+                }
             }
             Err(e) => reply.error(e),
         }
@@ -629,7 +647,27 @@ impl Filesystem for StrataFs {
         });
         trace(self.debug, "create", parent.0, Some(name), t, &r);
         match r {
-            Ok((a, fh)) => reply.created(&self.ttl(), &a, GEN, FileHandle(fh), FopenFlags::empty()),
+            Ok((a, fh)) => {
+                let backing = match (self.passthrough, self.u.handles.file(fh)) {
+                    (true, Some(h)) => self
+                        .u
+                        .passthrough_for(&h, true, |fd| reply.open_backing(fd)),
+                    _ => None,
+                };
+                match backing {
+                    Some(id) => reply.created_passthrough(
+                        &self.ttl(),
+                        &a,
+                        GEN,
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &id,
+                    ),
+                    None => {
+                        reply.created(&self.ttl(), &a, GEN, FileHandle(fh), FopenFlags::empty())
+                    }
+                }
+            }
             Err(e) => reply.error(e),
         }
     }

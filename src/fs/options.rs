@@ -16,7 +16,6 @@ pub enum Command {
 
 /// Options accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
-    "volatile",
     "threaded",
     "fast_ino",
     "noacl",
@@ -144,6 +143,19 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
                 cfg.timeout = Duration::from_secs_f64(secs.max(0.0));
             }
             ("control", Some(v)) => cfg.control_socket = Some(PathBuf::from(v)),
+            ("passthrough", v) => {
+                let v = v.unwrap_or_else(|| "upper".into());
+                cfg.passthrough = super::passthrough::Mode::parse(&v).ok_or_else(|| {
+                    MountError::Invalid(format!("passthrough={v}: expected off, upper or all"))
+                })?;
+            }
+            ("fsync", Some(v)) => cfg.sync_copy_up = v != "0",
+            ("volatile", None) => {
+                cfg.sync_copy_up = false;
+                warn(
+                    "volatile: copied-up data is not synced before it is renamed into place".into(),
+                );
+            }
             ("override_stat", _) => cfg.fuse_options.push("strata:override_stat".into()),
             (k, _) if PASSED.contains(&k) => cfg.fuse_options.push(k.to_string()),
             (k, _) if IGNORED.contains(&k) => warn(format!("option {o:?} is accepted and ignored")),

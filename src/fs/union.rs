@@ -32,6 +32,12 @@ pub struct Settings {
     pub privileged: bool,
     /// Report owners and modes from `user.containers.override_stat`.
     pub override_stat: bool,
+    /// Which opens use FUSE passthrough.
+    pub passthrough: super::passthrough::Mode,
+    /// Changes may be paused through the control socket: writes must reach the daemon.
+    pub pausable: bool,
+    /// fsync copied-up data before renaming it into place.
+    pub sync_copy_up: bool,
 }
 
 /// A mounted union.
