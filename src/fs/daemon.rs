@@ -327,6 +327,7 @@ fn serve(
     let session = if unsafe { libc::geteuid() } == 0 {
         super::kmount::mount_fuse(mnt, &fcfg.mount_options, fcfg.acl != SessionACL::Owner)
             .and_then(|fd| fuser::Session::from_fd(fs, fd, fcfg.acl, fcfg.clone()))
+            .inspect(|_| super::kmount::tune_readahead(mnt, 2048))
     } else {
         fuser::Session::new(fs, mnt, &fcfg)
     };

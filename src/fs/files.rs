@@ -96,16 +96,23 @@ impl Union {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        let mut buf = vec![0u8; size as usize];
+        let size = size as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(size);
         let mut got = 0usize;
-        while got < buf.len() {
-            let n = sys::pread(fd.as_fd(), &mut buf[got..], offset + got as u64).map_err(errno)?;
+        while got < size {
+            let n = sys::pread_uninit(
+                fd.as_fd(),
+                &mut buf.spare_capacity_mut()[..size - got],
+                offset + got as u64,
+            )
+            .map_err(errno)?;
             if n == 0 {
                 break;
             }
             got += n;
+            // SAFETY: pread initialised the first `n` spare bytes.
+            unsafe { buf.set_len(got) };
         }
-        buf.truncate(got);
         Ok(buf)
     }
 

@@ -316,7 +316,10 @@ impl Filesystem for StrataFs {
                     _ => None,
                 };
                 match backing {
-                    Some(id) => reply.opened_passthrough(FileHandle(o.fh), f, &id),
+                    // The page cache is not used in passthrough mode.
+                    Some(id) => {
+                        reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &id)
+                    }
                     None => reply.opened(FileHandle(o.fh), f),
                 }
             }

@@ -374,6 +374,20 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> SysResult<usize> {
     })
 }
 
+/// pread into uninitialised memory (saves zeroing read buffers); returns bytes read.
+pub fn pread_uninit(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>], off: u64) -> SysResult<usize> {
+    retry(|| {
+        check_ssize(unsafe {
+            libc::pread64(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off as i64,
+            )
+        })
+    })
+}
+
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> SysResult<usize> {
     retry(|| {
         check_ssize(unsafe {
