@@ -496,3 +496,133 @@ fn lowerdir_paths_with_escaped_colons() {
     m.unmount().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(fs::read_to_string(upper.join("c")).expect("upper"), "c\n");
 }
+
+/// Run strata-fuse with `-o OPTS MNT` (daemon mode) and return (exit success, stderr).
+fn run_mount_program(opts: &str, mnt: &Path) -> (bool, String) {
+    let out = std::process::Command::new(common::strata_fuse_bin())
+        .arg("-o")
+        .arg(opts)
+        .arg(mnt)
+        .output()
+        .expect("spawn strata-fuse");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_arguments_fail_before_mounting_with_a_message_naming_the_problem() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.mkdir("lower");
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let shm_work =
+        std::path::PathBuf::from(format!("/dev/shm/strata-test-work-{}", std::process::id()));
+    fs::create_dir_all(&shm_work).expect("work dir on tmpfs");
+    let inner_upper = ws.mkdir("lower/inner-upper");
+    let cases: Vec<(String, &str)> = vec![
+        (format!("lowerdir={}/missing", p(ws.path())), "missing"),
+        (
+            format!(
+                "lowerdir={},upperdir={}/nope,workdir={}",
+                p(&lower),
+                p(ws.path()),
+                p(&work)
+            ),
+            "nope",
+        ),
+        (
+            format!("lowerdir={},upperdir={}", p(&lower), p(&upper)),
+            "workdir",
+        ),
+        (
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                p(&lower),
+                p(&upper),
+                p(&shm_work)
+            ),
+            "same filesystem",
+        ),
+        (
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                p(&lower),
+                p(&inner_upper),
+                p(&work)
+            ),
+            "overlap",
+        ),
+    ];
+    for (opts, needle) in &cases {
+        let (ok, err) = run_mount_program(opts, &mnt);
+        assert!(!ok, "strata-fuse -o {opts} succeeded");
+        assert!(
+            err.contains(needle),
+            "error for -o {opts} does not say {needle:?}: {err:?}"
+        );
+        assert_eq!(
+            common::mounted_fstype(&mnt),
+            None,
+            "-o {opts} left a mount behind"
+        );
+    }
+    // A mountpoint that is already mounted.
+    let m = FuseMount::mount(
+        std::slice::from_ref(&lower),
+        Some((&upper, &work)),
+        &mnt,
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (w2, u2) = (ws.mkdir("work2"), ws.mkdir("upper2"));
+    let (ok, err) = run_mount_program(
+        &format!(
+            "lowerdir={},upperdir={},workdir={}",
+            p(&lower),
+            p(&u2),
+            p(&w2)
+        ),
+        &mnt,
+    );
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    let _ = fs::remove_dir_all(&shm_work);
+    assert!(!ok, "mounting over a live mount succeeded");
+    assert!(err.contains("already mounted"), "{err:?}");
+}
+
+#[test]
+fn debug_option_traces_operations_with_result_and_latency() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    Layer::new().file("traced-file", "x\n").build(&lower);
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(&[lower], Some((&upper, &work)), &mnt, &["debug"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        fs::read_to_string(mnt.join("traced-file")).expect("read"),
+        "x\n"
+    );
+    let _ = fs::metadata(mnt.join("absent-name"));
+    let log = m.log_text();
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("lookup") && l.contains("\"traced-file\"") && l.contains("-> ok"))
+        .unwrap_or_else(|| panic!("no traced lookup of traced-file in {log:?}"));
+    assert!(
+        line.contains("µs") || line.contains("ms") || line.contains("ns"),
+        "no latency: {line}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"absent-name\"") && l.contains("errno 2")),
+        "failed lookup not traced with its errno"
+    );
+}

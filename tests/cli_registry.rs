@@ -76,3 +76,97 @@ fn push_then_pull_into_another_store() {
     );
     assert!(ok(&b, &["fsck"]).contains("clean"));
 }
+
+/// Size of the whole store's files under `dir` that a pull is writing (its scratch layout).
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn pull_interrupted_by_a_dead_registry_leaves_the_store_clean_and_a_second_pull_finishes() {
+    if let Some(why) = support::skip_reason() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let work = tmpdir("registry-kill");
+    let images = support::TestImages::build(&work, 160 << 20).expect("build a 160 MiB image");
+    let reg = support::Registry::start(&work, None).expect("start docker-registry");
+    let dest = format!("{}/test/big:1", reg.host());
+    images.skopeo_push("big", &dest, None).expect("skopeo push");
+
+    let root = work.join("store");
+    ok(&root, &["images"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "pull",
+            "--tls-verify=false",
+            "--authfile",
+            "/nonexistent/auth.json",
+            &dest,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn strata pull");
+    // Kill the registry once the download is under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while bytes_under(&root.join("tmp")) < (8 << 20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never started downloading"
+        );
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    reg.kill();
+    let out = child.wait_with_output().expect("wait for strata pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the pull succeeded although the registry died: {err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("strata: "),
+        "no one-line error at the end: {err}"
+    );
+    assert!(
+        ok(&root, &["images", "-q"]).trim().is_empty(),
+        "an image appeared"
+    );
+    assert!(ok(&root, &["fsck"]).contains("clean"));
+    assert_eq!(
+        bytes_under(&root.join("layers")),
+        0,
+        "a layer was stored half-way"
+    );
+
+    eprintln!("first pull: {err}");
+    reg.restart().expect("restart docker-registry");
+    let id = ok(
+        &root,
+        &[
+            "pull",
+            "--tls-verify=false",
+            "--authfile",
+            "/nonexistent/auth.json",
+            &dest,
+        ],
+    );
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert!(ok(&root, &["fsck"]).contains("clean"));
+    assert_eq!(ok(&root, &["images", "-q"]).lines().count(), 1);
+}

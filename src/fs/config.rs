@@ -28,6 +28,8 @@ pub struct MountConfig {
     pub passthrough: super::passthrough::Mode,
     /// fsync copied-up data before it is renamed into place (off with `volatile`/`fsync=0`).
     pub sync_copy_up: bool,
+    /// Threads serving requests (default: twice the CPUs, at least 4).
+    pub threads: Option<usize>,
 }
 
 impl MountConfig {
@@ -50,6 +52,7 @@ impl MountConfig {
             fuse_options: Vec::new(),
             passthrough: super::passthrough::Mode::Upper,
             sync_copy_up: true,
+            threads: None,
         }
     }
 }

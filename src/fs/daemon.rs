@@ -224,7 +224,8 @@ fn fuse_config(cfg: &MountConfig, read_only: bool) -> Config {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    c.n_threads = Some(threads.clamp(2, 8));
+    // Blocking calls (reads of cold files, fsync) overlap better with more threads than cores.
+    c.n_threads = Some(cfg.threads.unwrap_or((2 * threads).max(4)).clamp(1, 64));
     c.clone_fd = true;
     c
 }

@@ -16,7 +16,6 @@ pub enum Command {
 
 /// Options accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
-    "threaded",
     "fast_ino",
     "noacl",
     "squash_to_root",
@@ -150,6 +149,12 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
                 })?;
             }
             ("fsync", Some(v)) => cfg.sync_copy_up = v != "0",
+            ("threads", Some(v)) => {
+                let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    MountError::Invalid(format!("threads={v}: expected a positive number"))
+                })?;
+                cfg.threads = Some(n);
+            }
             ("volatile", None) => {
                 cfg.sync_copy_up = false;
                 warn(
@@ -202,6 +207,29 @@ mod tests {
             w.len(),
             2,
             "empty option and volatile each warn once: {w:?}"
+        );
+    }
+
+    #[test]
+    fn passthrough_and_fsync_options() {
+        use crate::fs::passthrough::Mode;
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,passthrough=all,fsync=0", "/m"]);
+        assert_eq!(c.passthrough, Mode::All);
+        assert!(!c.sync_copy_up);
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a", "/m"]);
+        assert_eq!(c.passthrough, Mode::Upper);
+        assert!(c.sync_copy_up);
+        let mut w = |_| {};
+        assert!(
+            parse(
+                &[
+                    "-o".into(),
+                    "lowerdir=/a,passthrough=bogus".into(),
+                    "/m".into()
+                ],
+                &mut w
+            )
+            .is_err()
         );
     }
 

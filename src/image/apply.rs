@@ -45,6 +45,42 @@ fn refused(path: &Path, reason: impl Into<String>) -> ImageError {
     }
 }
 
+/// A reader that, once `inner` ends, yields the zeros a tar stream may lack at its end: some
+/// tools (umoci's rootless insert, for one) write layers that stop right after the last
+/// entry's data, without its block padding and the end-of-archive blocks. The zeros are not
+/// part of `inner`, so a digest computed around `inner` is unaffected.
+struct PadAtEof<R> {
+    inner: R,
+    pad_left: usize,
+    at_eof: bool,
+}
+
+impl<R: Read> PadAtEof<R> {
+    fn new(inner: R) -> Self {
+        PadAtEof {
+            inner,
+            pad_left: 512 + 1024,
+            at_eof: false,
+        }
+    }
+}
+
+impl<R: Read> Read for PadAtEof<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.at_eof {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            self.at_eof = true;
+        }
+        let n = buf.len().min(self.pad_left);
+        buf[..n].fill(0);
+        self.pad_left -= n;
+        Ok(n)
+    }
+}
+
 /// Apply the tar stream `reader` into the existing directory `dest`.
 /// The stream is read to its end (so a hashing reader around it sees every byte).
 pub fn apply_layer<R: Read>(reader: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
@@ -52,7 +88,7 @@ pub fn apply_layer<R: Read>(reader: R, dest: &Path, opts: &ApplyOptions) -> Resu
         fsutil::open_dir(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
     let mut stats = ApplyStats::default();
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(PadAtEof::new(reader));
     let entries = archive
         .entries()
         .map_err(ImageError::io("read layer tar"))?;
@@ -338,4 +374,29 @@ fn apply_entry<R: Read>(
         let _ = fsutil::set_mtime_at(pfd, name, mtime);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_without_final_padding_and_end_blocks_applies() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let data = b"hello";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        builder.append_data(&mut h, "f", &data[..]).expect("append");
+        let full = builder.into_inner().expect("finish");
+        // Cut right after the entry's data: no padding, no end-of-archive blocks.
+        let cut = &full[..512 + data.len()];
+        let dir = tempfile::tempdir().expect("tempdir");
+        apply_layer(cut, dir.path(), &ApplyOptions::default()).expect("apply a cut tar");
+        assert_eq!(std::fs::read(dir.path().join("f")).expect("read"), data);
+    }
 }

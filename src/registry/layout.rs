@@ -55,7 +55,10 @@ pub fn init(dir: &Path) -> Result<()> {
     if !marker.exists() {
         // Written aside and hard-linked into place: never replaced once there, as its lock
         // guards index.json (see add_to_index).
-        let aside = dir.join(format!(".oci-layout.{}", std::process::id()));
+        // Unique per call: two pulls into one layout may run in one process.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = dir.join(format!(".oci-layout.{}.{seq}", std::process::id()));
         write_atomic(&aside, br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
         let linked = std::fs::hard_link(&aside, &marker);
         let _ = std::fs::remove_file(&aside);

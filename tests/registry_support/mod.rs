@@ -73,6 +73,17 @@ impl Registry {
 
     /// Starts a registry with extra top-level YAML (e.g. a `proxy:` section).
     pub fn start_with(tmp: &Path, user: Option<(&str, &str)>, extra: &str) -> BoxResult<Registry> {
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::start_once(tmp, user, extra) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| "docker-registry did not start".into()))
+    }
+
+    fn start_once(tmp: &Path, user: Option<(&str, &str)>, extra: &str) -> BoxResult<Registry> {
         let port = free_port()?;
         let dir = tmp.join(format!("registry-{port}"));
         std::fs::create_dir_all(dir.join("data"))?;
@@ -123,6 +134,16 @@ impl Registry {
                 return Err(format!("docker-registry did not start: {log}").into());
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // Something answered: make sure it is this registry, not another test's on a port
+        // that was handed out twice.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut guard = self.child.lock().map_err(|_| "poisoned")?;
+        if let Some(c) = guard.as_mut()
+            && c.try_wait()?.is_some()
+        {
+            let log = std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
+            return Err(format!("docker-registry exited at start: {log}").into());
         }
         Ok(())
     }
