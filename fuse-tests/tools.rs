@@ -516,6 +516,7 @@ fn bad_arguments_fail_before_mounting_with_a_message_naming_the_problem() {
     if !common::ready() {
         return;
     }
+    let d = |x: &Path| x.display().to_string();
     let ws = Workspace::new();
     let lower = ws.mkdir("lower");
     let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
@@ -524,35 +525,35 @@ fn bad_arguments_fail_before_mounting_with_a_message_naming_the_problem() {
     fs::create_dir_all(&shm_work).expect("work dir on tmpfs");
     let inner_upper = ws.mkdir("lower/inner-upper");
     let cases: Vec<(String, &str)> = vec![
-        (format!("lowerdir={}/missing", p(ws.path())), "missing"),
+        (format!("lowerdir={}/missing", d(ws.path())), "missing"),
         (
             format!(
                 "lowerdir={},upperdir={}/nope,workdir={}",
-                p(&lower),
-                p(ws.path()),
-                p(&work)
+                d(&lower),
+                d(ws.path()),
+                d(&work)
             ),
             "nope",
         ),
         (
-            format!("lowerdir={},upperdir={}", p(&lower), p(&upper)),
+            format!("lowerdir={},upperdir={}", d(&lower), d(&upper)),
             "workdir",
         ),
         (
             format!(
                 "lowerdir={},upperdir={},workdir={}",
-                p(&lower),
-                p(&upper),
-                p(&shm_work)
+                d(&lower),
+                d(&upper),
+                d(&shm_work)
             ),
             "same filesystem",
         ),
         (
             format!(
                 "lowerdir={},upperdir={},workdir={}",
-                p(&lower),
-                p(&inner_upper),
-                p(&work)
+                d(&lower),
+                d(&inner_upper),
+                d(&work)
             ),
             "overlap",
         ),
@@ -582,9 +583,9 @@ fn bad_arguments_fail_before_mounting_with_a_message_naming_the_problem() {
     let (ok, err) = run_mount_program(
         &format!(
             "lowerdir={},upperdir={},workdir={}",
-            p(&lower),
-            p(&u2),
-            p(&w2)
+            d(&lower),
+            d(&u2),
+            d(&w2)
         ),
         &mnt,
     );
