@@ -54,7 +54,8 @@ fn open_dir(dir: &OwnedFd, name: &OsStr) -> FsResult<Arc<OwnedFd>> {
         .map_err(errno)
 }
 
-fn join(base: &OsStr, name: &OsStr) -> OsString {
+/// `base/name` (just `name` at the root).
+pub(super) fn join(base: &OsStr, name: &OsStr) -> OsString {
     if base.is_empty() {
         return name.to_os_string();
     }

@@ -303,12 +303,16 @@ impl Filesystem for StrataFs {
         trace(self.debug, "open", ino.0, None, t, &r);
         match r {
             Ok(o) => {
-                let f = if o.keep_cache {
+                let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+                let mut f = if o.keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
                 };
-                let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+                if !write {
+                    // Nothing to flush on close of a read-only file: save the round trip.
+                    f |= FopenFlags::FOPEN_NOFLUSH;
+                }
                 let backing = match (self.passthrough, self.u.handles.file(o.fh)) {
                     (true, Some(h)) => self
                         .u
@@ -317,9 +321,11 @@ impl Filesystem for StrataFs {
                 };
                 match backing {
                     // The page cache is not used in passthrough mode.
-                    Some(id) => {
-                        reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &id)
-                    }
+                    Some(id) => reply.opened_passthrough(
+                        FileHandle(o.fh),
+                        f & FopenFlags::FOPEN_NOFLUSH,
+                        &id,
+                    ),
                     None => reply.opened(FileHandle(o.fh), f),
                 }
             }

@@ -2,7 +2,7 @@
 //! moved by copying up the directory itself and recording where its lower contents are (the
 //! kernel's `redirect` xattr), so renaming lower directories works instead of failing EXDEV.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use fuser::Errno;
 
 use super::copyup::copy_up_meta;
+use super::lookup::join;
 use super::node::Node;
 use super::sys;
 use super::union::{FsResult, Union, errno};
@@ -159,14 +160,4 @@ impl Union {
         }
         Ok(())
     }
-}
-
-fn join(base: &OsStr, name: &OsStr) -> OsString {
-    if base.is_empty() {
-        return name.to_os_string();
-    }
-    let mut p = base.to_os_string();
-    p.push("/");
-    p.push(name);
-    p
 }
