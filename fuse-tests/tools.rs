@@ -627,3 +627,73 @@ fn debug_option_traces_operations_with_result_and_latency() {
         "failed lookup not traced with its errno"
     );
 }
+
+#[test]
+fn parallel_creates_links_renames_and_removes_stay_consistent() {
+    if !common::ready() {
+        return;
+    }
+    let mut f = Fixture::new(Layer::new().file("d0/lower", "l\n").file("d1/lower", "l\n"));
+    // Four writers, each in its own directory and across to its neighbour's, plus a reader
+    // walking the tree, all at once.
+    let script = r#"
+        set -e
+        k=$1; n=$(( (k + 1) % 4 ))
+        mkdir -p d$k d$n
+        for i in $(seq 150); do
+            echo $i > d$k/f$i
+            ln d$k/f$i d$k/h$i
+            mv d$k/f$i d$n/m${k}_$i
+            [ "$(cat d$k/h$i)" = "$i" ]
+            rm d$k/h$i
+        done
+    "#;
+    let dir = f.mnt.clone();
+    let children: Vec<_> = (0..4)
+        .map(|k| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg("sh")
+                .arg(k.to_string())
+                .current_dir(&dir)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn writer")
+        })
+        .collect();
+    let walker = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("for i in $(seq 40); do find . -type f > /dev/null 2>&1 || true; done")
+        .current_dir(&dir)
+        .spawn()
+        .expect("spawn walker");
+    for c in children {
+        let out = c.wait_with_output().expect("wait writer");
+        assert!(
+            out.status.success(),
+            "writer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = walker.wait_with_output();
+    let before = sh(&format!(
+        "cd {} && find . | sort && cat d*/m* | sort -n | uniq | wc -l",
+        p(&f.mnt)
+    ));
+    assert!(
+        before.trim_end().ends_with("150"),
+        "moved files lost: {before}"
+    );
+    f.remount();
+    let after = sh(&format!(
+        "cd {} && find . | sort && cat d*/m* | sort -n | uniq | wc -l",
+        p(&f.mnt)
+    ));
+    assert_eq!(before, after, "the tree changed across a remount");
+    assert_eq!(
+        sh(&format!("ls {} | wc -l", p(&f.mnt.join("d0")))).trim(),
+        "151",
+        "d0: lower + 150 moved in"
+    );
+}

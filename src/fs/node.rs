@@ -112,7 +112,7 @@ pub struct Node {
     pub kind: FileType,
     /// The preferred inode number (equal to `id` unless that was taken).
     pub ino: u64,
-    /// Names of the node, guarded by the table's tree lock for changes.
+    /// Names of the node (changed with the tree shards of its parents held).
     names: Mutex<Vec<Link>>,
     pub state: RwLock<NodeState>,
     pub lookups: AtomicU64,
@@ -165,12 +165,15 @@ impl Node {
 
 const SHARDS: usize = 64;
 
-/// All live nodes, sharded by id, and the name index (parent id, name) -> node id.
+/// All live nodes, sharded by id, and the name index (parent id, name) -> node id, sharded by
+/// parent: no lock covers the whole filesystem.
 #[derive(Debug)]
 pub struct NodeTable {
     shards: Vec<Mutex<HashMap<u64, Arc<Node>>>>,
-    /// The tree: which node each known name shows. Also guards every node's `names`.
-    tree: Mutex<HashMap<(u64, OsString), u64>>,
+    /// Which node each known name shows, by parent. A shard also guards the `names` of the
+    /// nodes it names (lock order: tree shards by index, then a node's `names`, then a node
+    /// shard).
+    trees: Vec<Mutex<Tree>>,
     next_id: AtomicU64,
 }
 
@@ -178,7 +181,7 @@ impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            tree: Mutex::new(HashMap::new()),
+            trees: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -186,9 +189,32 @@ impl Default for NodeTable {
 
 type Tree = HashMap<(u64, OsString), u64>;
 
+/// Tree shards locked together, in index order.
+struct Trees<'a> {
+    held: Vec<(usize, parking_lot::MutexGuard<'a, Tree>)>,
+}
+
+impl Trees<'_> {
+    fn of(&mut self, parent: u64) -> &mut Tree {
+        let idx = (parent as usize) % SHARDS;
+        let pos = self.held.iter().position(|(i, _)| *i == idx).unwrap_or(0);
+        &mut self.held[pos].1
+    }
+}
+
 impl NodeTable {
     fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<Node>>> {
         &self.shards[(id as usize) % SHARDS]
+    }
+
+    /// Lock the tree shards of the given parents (each once, in index order).
+    fn lock_trees(&self, parents: &[u64]) -> Trees<'_> {
+        let mut idx: Vec<usize> = parents.iter().map(|p| (*p as usize) % SHARDS).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        Trees {
+            held: idx.into_iter().map(|i| (i, self.trees[i].lock())).collect(),
+        }
     }
 
     /// An id no inode number uses: the high bit set (taken when a node's own inode number is
@@ -222,7 +248,17 @@ impl NodeTable {
         node
     }
 
-    /// Remove name `key` from whatever node it showed.
+    /// Count one more kernel lookup of `node`, putting it back in the table if a concurrent
+    /// forget of its last lookup took it out. Call with `node.names` locked.
+    fn count_lookup(&self, node: &Arc<Node>) {
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        self.shard(node.id)
+            .lock()
+            .entry(node.id)
+            .or_insert_with(|| node.clone());
+    }
+
+    /// Remove name `key` from whatever node it showed (its tree shard must be held).
     fn unlink_name(&self, tree: &mut Tree, key: &(u64, OsString)) -> Option<Arc<Node>> {
         let id = tree.remove(key)?;
         let node = self.get(id)?;
@@ -234,18 +270,20 @@ impl NodeTable {
 
     /// The node id of child `name` of `parent`, if the kernel knows it.
     pub fn child_id(&self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.tree
-            .lock()
+        self.lock_trees(&[parent])
+            .of(parent)
             .get(&(parent, name.to_os_string()))
             .copied()
     }
 
     /// The child `name` of `parent` if the kernel already knows it; counts one lookup.
     pub fn find_child(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
-        let tree = self.tree.lock();
-        let id = *tree.get(&(parent.id, name.to_os_string()))?;
+        let mut trees = self.lock_trees(&[parent.id]);
+        let id = *trees.of(parent.id).get(&(parent.id, name.to_os_string()))?;
         let node = self.get(id)?;
+        let _names = node.names.lock();
         node.lookups.fetch_add(1, Ordering::Relaxed);
+        drop(_names);
         Some(node)
     }
 
@@ -259,12 +297,15 @@ impl NodeTable {
         node: Node,
         same_object: &dyn Fn(&Node, &Node) -> bool,
     ) -> Arc<Node> {
-        let mut tree = self.tree.lock();
+        let mut trees = self.lock_trees(&[parent.id]);
+        let tree = trees.of(parent.id);
         let key = (parent.id, name.to_os_string());
         if let Some(id) = tree.get(&key)
             && let Some(existing) = self.get(*id)
         {
+            let _names = existing.names.lock();
             existing.lookups.fetch_add(1, Ordering::Relaxed);
+            drop(_names);
             return existing;
         }
         if !node.is_dir()
@@ -272,11 +313,13 @@ impl NodeTable {
             && existing.kind == node.kind
             && same_object(&existing, &node)
         {
-            existing.names.lock().push(Link {
+            let mut names = existing.names.lock();
+            names.push(Link {
                 parent: parent.id,
                 name: key.1.clone(),
             });
-            existing.lookups.fetch_add(1, Ordering::Relaxed);
+            self.count_lookup(&existing);
+            drop(names);
             tree.insert(key, existing.id);
             return existing;
         }
@@ -297,9 +340,10 @@ impl NodeTable {
     /// Give `node` one more name (a new hard link), replacing whatever was there. Counts one
     /// lookup.
     pub fn add_name(&self, parent: &Node, name: &OsStr, node: &Arc<Node>) {
-        let mut tree = self.tree.lock();
+        let mut trees = self.lock_trees(&[parent.id]);
+        let tree = trees.of(parent.id);
         let key = (parent.id, name.to_os_string());
-        self.unlink_name(&mut tree, &key);
+        self.unlink_name(tree, &key);
         {
             let mut names = node.names.lock();
             if !names
@@ -311,25 +355,25 @@ impl NodeTable {
                     name: key.1.clone(),
                 });
             }
+            self.count_lookup(node);
         }
-        node.lookups.fetch_add(1, Ordering::Relaxed);
         tree.insert(key, node.id);
     }
 
     /// Forget child `name` of `parent` (after unlink): the node stays until the kernel forgets it.
     pub fn detach_child(&self, parent: &Node, name: &OsStr) {
-        let mut tree = self.tree.lock();
-        self.unlink_name(&mut tree, &(parent.id, name.to_os_string()));
+        let mut trees = self.lock_trees(&[parent.id]);
+        self.unlink_name(trees.of(parent.id), &(parent.id, name.to_os_string()));
     }
 
     /// Move the child entry `name` of `from` to `to_name` in `to` (after a rename). The entry
     /// that was at the target loses that name.
     pub fn move_child(&self, from: &Node, name: &OsStr, to: &Node, to_name: &OsStr) {
-        let mut tree = self.tree.lock();
+        let mut trees = self.lock_trees(&[from.id, to.id]);
         let src = (from.id, name.to_os_string());
         let dst = (to.id, to_name.to_os_string());
-        self.unlink_name(&mut tree, &dst);
-        if let Some(id) = tree.remove(&src)
+        self.unlink_name(trees.of(to.id), &dst);
+        if let Some(id) = trees.of(from.id).remove(&src)
             && let Some(node) = self.get(id)
         {
             for l in node.names.lock().iter_mut() {
@@ -340,18 +384,18 @@ impl NodeTable {
                     };
                 }
             }
-            tree.insert(dst, id);
+            trees.of(to.id).insert(dst, id);
         }
     }
 
     /// Swap two child entries (after RENAME_EXCHANGE).
     pub fn exchange_children(&self, a: &Node, an: &OsStr, b: &Node, bn: &OsStr) {
-        let mut tree = self.tree.lock();
+        let mut trees = self.lock_trees(&[a.id, b.id]);
         let ka = (a.id, an.to_os_string());
         let kb = (b.id, bn.to_os_string());
-        let ida = tree.remove(&ka);
-        let idb = tree.remove(&kb);
-        let mut retarget = |id: Option<u64>, from: &(u64, OsString), to: &(u64, OsString)| {
+        let ida = trees.of(a.id).remove(&ka);
+        let idb = trees.of(b.id).remove(&kb);
+        for (id, from, to) in [(ida, &ka, &kb), (idb, &kb, &ka)] {
             if let Some(id) = id
                 && let Some(n) = self.get(id)
             {
@@ -363,11 +407,9 @@ impl NodeTable {
                         };
                     }
                 }
-                tree.insert(to.clone(), id);
+                trees.of(to.0).insert(to.clone(), id);
             }
-        };
-        retarget(ida, &ka, &kb);
-        retarget(idb, &kb, &ka);
+        }
     }
 
     /// Drop `n` kernel lookups of node `id`; the node goes when none remain.
@@ -375,18 +417,29 @@ impl NodeTable {
         if id == ROOT_ID {
             return;
         }
-        let mut tree = self.tree.lock();
         let Some(node) = self.get(id) else { return };
-        let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
-        node.lookups.store(left, Ordering::Relaxed);
-        if left == 0 {
-            for l in node.names.lock().drain(..) {
-                let key = (l.parent, l.name);
-                if tree.get(&key) == Some(&id) {
-                    tree.remove(&key);
-                }
+        loop {
+            // Lock the tree shards of every name, then check the names did not change.
+            let before: Vec<Link> = node.names.lock().clone();
+            let parents: Vec<u64> = before.iter().map(|l| l.parent).collect();
+            let mut trees = self.lock_trees(&parents);
+            let mut names = node.names.lock();
+            if *names != before {
+                continue;
             }
-            self.shard(id).lock().remove(&id);
+            let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
+            node.lookups.store(left, Ordering::Relaxed);
+            if left == 0 {
+                for l in names.drain(..) {
+                    let key = (l.parent, l.name);
+                    let tree = trees.of(key.0);
+                    if tree.get(&key) == Some(&id) {
+                        tree.remove(&key);
+                    }
+                }
+                self.shard(id).lock().remove(&id);
+            }
+            return;
         }
     }
 }
