@@ -40,6 +40,14 @@ fn trace<T>(debug: bool, op: &str, ino: u64, name: Option<&OsStr>, t: Instant, r
     }
 }
 
+/// Answer an operation that returns nothing.
+fn reply_empty(reply: ReplyEmpty, r: FsResult<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl StrataFs {
     fn ttl(&self) -> Duration {
         self.u.settings.timeout
@@ -221,20 +229,14 @@ impl Filesystem for StrataFs {
         let t = Instant::now();
         let r = self.u.node(parent.0).and_then(|p| self.u.unlink(&p, name));
         trace(self.debug, "unlink", parent.0, Some(name), t, &r);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let t = Instant::now();
         let r = self.u.node(parent.0).and_then(|p| self.u.rmdir(&p, name));
         trace(self.debug, "rmdir", parent.0, Some(name), t, &r);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn symlink(
@@ -274,10 +276,7 @@ impl Filesystem for StrataFs {
             self.u.rename(&p1, name, &p2, newname, flags.bits())
         });
         trace(self.debug, "rename", parent.0, Some(name), t, &r);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn link(
@@ -410,10 +409,7 @@ impl Filesystem for StrataFs {
         let t = Instant::now();
         let r = self.u.fsync(fh.0, datasync);
         trace(self.debug, "fsync", ino.0, None, t, &r);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -585,10 +581,7 @@ impl Filesystem for StrataFs {
             .node(ino.0)
             .and_then(|n| self.u.setxattr(&n, name, value, flags));
         trace(self.debug, "setxattr", ino.0, Some(name), t, &r);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -624,10 +617,7 @@ impl Filesystem for StrataFs {
             .node(ino.0)
             .and_then(|n| self.u.removexattr(&n, name));
         trace(self.debug, "removexattr", ino.0, Some(name), t, &r);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn create(
@@ -694,10 +684,7 @@ impl Filesystem for StrataFs {
         let t = Instant::now();
         let r = self.u.fallocate(fh.0, offset, length, mode);
         trace(self.debug, "fallocate", ino.0, None, t, &r);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn lseek(
