@@ -40,6 +40,27 @@ fn trace<T>(debug: bool, op: &str, ino: u64, name: Option<&OsStr>, t: Instant, r
     }
 }
 
+/// The attributes of a negative lookup reply (node id 0).
+fn negative_entry() -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: std::time::UNIX_EPOCH,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        crtime: std::time::UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 /// Answer an operation that returns nothing.
 fn reply_empty(reply: ReplyEmpty, r: FsResult<()>) {
     match r {
@@ -116,6 +137,11 @@ impl Filesystem for StrataFs {
         let t = Instant::now();
         let r = self.u.node(parent.0).and_then(|p| self.u.lookup(&p, name));
         trace(self.debug, "lookup", parent.0, Some(name), t, &r);
+        if matches!(r, Err(e) if e == Errno::ENOENT) {
+            // A negative entry the kernel may cache: every change to the union comes
+            // through this daemon, which the kernel sees, so it cannot go stale.
+            return reply.entry(&self.ttl(), &negative_entry(), GEN);
+        }
         self.entry_reply(r, reply);
     }
 
