@@ -73,6 +73,8 @@ pub struct PauseGuard {
 /// Pause the union whose control socket is `path`; returns once no change is under way.
 pub fn pause_client(path: &Path) -> std::io::Result<PauseGuard> {
     let mut stream = UnixStream::connect(path)?;
+    // Pausing waits for changes under way; a daemon that never answers is an error.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     stream.write_all(b"pause\n")?;
     let mut line = String::new();
     BufReader::new(stream.try_clone()?).read_line(&mut line)?;

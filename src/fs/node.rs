@@ -207,6 +207,11 @@ impl NodeTable {
         &self.shards[(id as usize) % SHARDS]
     }
 
+    /// Lock the tree shard of one parent.
+    fn lock_tree(&self, parent: u64) -> parking_lot::MutexGuard<'_, Tree> {
+        self.trees[(parent as usize) % SHARDS].lock()
+    }
+
     /// Lock the tree shards of the given parents (each once, in index order).
     fn lock_trees(&self, parents: &[u64]) -> Trees<'_> {
         let mut idx: Vec<usize> = parents.iter().map(|p| (*p as usize) % SHARDS).collect();
@@ -270,16 +275,15 @@ impl NodeTable {
 
     /// The node id of child `name` of `parent`, if the kernel knows it.
     pub fn child_id(&self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.lock_trees(&[parent])
-            .of(parent)
+        self.lock_tree(parent)
             .get(&(parent, name.to_os_string()))
             .copied()
     }
 
     /// The child `name` of `parent` if the kernel already knows it; counts one lookup.
     pub fn find_child(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
-        let mut trees = self.lock_trees(&[parent.id]);
-        let id = *trees.of(parent.id).get(&(parent.id, name.to_os_string()))?;
+        let tree = self.lock_tree(parent.id);
+        let id = *tree.get(&(parent.id, name.to_os_string()))?;
         let node = self.get(id)?;
         let _names = node.names.lock();
         node.lookups.fetch_add(1, Ordering::Relaxed);
@@ -297,8 +301,7 @@ impl NodeTable {
         node: Node,
         same_object: &dyn Fn(&Node, &Node) -> bool,
     ) -> Arc<Node> {
-        let mut trees = self.lock_trees(&[parent.id]);
-        let tree = trees.of(parent.id);
+        let mut tree = self.lock_tree(parent.id);
         let key = (parent.id, name.to_os_string());
         if let Some(id) = tree.get(&key)
             && let Some(existing) = self.get(*id)
@@ -340,10 +343,9 @@ impl NodeTable {
     /// Give `node` one more name (a new hard link), replacing whatever was there. Counts one
     /// lookup.
     pub fn add_name(&self, parent: &Node, name: &OsStr, node: &Arc<Node>) {
-        let mut trees = self.lock_trees(&[parent.id]);
-        let tree = trees.of(parent.id);
+        let mut tree = self.lock_tree(parent.id);
         let key = (parent.id, name.to_os_string());
-        self.unlink_name(tree, &key);
+        self.unlink_name(&mut tree, &key);
         {
             let mut names = node.names.lock();
             if !names
@@ -362,8 +364,8 @@ impl NodeTable {
 
     /// Forget child `name` of `parent` (after unlink): the node stays until the kernel forgets it.
     pub fn detach_child(&self, parent: &Node, name: &OsStr) {
-        let mut trees = self.lock_trees(&[parent.id]);
-        self.unlink_name(trees.of(parent.id), &(parent.id, name.to_os_string()));
+        let mut tree = self.lock_tree(parent.id);
+        self.unlink_name(&mut tree, &(parent.id, name.to_os_string()));
     }
 
     /// Move the child entry `name` of `from` to `to_name` in `to` (after a rename). The entry
