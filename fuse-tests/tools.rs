@@ -697,3 +697,121 @@ fn parallel_creates_links_renames_and_removes_stay_consistent() {
         "d0: lower + 150 moved in"
     );
 }
+
+/// Lines of a debug trace that show the daemon serving a read of inode `ino`.
+fn traced_reads(log: &str, ino: u64) -> usize {
+    let tag = format!("read ino={ino} ");
+    log.lines().filter(|l| l.contains(&tag)).count()
+}
+
+fn ino_of(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+        .ino()
+}
+
+#[test]
+fn passthrough_serves_upper_files_and_every_file_of_a_read_only_mount() {
+    if !common::ready() {
+        return; // (as root: FUSE passthrough needs CAP_SYS_ADMIN in the daemon)
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    Layer::new().file("big", &data).build(&lower);
+
+    // Writable mount: a lower file is read through the daemon (so that an fd opened before a
+    // copy-up can follow it); a file whose data is in the upper layer goes straight through.
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(
+        std::slice::from_ref(&lower),
+        Some((&upper, &work)),
+        &mnt,
+        &["debug"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs::read(mnt.join("big")).expect("read lower"), data);
+    fs::write(mnt.join("new"), &data).expect("write new");
+    assert_eq!(fs::read(mnt.join("new")).expect("read new"), data);
+    let (big_ino, new_ino) = (ino_of(&mnt.join("big")), ino_of(&mnt.join("new")));
+    let log = m.log_text();
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        traced_reads(&log, big_ino) > 0,
+        "lower file not read through the daemon on a writable mount"
+    );
+    assert_eq!(
+        traced_reads(&log, new_ino),
+        0,
+        "upper file read through the daemon, not passthrough"
+    );
+
+    // Read-only mount: nothing can be copied up, so lower files go straight through too.
+    let mnt2 = ws.mkdir("mnt2");
+    let m = FuseMount::mount(&[lower], None, &mnt2, &["debug"]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs::read(mnt2.join("big")).expect("read lower"), data);
+    let ino = ino_of(&mnt2.join("big"));
+    let log = m.log_text();
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("open ino=") && l.contains("-> ok")),
+        "no traced open in {log:?}"
+    );
+    assert_eq!(
+        traced_reads(&log, ino),
+        0,
+        "read-only mount read a lower file through the daemon"
+    );
+}
+
+#[test]
+fn fsync_and_directory_fsync_succeed_on_copied_up_files_with_and_without_volatile() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    Layer::new()
+        .file("f", "lower\n")
+        .dir("d", 0o755)
+        .build(&lower);
+    for (opts, honoured) in [(&["debug"][..], true), (&["debug", "volatile"][..], false)] {
+        let tag = if honoured { "default" } else { "volatile" };
+        let (upper, work, mnt) = (
+            ws.mkdir(&format!("{tag}-upper")),
+            ws.mkdir(&format!("{tag}-work")),
+            ws.mkdir(&format!("{tag}-mnt")),
+        );
+        let m = FuseMount::mount(
+            std::slice::from_ref(&lower),
+            Some((&upper, &work)),
+            &mnt,
+            opts,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Appending copies the file up; fsync and a directory fsync both succeed either way.
+        sh(&format!(
+            "python3 -c 'import os\nfd = os.open({f:?}, os.O_WRONLY | os.O_APPEND)\nos.write(fd, b\"more\\n\")\nos.fsync(fd)\nos.close(fd)\nd = os.open({d:?}, os.O_RDONLY)\nos.fsync(d)\nos.close(d)'",
+            f = mnt.join("f").display().to_string(),
+            d = mnt.join("d").display().to_string(),
+        ));
+        let log = m.log_text();
+        m.unmount().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            fs::read_to_string(upper.join("f")).expect("upper copy"),
+            "lower\nmore\n"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("fsync ino=") && l.contains("-> ok")),
+            "{tag}: fsync not traced: {log:?}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("fsyncdir ino=") && l.contains("-> ok")),
+            "{tag}: fsyncdir not traced: {log:?}"
+        );
+    }
+}

@@ -26,8 +26,12 @@ pub struct MountConfig {
     pub fuse_options: Vec<String>,
     /// Which opens use FUSE passthrough (`off`, `upper` = default, `all`).
     pub passthrough: super::passthrough::Mode,
-    /// fsync copied-up data before it is renamed into place (off with `volatile`/`fsync=0`).
+    /// fsync copied-up data before it is renamed into place, as kernel overlayfs does
+    /// (`sync_copyup`); off by default, as in fuse-overlayfs: a copy-up is then as durable
+    /// as any unsynced write, and a killed daemon still never leaves a half file.
     pub sync_copy_up: bool,
+    /// Carry out fsync requests (`fsync=0` and `volatile` turn them into no-ops).
+    pub honor_fsync: bool,
     /// Threads serving requests (default: twice the CPUs, at least 4).
     pub threads: Option<usize>,
 }
@@ -51,7 +55,8 @@ impl MountConfig {
             control_socket: None,
             fuse_options: Vec::new(),
             passthrough: super::passthrough::Mode::Upper,
-            sync_copy_up: true,
+            sync_copy_up: false,
+            honor_fsync: true,
             threads: None,
         }
     }

@@ -53,7 +53,14 @@ pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> std::io::Result<
 
 /// Copy the data of `src` to `dst`: a reflink when the filesystem can, else the data
 /// extents only (holes stay holes), then the exact size.
-pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> std::io::Result<()> {
+/// With `durable`, writeback of each copied chunk starts at once (so that the caller's final
+/// fsync waits for little more than the last chunk) instead of all at the end.
+pub fn copy_data(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    size: u64,
+    durable: bool,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     const FICLONE: libc::c_ulong = 0x4004_9409;
     if unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) } == 0 {
@@ -72,7 +79,7 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> std::io
         };
         let mut off = data;
         while off < hole {
-            let want = ((hole - off) as usize).min(1 << 30);
+            let want = ((hole - off) as usize).min(if durable { DURABLE_CHUNK } else { 1 << 30 });
             let n = match sys::copy_file_range(src, off, dst, off, want) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -90,12 +97,18 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> std::io
                 }
                 Err(e) => return Err(e),
             };
+            if durable {
+                sys::start_writeback(dst, off, n as u64)?;
+            }
             off += n as u64;
         }
         pos = hole.max(data + 1).max(off);
     }
     sys::ftruncate(dst, size)
 }
+
+/// Bytes copied between two writeback starts of a durable copy.
+const DURABLE_CHUNK: usize = 8 << 20;
 
 fn copy_by_buffer(
     src: BorrowedFd<'_>,
@@ -185,7 +198,7 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     let dfd = sys::open_at(dst.dir(), &dst.name, libc::O_WRONLY, 0).map_err(errno)?;
     let before = sys::fstat(dfd.as_fd()).map_err(errno)?;
     let size = sys::fstat(sfd.as_fd()).map_err(errno)?.st_size as u64;
-    copy_data(sfd.as_fd(), dfd.as_fd(), size).map_err(errno)?;
+    copy_data(sfd.as_fd(), dfd.as_fd(), size, u.settings.sync_copy_up).map_err(errno)?;
     if u.settings.sync_copy_up {
         sys::fsync(dfd.as_fd(), false).map_err(errno)?;
     }
@@ -323,7 +336,13 @@ fn make_copy(
                 0o600,
             )
             .map_err(errno)?;
-            copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64).map_err(errno)?;
+            copy_data(
+                sfd.as_fd(),
+                dfd.as_fd(),
+                st.st_size as u64,
+                u.settings.sync_copy_up,
+            )
+            .map_err(errno)?;
             copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)?;
             if u.settings.sync_copy_up {
                 sys::fsync(dfd.as_fd(), false).map_err(errno)?;

@@ -139,7 +139,21 @@ impl Union {
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         let h = self.handle(fh)?;
+        if !self.settings.honor_fsync {
+            return Ok(());
+        }
         let fd = self.current_fd(&h)?;
+        sys::fsync(fd.as_fd(), datasync).map_err(errno)
+    }
+
+    /// fsync(2) of a directory: its upper copy, when it has one (lower ones never change).
+    pub fn fsync_dir(&self, node: &Node, datasync: bool) -> FsResult<()> {
+        if !self.settings.honor_fsync || !node.in_upper() {
+            return Ok(());
+        }
+        let e = self.entry_of(node)?;
+        let fd =
+            sys::open_at(e.dir(), &e.name, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(errno)?;
         sys::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 

@@ -567,12 +567,18 @@ impl Filesystem for StrataFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let t = Instant::now();
+        let r = self
+            .u
+            .node(ino.0)
+            .and_then(|n| self.u.fsync_dir(&n, datasync));
+        trace(self.debug, "fsyncdir", ino.0, None, t, &r);
+        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -33,13 +33,21 @@ const IGNORED: &[&str] = &[
     "userxattr",
     "xino",
     "default_permissions",
-    "fsync",
     "noxattrs",
     "rw",
     "exec",
     "atime",
     "async",
 ];
+
+/// A boolean option's value: 1/0, on/off, yes/no, true/false.
+fn flag_value(key: &str, v: &str) -> Result<bool, MountError> {
+    match v {
+        "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        _ => Err(MountError::Invalid(format!("{key}={v}: expected 1 or 0"))),
+    }
+}
 
 /// FUSE mount options passed through to the kernel.
 const PASSED: &[&str] = &[
@@ -148,7 +156,10 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
                     MountError::Invalid(format!("passthrough={v}: expected off, upper or all"))
                 })?;
             }
-            ("fsync", Some(v)) => cfg.sync_copy_up = v != "0",
+            ("fsync", Some(v)) => cfg.honor_fsync = flag_value("fsync", &v)?,
+            ("sync_copyup", v) => {
+                cfg.sync_copy_up = v.map_or(Ok(true), |v| flag_value("sync_copyup", &v))?
+            }
             ("threads", Some(v)) => {
                 let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     MountError::Invalid(format!("threads={v}: expected a positive number"))
@@ -157,9 +168,8 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
             }
             ("volatile", None) => {
                 cfg.sync_copy_up = false;
-                warn(
-                    "volatile: copied-up data is not synced before it is renamed into place".into(),
-                );
+                cfg.honor_fsync = false;
+                warn("volatile: fsync requests are not carried out".into());
             }
             ("override_stat", _) => cfg.fuse_options.push("strata:override_stat".into()),
             (k, _) if PASSED.contains(&k) => cfg.fuse_options.push(k.to_string()),
@@ -215,10 +225,16 @@ mod tests {
         use crate::fs::passthrough::Mode;
         let (c, _) = parse_ok(&["-o", "lowerdir=/a,passthrough=all,fsync=0", "/m"]);
         assert_eq!(c.passthrough, Mode::All);
+        assert!(!c.honor_fsync);
         assert!(!c.sync_copy_up);
         let (c, _) = parse_ok(&["-o", "lowerdir=/a", "/m"]);
         assert_eq!(c.passthrough, Mode::Upper);
-        assert!(c.sync_copy_up);
+        assert!(c.honor_fsync);
+        assert!(!c.sync_copy_up);
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,sync_copyup,fsync=1", "/m"]);
+        assert!(c.sync_copy_up && c.honor_fsync);
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,sync_copyup=0,volatile", "/m"]);
+        assert!(!c.sync_copy_up && !c.honor_fsync);
         let mut w = |_| {};
         assert!(
             parse(
@@ -227,6 +243,13 @@ mod tests {
                     "lowerdir=/a,passthrough=bogus".into(),
                     "/m".into()
                 ],
+                &mut w
+            )
+            .is_err()
+        );
+        assert!(
+            parse(
+                &["-o".into(), "lowerdir=/a,fsync=maybe".into(), "/m".into()],
                 &mut w
             )
             .is_err()

@@ -1,8 +1,9 @@
 //! FUSE passthrough: reads and writes of an open file go straight from the kernel to the
 //! backing file, without a round trip through the daemon. Used for files whose data is in the
-//! upper layer (they never move again); files still in a lower layer are served by the daemon
-//! so that a descriptor opened before a copy-up reads the new data after it, unless the mount
-//! asks for `passthrough=all`, which trades that for speed. Passthrough needs CAP_SYS_ADMIN;
+//! upper layer (they never move again) and for every file of a read-only mount (nothing is
+//! ever copied up there); on a writable mount, files still in a lower layer are served by the
+//! daemon so that a descriptor opened before a copy-up reads the new data after it, unless the
+//! mount asks for `passthrough=all`, which trades that for speed. Passthrough needs CAP_SYS_ADMIN;
 //! without it (or an older kernel) every open falls back to normal reads and writes.
 
 use std::os::fd::OwnedFd;
@@ -18,7 +19,8 @@ use super::union::Union;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Off,
-    /// Files whose data is in the upper layer (the default where allowed).
+    /// Files whose data is in the upper layer, and all files of a read-only mount (the
+    /// default where allowed).
     Upper,
     /// Every file, lower ones too: a descriptor opened on a lower file keeps reading the lower
     /// data after a copy-up (the semantics of fuse-overlayfs, not of kernel overlayfs).
@@ -57,7 +59,7 @@ impl Union {
         let node: &Node = &h.node;
         let wanted = match self.settings.passthrough {
             Mode::Off => false,
-            Mode::Upper => node.data_in_upper(),
+            Mode::Upper => node.data_in_upper() || self.layers.upper.is_none(),
             Mode::All => true,
         } && !(write && self.settings.pausable);
         let mut b = node.backing.lock();

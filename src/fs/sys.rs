@@ -411,6 +411,19 @@ pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
     Ok(())
 }
 
+/// Start writeback of a byte range without waiting for it (sync_file_range WRITE).
+pub fn start_writeback(fd: BorrowedFd<'_>, off: u64, len: u64) -> SysResult<()> {
+    check(unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            off as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    })
+    .map(drop)
+}
+
 pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> SysResult<()> {
     retry(|| check(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, off as i64, len as i64) }))?;
     Ok(())

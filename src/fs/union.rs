@@ -38,6 +38,8 @@ pub struct Settings {
     pub pausable: bool,
     /// fsync copied-up data before renaming it into place.
     pub sync_copy_up: bool,
+    /// Carry out fsync requests (off with `fsync=0` / `volatile`).
+    pub honor_fsync: bool,
 }
 
 /// A mounted union.
