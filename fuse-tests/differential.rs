@@ -473,7 +473,7 @@ fn hardlinked_lower_files_stay_linked_after_copy_up() {
         .hardlink("b", "a")
         .file("d/c", "c\n")
         .hardlink("d/c2", "d/c");
-    let mut sc = Scenario::new(vec![low]).ops([
+    let sc = Scenario::new(vec![low]).ops([
         "stat -c '%n %h' a b",
         "echo more >> a",
         "cat b; stat -c '%n %h' a b",
@@ -483,11 +483,8 @@ fn hardlinked_lower_files_stay_linked_after_copy_up() {
         "cat a b; stat -c '%n %h' a b",
         &py("import os; print(os.stat('a').st_ino == os.stat('b').st_ino)"),
     ]);
-    // Each implementation keeps its hard-link index in its own format in the work dir (the
-    // kernel's entries are named by its own file-handle encoding), so a name that exists only
-    // in the lower layer and the index cannot be followed across implementations: no
-    // cross-mount here. Remounts by the same implementation are checked above.
-    sc.cross_mount = false;
+    // The cross-mounts (on by default) check that each implementation follows the other's
+    // index: `b` and `d/c2` exist only in the lower layer and in WORKDIR/index.
     if let Some(o) = check(sc) {
         kernel_prints(&o, "cat b; stat -c '%n %h' a b", "shared\nmore\na 2\nb 2\n");
     }

@@ -227,19 +227,25 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let tmp = u.temp_name();
 
     // Hard-linked lower files go through the index, so every name shares one upper inode.
-    let indexed = node.state.read().indexed.clone();
-    let key = match indexed {
-        Some(k) => Some(k),
-        None if sys::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() => {
-            Some(super::index::key_of(src.dir(), &src.name, &src_st))
+    let (indexed, lower_layer) = {
+        let s = node.state.read();
+        (s.indexed.clone(), s.lower_layer)
+    };
+    let key = match (indexed, lower_layer) {
+        (Some(k), _) => Some(k),
+        (None, Some(layer))
+            if sys::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() =>
+        {
+            u.index_key(layer, src.dir(), &src.name)
         }
-        None => None,
+        _ => None,
     };
     if let Some(key) = &key
-        && u.index_lookup(key)?.is_some()
+        && let Some(ist) = u.index_lookup(key)?
     {
+        let union = u.index_nlink(key, &ist);
         u.link_from_index(key, pdir.as_fd(), &name)?;
-        u.index_name_settled(key)?;
+        u.index_name_linked_up(key, union)?;
         let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
         let mut st = node.state.write();
         st.lower_layer = None;
@@ -259,7 +265,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         make_copy(u, work, &tmp, &src, &src_st)
     };
     let made = made.and_then(|_| match &key {
-        Some(k) => u.add_to_index(work, &tmp, k, (src_st.st_nlink - 1) as u32),
+        Some(k) => u.add_to_index(work, &tmp, k, src_st.st_nlink),
         None => Ok(()),
     });
     if let Err(e) = made {

@@ -1,35 +1,72 @@
-//! The hard-link index: lower files with several names share one upper inode once any name
-//! is copied up. The copy lives in `WORKDIR/strata-index/<key>` (key: the lower file's file
-//! handle) and every name that is copied up is a hard link to it, as kernel overlayfs does
-//! with `index=on`. An xattr on the index entry counts the lower names not yet linked, so the
-//! link count shown stays right.
+//! The hard-link index, in kernel overlayfs's on-disk format (`index=on`): lower files with
+//! several names share one upper inode once any name is copied up. The copy lives in
+//! `WORKDIR/index/<key>`, where the key is the hex of the kernel's `ovl_fh` encoding of the
+//! lower file's handle, and every name that is copied up is a hard link to it. As the kernel
+//! does, the entry carries `overlay.origin` (that same handle) and `overlay.nlink` ("U+N":
+//! the union's link count relative to the upper inode's), so kernel overlayfs and strata
+//! follow each other's index entries.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use super::sys;
 use super::union::{FsResult, Union, errno};
 
-/// Key of a lower object in the index: the hex of its file handle (stable across remounts).
-pub fn key_of(dir: BorrowedFd<'_>, name: &OsStr, st: &libc::stat64) -> OsString {
-    match file_handle(dir, name) {
-        Some(h) => OsString::from(format!("fh-{}", hex(&h))),
-        None => OsString::from(format!("ino-{:x}-{:x}", st.st_dev, st.st_ino)),
-    }
+/// `ovl_fb` header: version 0, magic 0xfb, then len, flags, handle type, 16-byte uuid.
+const FH_VERSION: u8 = 0;
+const FH_MAGIC: u8 = 0xfb;
+const FH_HEADER: usize = 5 + 16;
+/// Flag of a handle encoded on a big-endian machine (`OVL_FH_FLAG_BIG_ENDIAN`).
+const FH_FLAG_BIG_ENDIAN: u8 = 1;
+
+/// An index key: the lower object's encoded handle and its hex name in the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexKey {
+    pub name: OsString,
+    pub origin: Vec<u8>,
+}
+
+/// The key of lower object `name` in `dir`, whose filesystem has `uuid` (the kernel's
+/// `ovl_encode_real_fh` for a lower object). `None` when the filesystem cannot make file
+/// handles: such files are copied up without the index.
+pub fn key_of(uuid: &[u8; 16], dir: BorrowedFd<'_>, name: &OsStr) -> Option<IndexKey> {
+    let (handle_type, fid) = file_handle(dir, name)?;
+    let len = FH_HEADER + fid.len();
+    let mut fh = Vec::with_capacity(len);
+    let flags = if cfg!(target_endian = "big") {
+        FH_FLAG_BIG_ENDIAN
+    } else {
+        0
+    };
+    fh.extend_from_slice(&[
+        FH_VERSION,
+        FH_MAGIC,
+        u8::try_from(len).ok()?,
+        flags,
+        u8::try_from(handle_type).ok()?,
+    ]);
+    fh.extend_from_slice(uuid);
+    fh.extend_from_slice(&fid);
+    Some(IndexKey {
+        name: OsString::from(hex(&fh)),
+        origin: fh,
+    })
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn file_handle(dir: BorrowedFd<'_>, name: &OsStr) -> Option<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
+/// `name_to_handle_at`: the handle type and bytes of `name` in `dir` (not following links).
+fn file_handle(dir: BorrowedFd<'_>, name: &OsStr) -> Option<(i32, Vec<u8>)> {
     const MAX_HANDLE_SZ: usize = 128;
     // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
     let mut buf = vec![0u8; 8 + MAX_HANDLE_SZ];
     buf[0..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
     let c = std::ffi::CString::new(name.as_bytes()).ok()?;
     let mut mount_id: libc::c_int = 0;
+    // SAFETY: buf is a file_handle with room for MAX_HANDLE_SZ bytes; c is NUL-terminated.
     let r = unsafe {
         libc::syscall(
             libc::SYS_name_to_handle_at,
@@ -43,87 +80,159 @@ fn file_handle(dir: BorrowedFd<'_>, name: &OsStr) -> Option<Vec<u8>> {
     if r != 0 {
         return None;
     }
-    let len = u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize;
-    buf.truncate(8 + len.min(MAX_HANDLE_SZ));
-    Some(buf)
+    let len = (u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize).min(MAX_HANDLE_SZ);
+    let handle_type = i32::from_ne_bytes(buf[4..8].try_into().ok()?);
+    Some((handle_type, buf[8..8 + len].to_vec()))
 }
 
-const PENDING_XATTR: &str = "strata.lowerlinks";
+/// The uuid of the filesystem holding `fd` (`FS_IOC_GETFSUUID`), as the kernel puts it in
+/// file handles; all zero for filesystems without one.
+pub fn fs_uuid(fd: BorrowedFd<'_>) -> [u8; 16] {
+    // struct fsuuid2 { u8 len; u8 uuid[16]; }, _IOR(0x15, 0, struct fsuuid2)
+    const FS_IOC_GETFSUUID: libc::c_ulong = 0x8011_1500;
+    let mut buf = [0u8; 17];
+    // The ioctl needs a real open file, not an O_PATH one.
+    let Ok(dir) = sys::open_at(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
+        return [0; 16];
+    };
+    // SAFETY: buf has the size of struct fsuuid2.
+    let r = unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_GETFSUUID, buf.as_mut_ptr()) };
+    let mut uuid = [0u8; 16];
+    if r == 0 && buf[0] as usize <= 16 {
+        let n = buf[0] as usize;
+        uuid[..n].copy_from_slice(&buf[1..1 + n]);
+    }
+    uuid
+}
+
+/// The union's link count of an indexed object, from its `overlay.nlink` value ("U+N" or
+/// "L+N", relative to the upper or lower inode's count), as the kernel reads it.
+pub fn union_nlink(value: &[u8], upper_nlink: u64, lower_nlink: Option<u64>) -> Option<u64> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (base, rest) = match s.as_bytes().first()? {
+        b'U' => (upper_nlink, &s[1..]),
+        b'L' => (lower_nlink?, &s[1..]),
+        _ => return None,
+    };
+    if !rest.starts_with(['+', '-']) {
+        return None;
+    }
+    let add: i64 = rest.parse().ok()?;
+    u64::try_from(base as i64 + add).ok()
+}
+
+/// The `overlay.nlink` value for a union link count relative to the upper inode's.
+fn nlink_value(union: u64, upper_nlink: u64) -> String {
+    format!("U{:+}", union as i64 - upper_nlink as i64)
+}
 
 impl Union {
     fn index_dir(&self) -> Option<BorrowedFd<'_>> {
         self.layers.index.as_ref().map(|f| f.as_fd())
     }
 
+    /// The index key of lower object `name` in `dir` of lower layer `layer`.
+    pub fn index_key(&self, layer: usize, dir: BorrowedFd<'_>, name: &OsStr) -> Option<IndexKey> {
+        let l = self.layers.lowers.get(layer)?;
+        key_of(&l.uuid, dir, name)
+    }
+
     /// Whether the index has an entry for `key`, and its stat.
-    pub fn index_lookup(&self, key: &OsStr) -> FsResult<Option<libc::stat64>> {
+    pub fn index_lookup(&self, key: &IndexKey) -> FsResult<Option<libc::stat64>> {
         let Some(dir) = self.index_dir() else {
             return Ok(None);
         };
-        sys::stat_at_opt(dir, key).map_err(errno)
-    }
-
-    /// Lower names of an indexed object that are not linked into the upper layer yet.
-    pub fn index_pending(&self, key: &OsStr) -> u32 {
-        let Some(dir) = self.index_dir() else {
-            return 0;
-        };
-        let Ok(fd) = sys::open_at(dir, key, libc::O_PATH, 0) else {
-            return 0;
-        };
-        match sys::get_xattr(fd.as_fd(), &self.fmt.xattr(PENDING_XATTR)) {
-            Ok(Some(v)) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            _ => 0,
+        match sys::stat_at_opt(dir, &key.name).map_err(errno)? {
+            // A whiteout entry marks an object whose names were all removed.
+            Some(st) if super::whiteout::is_whiteout_dev(&st) => Ok(None),
+            other => Ok(other),
         }
     }
 
-    /// Record `n` pending lower names on index entry `key`.
-    pub fn set_index_pending(&self, key: &OsStr, n: u32) -> FsResult<()> {
+    /// The union's link count of index entry `key` (stat `st`): its `overlay.nlink`, or the
+    /// upper count less the index's own link when that is missing.
+    pub fn index_nlink(&self, key: &IndexKey, st: &libc::stat64) -> u64 {
+        let fallback = st.st_nlink.saturating_sub(1).max(1);
+        let Some(dir) = self.index_dir() else {
+            return fallback;
+        };
+        let Ok(fd) = sys::open_at(dir, &key.name, libc::O_PATH, 0) else {
+            return fallback;
+        };
+        match sys::get_xattr(fd.as_fd(), &self.fmt.xattr("nlink")) {
+            Ok(Some(v)) => union_nlink(&v, st.st_nlink, None).unwrap_or(fallback),
+            _ => fallback,
+        }
+    }
+
+    /// The union's link count of index entry `key`.
+    pub fn index_union_nlink(&self, key: &IndexKey) -> FsResult<u64> {
+        let ist = self.index_lookup(key)?.ok_or(libc_err(libc::ENOENT))?;
+        Ok(self.index_nlink(key, &ist))
+    }
+
+    /// Record union link count `union` on index entry `key`.
+    fn set_index_nlink(&self, key: &IndexKey, union: u64) -> FsResult<()> {
         let dir = self.index_dir().ok_or(libc_err(libc::EIO))?;
-        let fd = sys::open_at(dir, key, libc::O_PATH, 0).map_err(errno)?;
+        let fd = sys::open_at(dir, &key.name, libc::O_PATH, 0).map_err(errno)?;
+        let st = sys::fstat(fd.as_fd()).map_err(errno)?;
         sys::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr(PENDING_XATTR).as_bytes(),
-            n.to_string().as_bytes(),
+            self.fmt.xattr("nlink").as_bytes(),
+            nlink_value(union, st.st_nlink).as_bytes(),
             0,
         )
         .map_err(errno)
     }
 
-    /// One fewer lower name of `key` is pending (it was linked up or removed).
-    pub fn index_name_settled(&self, key: &OsStr) -> FsResult<()> {
-        let n = self.index_pending(key);
-        self.set_index_pending(key, n.saturating_sub(1))
+    /// A lower name of `key` was linked up: the upper inode gained a link, the union did not.
+    pub fn index_name_linked_up(&self, key: &IndexKey, union_before: u64) -> FsResult<()> {
+        self.set_index_nlink(key, union_before)
+    }
+
+    /// A lower-only name of `key` was removed from the union (whited out).
+    pub fn index_name_removed(&self, key: &IndexKey, union_before: u64) -> FsResult<()> {
+        self.set_index_nlink(key, union_before.saturating_sub(1))
     }
 
     /// Link index entry `key` as `name` in `dir`.
-    pub fn link_from_index(&self, key: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<()> {
+    pub fn link_from_index(
+        &self,
+        key: &IndexKey,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> FsResult<()> {
         let idx = self.index_dir().ok_or(libc_err(libc::EIO))?;
-        sys::link_at(idx, key, dir, name).map_err(errno)
+        sys::link_at(idx, &key.name, dir, name).map_err(errno)
     }
 
-    /// Put the finished copy `tmp` (in the work dir) into the index as `key`, recording the
-    /// lower names still to come.
+    /// Put the finished copy `tmp` (in the work dir) into the index as `key`, marked with its
+    /// origin and the union's link count `union` (the lower object's).
     pub fn add_to_index(
         &self,
         work: BorrowedFd<'_>,
         tmp: &OsStr,
-        key: &OsStr,
-        pending: u32,
+        key: &IndexKey,
+        union: u64,
     ) -> FsResult<()> {
         let idx = self.index_dir().ok_or(libc_err(libc::EIO))?;
         let fd = sys::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
         sys::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr(PENDING_XATTR).as_bytes(),
-            pending.to_string().as_bytes(),
+            self.fmt.xattr("origin").as_bytes(),
+            &key.origin,
             0,
         )
         .map_err(errno)?;
-        sys::link_at(work, tmp, idx, key).map_err(errno)
+        // Once in the index and under its name the upper inode has two links.
+        sys::set_xattr(
+            fd.as_fd(),
+            self.fmt.xattr("nlink").as_bytes(),
+            nlink_value(union, 2).as_bytes(),
+            0,
+        )
+        .map_err(errno)?;
+        sys::link_at(work, tmp, idx, &key.name).map_err(errno)
     }
 
     pub fn has_index(&self) -> bool {
@@ -133,4 +242,42 @@ impl Union {
 
 fn libc_err(e: i32) -> fuser::Errno {
     fuser::Errno::from_i32(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nlink_values_read_as_the_kernel_reads_them() {
+        assert_eq!(union_nlink(b"U+1", 2, None), Some(3));
+        assert_eq!(union_nlink(b"U-1", 2, None), Some(1));
+        assert_eq!(union_nlink(b"U+0", 4, None), Some(4));
+        assert_eq!(union_nlink(b"L+2", 2, Some(3)), Some(5));
+        assert_eq!(union_nlink(b"L+2", 2, None), None);
+        assert_eq!(union_nlink(b"U1", 2, None), None);
+        assert_eq!(union_nlink(b"X+1", 2, None), None);
+        assert_eq!(union_nlink(b"U-5", 2, None), None);
+        assert_eq!(nlink_value(3, 2), "U+1");
+        assert_eq!(nlink_value(1, 2), "U-1");
+        assert_eq!(nlink_value(2, 2), "U+0");
+    }
+
+    #[test]
+    fn key_is_the_kernel_ovl_fh_of_the_file_handle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), "x").expect("write");
+        let d = sys::open_dir_path(dir.path()).expect("open");
+        let uuid = [7u8; 16];
+        let Some(k) = key_of(&uuid, d.as_fd(), OsStr::new("f")) else {
+            return; // a filesystem without file handles
+        };
+        let (ty, fid) = file_handle(d.as_fd(), OsStr::new("f")).expect("handle");
+        assert_eq!(k.origin[0..2], [0x00, 0xfb]);
+        assert_eq!(k.origin[2] as usize, k.origin.len());
+        assert_eq!(k.origin[4] as i32, ty);
+        assert_eq!(k.origin[5..21], uuid);
+        assert_eq!(k.origin[21..], fid[..]);
+        assert_eq!(k.name.len(), 2 * k.origin.len());
+    }
 }

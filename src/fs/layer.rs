@@ -13,6 +13,8 @@ pub struct Layer {
     pub dev: u64,
     /// Index into [`Layers::devs`], used to build unique inode numbers across filesystems.
     pub fs_index: u64,
+    /// Uuid of the layer's filesystem, part of the file handles in hard-link index keys.
+    pub uuid: [u8; 16],
 }
 
 impl Layer {
@@ -20,6 +22,7 @@ impl Layer {
         let fd = sys::open_dir_path(path)?;
         let st = sys::fstat(fd.as_fd())?;
         Ok(Layer {
+            uuid: super::index::fs_uuid(fd.as_fd()),
             fd,
             dev: st.st_dev,
             fs_index: 0,
@@ -38,7 +41,7 @@ pub struct Layers {
     pub upper: Option<Layer>,
     /// `WORKDIR/work`: scratch directory on the upper's filesystem.
     pub work: Option<OwnedFd>,
-    /// `WORKDIR/strata-index`: the hard-link index (see `index.rs`).
+    /// `WORKDIR/index`: the hard-link index, shared with kernel overlayfs (see `index.rs`).
     pub index: Option<std::sync::Arc<OwnedFd>>,
     /// Distinct st_dev values; the upper's (or the first lower's) is index 0.
     pub devs: Vec<u64>,
@@ -74,10 +77,7 @@ impl Layers {
         if let Some(w) = workdir {
             let wfd = sys::open_dir_path(w)?;
             out.work = Some(open_subdir(wfd.as_fd(), "work")?);
-            out.index = Some(std::sync::Arc::new(open_subdir(
-                wfd.as_fd(),
-                "strata-index",
-            )?));
+            out.index = Some(std::sync::Arc::new(open_subdir(wfd.as_fd(), "index")?));
         }
         let mut devs: Vec<u64> = Vec::new();
         for l in out.upper.iter_mut().chain(out.lowers.iter_mut()) {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use fuser::Errno;
 
 use super::attr;
-use super::index;
 use super::layer::Place;
 use super::node::{Link, LowerDir, Node, NodeState};
 use super::sys;
@@ -261,8 +260,11 @@ impl Union {
                 state.lower_layer = Some(layer);
                 if st.st_nlink > 1 && self.has_index() {
                     // A lower hard link whose inode was copied up under another name.
-                    let key = index::key_of(dir.fd.as_fd(), &fname, &st);
-                    if self.index_lookup(&key)?.is_some() {
+                    if let Some(key) = self.index_key(layer, dir.fd.as_fd(), &fname)
+                        && self.index_lookup(&key)?.is_some()
+                    {
+                        // (kernel overlayfs may have indexed a metadata-only copy)
+                        state.metacopy = self.index_is_metacopy(&key)?;
                         state.indexed = Some(key);
                     }
                 }
@@ -373,14 +375,15 @@ impl Union {
                 state.metacopy = true;
                 state.lower_layer = Some(ld.layer);
             }
-            if st.st_nlink > 1 && lst.st_nlink > 1 && self.has_index() {
-                let key = index::key_of(ld.fd.as_fd(), name, &lst);
-                if let Some(ist) = self.index_lookup(&key)?
-                    && ist.st_ino == st.st_ino
-                    && ist.st_dev == st.st_dev
-                {
-                    state.indexed = Some(key);
-                }
+            if st.st_nlink > 1
+                && lst.st_nlink > 1
+                && self.has_index()
+                && let Some(key) = self.index_key(ld.layer, ld.fd.as_fd(), name)
+                && let Some(ist) = self.index_lookup(&key)?
+                && ist.st_ino == st.st_ino
+                && ist.st_dev == st.st_dev
+            {
+                state.indexed = Some(key);
             }
             return Ok(Some(self.layers.ino(Place::Lower(ld.layer), lst.st_ino)));
         }
@@ -429,6 +432,14 @@ impl Union {
             }
         }
         Ok(None)
+    }
+
+    /// Whether index entry `key` is a metadata-only copy.
+    fn index_is_metacopy(&self, key: &super::index::IndexKey) -> FsResult<bool> {
+        match &self.layers.index {
+            Some(dir) => self.is_metacopy(dir, &key.name),
+            None => Ok(false),
+        }
     }
 
     /// Whether upper file `name` in `dir` is a metadata-only copy.

@@ -319,8 +319,9 @@ impl Union {
         if self.name_in_upper(udir.as_fd(), name)? {
             return Ok(());
         }
+        let union = self.index_union_nlink(&key)?;
         self.link_from_index(&key, udir.as_fd(), name)?;
-        self.index_name_settled(&key)
+        self.index_name_linked_up(&key, union)
     }
 
     /// Take `name` (showing `node`) out of the union: delete the upper object and leave a
@@ -334,7 +335,8 @@ impl Union {
         if !in_upper {
             self.fmt.make_whiteout(udir.as_fd(), name).map_err(errno)?;
             if let Some(key) = node.state.read().indexed.clone() {
-                self.index_name_settled(&key)?;
+                let union = self.index_union_nlink(&key)?;
+                self.index_name_removed(&key, union)?;
             }
         } else if !needs_whiteout {
             sys::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;

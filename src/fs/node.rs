@@ -89,7 +89,7 @@ pub struct NodeState {
     /// Values recorded by a rootless unpack, shown instead of the real ones.
     pub over: Option<StatOverride>,
     /// Non-directories with hard links: the object is the hard-link index entry of this key.
-    pub indexed: Option<OsString>,
+    pub indexed: Option<super::index::IndexKey>,
     /// Metadata is in the upper layer but the data still in lower layer `lower_layer`
     /// (kernel overlayfs `metacopy`).
     pub metacopy: bool,

@@ -153,7 +153,7 @@ impl Union {
         if let (Some(key), Some(idx)) = (&st.indexed, &self.layers.index) {
             return Ok(Entry {
                 dir: idx.clone(),
-                name: key.clone(),
+                name: key.name.clone(),
             });
         }
         let in_upper = st.in_upper;
@@ -181,7 +181,7 @@ impl Union {
     /// lower file.
     pub fn data_entry_of(&self, node: &Node) -> FsResult<Entry> {
         let st = node.state.read();
-        if !st.metacopy || st.indexed.is_some() {
+        if !st.metacopy {
             drop(st);
             return self.entry_of(node);
         }
@@ -249,7 +249,7 @@ impl Union {
         if let Some(key) = &s.indexed {
             // The index entry holds one link of its own; lower names not linked up yet count.
             let mut st = *st;
-            st.st_nlink = (st.st_nlink.saturating_sub(1) + self.index_pending(key) as u64).max(1);
+            st.st_nlink = self.index_nlink(key, &st);
             return attr::to_file_attr(&st, node.id, false, s.over.as_ref());
         }
         let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
