@@ -21,7 +21,7 @@ pub mod options;
 pub mod passthrough;
 mod readdir;
 mod rename;
-mod sys;
+pub(crate) mod sys;
 mod union;
 pub mod whiteout;
 

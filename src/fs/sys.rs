@@ -1,12 +1,15 @@
-//! Thin, safe wrappers over the `*at()` system calls the driver uses. Every path given here
-//! is one name (or a relative path checked by the kernel with `RESOLVE_BENEATH`) resolved
-//! against a directory fd, never a host path built by string joining.
+//! Thin, safe wrappers over the `*at()` system calls the driver and the image store use.
+//! Every path given here is one name (or a relative path checked by the kernel with
+//! `RESOLVE_BENEATH`) resolved against a directory fd, never a host path built by string
+//! joining. Host paths are taken only to open a directory and by the `l*xattr` variants
+//! (for the image code, which reads layers by path).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// Result of a system call wrapper.
 pub type SysResult<T> = io::Result<T>;
@@ -114,36 +117,45 @@ pub fn open_beneath(root: BorrowedFd<'_>, path: &OsStr, flags: i32) -> SysResult
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Open a directory (by absolute or relative host path) as an `O_PATH` fd: used only for the
-/// layer roots given on the command line.
-pub fn open_dir_path(path: &std::path::Path) -> SysResult<OwnedFd> {
+/// `open(path, flags | O_DIRECTORY | O_CLOEXEC)`, following symlinks in `path`.
+fn open_host_dir(path: &Path, flags: i32) -> SysResult<OwnedFd> {
     let c = cstr(path.as_os_str())?;
-    let fd = check(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
+    let fd = check(unsafe { libc::open(c.as_ptr(), flags | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `/proc/self/fd/N`: lets xattr and mode calls reach the object behind an `O_PATH` fd.
-pub fn proc_path(fd: RawFd) -> CString {
-    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+/// Open a directory (by absolute or relative host path) as an `O_PATH` fd: used only for the
+/// layer roots given on the command line.
+pub fn open_dir_path(path: &Path) -> SysResult<OwnedFd> {
+    open_host_dir(path, libc::O_PATH)
 }
 
+/// Open a directory by host path for reading, following symlinks: for the store's own
+/// directories, which the image code then walks with the `*at()` calls.
+pub fn open_dir_read(path: &Path) -> SysResult<OwnedFd> {
+    open_host_dir(path, libc::O_RDONLY)
+}
+
+/// `/proc/self/fd/N`: lets xattr and mode calls reach the object behind an `O_PATH` fd.
+pub fn proc_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// `mkdirat(dir, name, mode)`.
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
     let c = cstr(name)?;
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) })?;
     Ok(())
 }
 
+/// `mknodat(dir, name, mode, rdev)`.
 pub fn mknod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysResult<()> {
     let c = cstr(name)?;
     check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, rdev) })?;
     Ok(())
 }
 
+/// `symlinkat(target, dir, name)`.
 pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     let t = cstr(target)?;
     let c = cstr(name)?;
@@ -151,6 +163,7 @@ pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResul
     Ok(())
 }
 
+/// `linkat(olddir, oldname, newdir, newname, 0)`: a symlink at `oldname` is not followed.
 pub fn link_at(
     olddir: BorrowedFd<'_>,
     oldname: &OsStr,
@@ -226,6 +239,14 @@ pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysRes
     Ok(())
 }
 
+/// `fchmodat(dir, name, mode, 0)`: follows a symlink at `name` (fchmodat takes no
+/// `AT_SYMLINK_NOFOLLOW`), so only for entries known not to be one.
+pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode, 0) })?;
+    Ok(())
+}
+
 /// chmod of the object behind an fd (also an `O_PATH` one, through /proc).
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } == 0 {
@@ -235,7 +256,7 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     if err.raw_os_error() != Some(libc::EBADF) {
         return Err(err);
     }
-    let p = proc_path(fd.as_raw_fd());
+    let p = proc_path(fd);
     check(unsafe { libc::chmod(p.as_ptr(), mode) })?;
     Ok(())
 }
@@ -244,7 +265,7 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
 pub fn utimens_at(dir: BorrowedFd<'_>, name: &OsStr, times: &[libc::timespec; 2]) -> SysResult<()> {
     if name.is_empty() {
         // utimensat rejects AT_EMPTY_PATH; go through /proc for O_PATH fds.
-        let p = proc_path(dir.as_raw_fd());
+        let p = proc_path(dir);
         check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })?;
         return Ok(());
     }
@@ -263,16 +284,34 @@ pub fn utimens_at(dir: BorrowedFd<'_>, name: &OsStr, times: &[libc::timespec; 2]
 /// Read one extended attribute of the object behind `fd`; `Ok(None)` when it is absent or
 /// xattrs are unsupported.
 pub fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> SysResult<Option<Vec<u8>>> {
-    let p = proc_path(fd.as_raw_fd());
-    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    get_xattr_path(&p, &n)
+    get_xattr_cstr(&proc_path(fd), &xattr_name(name.as_bytes())?, true)
 }
 
-fn get_xattr_path(p: &CStr, n: &CStr) -> SysResult<Option<Vec<u8>>> {
+/// [`get_xattr`] of the host path `path`, not following a symlink at its end (`lgetxattr`).
+pub fn lget_xattr(path: &Path, name: &str) -> SysResult<Option<Vec<u8>>> {
+    get_xattr_cstr(
+        &cstr(path.as_os_str())?,
+        &xattr_name(name.as_bytes())?,
+        false,
+    )
+}
+
+fn xattr_name(name: &[u8]) -> SysResult<CString> {
+    CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `getxattr(p, n)`, or `lgetxattr` unless `follow`; `/proc/self/fd/N` paths must follow.
+fn get_xattr_cstr(p: &CStr, n: &CStr, follow: bool) -> SysResult<Option<Vec<u8>>> {
+    let get = |buf: *mut libc::c_void, size: usize| unsafe {
+        if follow {
+            libc::getxattr(p.as_ptr(), n.as_ptr(), buf, size)
+        } else {
+            libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf, size)
+        }
+    };
     let mut buf = vec![0u8; 256];
     loop {
-        let r =
-            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let r = get(buf.as_mut_ptr().cast(), buf.len());
         if r >= 0 {
             buf.truncate(r as usize);
             return Ok(Some(buf));
@@ -281,8 +320,7 @@ fn get_xattr_path(p: &CStr, n: &CStr) -> SysResult<Option<Vec<u8>>> {
         match e.raw_os_error() {
             Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
             Some(libc::ERANGE) => {
-                let need =
-                    unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+                let need = get(std::ptr::null_mut(), 0);
                 if need < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -295,7 +333,7 @@ fn get_xattr_path(p: &CStr, n: &CStr) -> SysResult<Option<Vec<u8>>> {
 
 /// Raw getxattr through /proc for the FUSE getxattr op (keeps errno as it is).
 pub fn get_xattr_raw(fd: BorrowedFd<'_>, name: &CStr, size: usize) -> SysResult<Vec<u8>> {
-    let p = proc_path(fd.as_raw_fd());
+    let p = proc_path(fd);
     let mut buf = vec![0u8; size];
     let ptr = if size == 0 {
         std::ptr::null_mut()
@@ -312,10 +350,26 @@ pub fn get_xattr_raw(fd: BorrowedFd<'_>, name: &CStr, size: usize) -> SysResult<
 
 /// All xattr names of the object behind `fd` (empty when unsupported).
 pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
-    let p = proc_path(fd.as_raw_fd());
+    list_xattr_cstr(&proc_path(fd), true)
+}
+
+/// [`list_xattr`] of the host path `path`, not following a symlink at its end (`llistxattr`).
+pub fn llist_xattr(path: &Path) -> SysResult<Vec<Vec<u8>>> {
+    list_xattr_cstr(&cstr(path.as_os_str())?, false)
+}
+
+/// `listxattr(p)`, or `llistxattr` unless `follow`; `/proc/self/fd/N` paths must follow.
+fn list_xattr_cstr(p: &CStr, follow: bool) -> SysResult<Vec<Vec<u8>>> {
+    let list = |buf: *mut libc::c_char, size: usize| unsafe {
+        if follow {
+            libc::listxattr(p.as_ptr(), buf, size)
+        } else {
+            libc::llistxattr(p.as_ptr(), buf, size)
+        }
+    };
     let mut buf = vec![0u8; 1024];
     loop {
-        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let r = list(buf.as_mut_ptr().cast(), buf.len());
         if r >= 0 {
             buf.truncate(r as usize);
             return Ok(buf
@@ -328,7 +382,7 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
         match e.raw_os_error() {
             Some(libc::ENOTSUP) => return Ok(Vec::new()),
             Some(libc::ERANGE) => {
-                let need = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+                let need = list(std::ptr::null_mut(), 0);
                 if need < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -339,24 +393,39 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
     }
 }
 
+/// `setxattr` on the object behind `fd`.
 pub fn set_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
-    let p = proc_path(fd.as_raw_fd());
-    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    set_xattr_cstr(&proc_path(fd), &xattr_name(name)?, value, flags, true)
+}
+
+/// [`set_xattr`] on the host path `path`, not following a symlink at its end (`lsetxattr`).
+pub fn lset_xattr(path: &Path, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
+    set_xattr_cstr(
+        &cstr(path.as_os_str())?,
+        &xattr_name(name)?,
+        value,
+        flags,
+        false,
+    )
+}
+
+/// `setxattr(p, n, value, flags)`, or `lsetxattr` unless `follow`.
+fn set_xattr_cstr(p: &CStr, n: &CStr, value: &[u8], flags: i32, follow: bool) -> SysResult<()> {
+    let (v, len) = (value.as_ptr().cast(), value.len());
     check(unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
+        if follow {
+            libc::setxattr(p.as_ptr(), n.as_ptr(), v, len, flags)
+        } else {
+            libc::lsetxattr(p.as_ptr(), n.as_ptr(), v, len, flags)
+        }
     })?;
     Ok(())
 }
 
+/// `removexattr` on the object behind `fd`.
 pub fn remove_xattr(fd: BorrowedFd<'_>, name: &[u8]) -> SysResult<()> {
-    let p = proc_path(fd.as_raw_fd());
-    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let p = proc_path(fd);
+    let n = xattr_name(name)?;
     check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })?;
     Ok(())
 }

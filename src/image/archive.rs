@@ -5,8 +5,9 @@
 use super::compress;
 use super::fsutil;
 use super::{ImageError, Result};
+use crate::fs::sys;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The two image archive formats.
@@ -56,7 +57,7 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
     let (_, inner) = compress::decompress(counting).map_err(ImageError::io("read archive"))?;
     let mut ar = tar::Archive::new(inner);
     let root =
-        fsutil::open_dir(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
+        sys::open_dir_read(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in ar.entries().map_err(ImageError::io("read archive"))? {
         let mut entry = entry.map_err(ImageError::io("read archive entry"))?;
@@ -75,17 +76,17 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
             path: path.display().to_string(),
             reason,
         };
-        let dir = fsutil::walk_dirs(root.as_raw_fd(), parents, true)
-            .map_err(|e| refuse(e.to_string()))?;
+        let dir =
+            fsutil::walk_dirs(root.as_fd(), parents, true).map_err(|e| refuse(e.to_string()))?;
         let rel: PathBuf = comps.iter().collect();
         match entry.header().entry_type() {
-            tar::EntryType::Directory => match fsutil::mkdir_at(dir.as_raw_fd(), name, 0o755) {
+            tar::EntryType::Directory => match sys::mkdir_at(dir.as_fd(), name, 0o755) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(ImageError::io(format!("extract {}", rel.display()))(e)),
             },
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut f = fsutil::create_file_at(dir.as_raw_fd(), name, 0o644)
+                let mut f = fsutil::create_file_at(dir.as_fd(), name, 0o644)
                     .map_err(|e| refuse(format!("cannot create: {e}")))?;
                 io::copy(&mut entry, &mut f)
                     .map_err(ImageError::io(format!("extract {}", rel.display())))?;

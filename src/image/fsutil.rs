@@ -1,9 +1,11 @@
-//! Symlink-safe file system primitives relative to a directory fd (the openat family),
-//! and extended attributes. Used wherever we write into a layer.
+//! The image code's file system helpers: the layer format's names (whiteouts, opaque and
+//! override xattrs), symlink-safe walks and writes below a directory fd, and xattrs by host
+//! path. The system call wrappers themselves are the driver's, in `crate::fs::sys`.
 
-use std::ffi::{CString, OsStr};
+use crate::fs::sys;
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -20,42 +22,9 @@ pub const WH_PREFIX: &str = ".wh.";
 /// The OCI opaque marker.
 pub const WH_OPAQUE: &str = ".wh..wh..opq";
 
-fn cstr(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in file name"))
-}
-
-fn check(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Open a directory without following a symlink at `name`.
-pub fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
-    let c = cstr(name)?;
-    let fd = check(unsafe {
-        libc::openat(
-            dir,
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Open a directory by absolute path (following symlinks: for store paths we own).
-pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let c = cstr(path.as_os_str())?;
-    let fd = check(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// Open the directory `name` in `dir` for reading, without following a symlink at `name`.
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    sys::open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
 /// Split a relative path into its normal components; `None` if it has `..` or is empty.
@@ -72,25 +41,25 @@ pub fn normal_components(path: &Path) -> Option<Vec<&OsStr>> {
 }
 
 /// Walk `comps` from `root`, never through a symlink; optionally create missing dirs (0755).
-pub fn walk_dirs(root: RawFd, comps: &[&OsStr], create: bool) -> io::Result<OwnedFd> {
+pub fn walk_dirs(root: BorrowedFd<'_>, comps: &[&OsStr], create: bool) -> io::Result<OwnedFd> {
     walk_dirs_with(root, comps, create, &mut |_, _| Ok(()))
 }
 
 /// [`walk_dirs`], calling `on_create(parent_fd, name)` for every directory it creates.
 pub fn walk_dirs_with(
-    root: RawFd,
+    root: BorrowedFd<'_>,
     comps: &[&OsStr],
     create: bool,
-    on_create: &mut dyn FnMut(RawFd, &OsStr) -> io::Result<()>,
+    on_create: &mut dyn FnMut(BorrowedFd<'_>, &OsStr) -> io::Result<()>,
 ) -> io::Result<OwnedFd> {
     let mut cur = open_dir_at(root, OsStr::new("."))?;
     for c in comps {
-        let next = match open_dir_at(cur.as_raw_fd(), c) {
+        let next = match open_dir_at(cur.as_fd(), c) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                mkdir_at(cur.as_raw_fd(), c, 0o755)?;
-                on_create(cur.as_raw_fd(), c)?;
-                open_dir_at(cur.as_raw_fd(), c)?
+                sys::mkdir_at(cur.as_fd(), c, 0o755)?;
+                on_create(cur.as_fd(), c)?;
+                open_dir_at(cur.as_fd(), c)?
             }
             Err(e)
                 if e.raw_os_error() == Some(libc::ELOOP)
@@ -108,164 +77,58 @@ pub fn walk_dirs_with(
     Ok(cur)
 }
 
-/// mkdirat.
-pub fn mkdir_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
-    let c = cstr(name)?;
-    check(unsafe { libc::mkdirat(dir, c.as_ptr(), mode as libc::mode_t) }).map(|_| ())
-}
-
-/// mknodat.
-pub fn mknod_at(dir: RawFd, name: &OsStr, mode: u32, dev: u64) -> io::Result<()> {
-    let c = cstr(name)?;
-    check(unsafe { libc::mknodat(dir, c.as_ptr(), mode as libc::mode_t, dev as libc::dev_t) })
-        .map(|_| ())
-}
-
-/// symlinkat.
-pub fn symlink_at(target: &OsStr, dir: RawFd, name: &OsStr) -> io::Result<()> {
-    let t = cstr(target)?;
-    let c = cstr(name)?;
-    check(unsafe { libc::symlinkat(t.as_ptr(), dir, c.as_ptr()) }).map(|_| ())
-}
-
-/// linkat without following symlinks.
-pub fn link_at(odir: RawFd, oname: &OsStr, ndir: RawFd, nname: &OsStr) -> io::Result<()> {
-    let o = cstr(oname)?;
-    let n = cstr(nname)?;
-    check(unsafe { libc::linkat(odir, o.as_ptr(), ndir, n.as_ptr(), 0) }).map(|_| ())
-}
-
 /// Create a new regular file (fails if anything exists there), never following symlinks.
-pub fn create_file_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<std::fs::File> {
-    let c = cstr(name)?;
-    let fd = check(unsafe {
-        libc::openat(
-            dir,
-            c.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })?;
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
-}
-
-/// lstat relative to a dir fd; `None` if absent.
-pub fn lstat_at(dir: RawFd, name: &OsStr) -> io::Result<Option<libc::stat>> {
-    let c = cstr(name)?;
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOENT) {
-            return Ok(None);
-        }
-        return Err(e);
-    }
-    Ok(Some(st))
+pub fn create_file_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<std::fs::File> {
+    let fd = sys::open_at(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        mode,
+    )?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// Remove whatever is at `name` (recursively for a directory), without following symlinks.
-pub fn remove_at(dir: RawFd, name: &OsStr) -> io::Result<()> {
-    let Some(st) = lstat_at(dir, name)? else {
+pub fn remove_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let Some(st) = sys::stat_at_opt(dir, name)? else {
         return Ok(());
     };
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+    if sys::is_dir(&st) {
         // std's remove_dir_all is symlink-safe (openat based); reach the dir through our fd.
         std::fs::remove_dir_all(proc_path(dir, name))
     } else {
-        let c = cstr(name)?;
-        check(unsafe { libc::unlinkat(dir, c.as_ptr(), 0) }).map(|_| ())
+        sys::unlink_at(dir, name, false)
     }
 }
 
 /// `/proc/self/fd/DIR/NAME`: a path that resolves `name` inside the directory fd.
-pub fn proc_path(dir: RawFd, name: &OsStr) -> PathBuf {
-    let mut p = PathBuf::from(format!("/proc/self/fd/{dir}"));
+pub fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
+    let mut p = PathBuf::from(OsStr::from_bytes(sys::proc_path(dir).as_bytes()));
     p.push(name);
     p
 }
 
-/// Change owner without following symlinks.
-pub fn chown_at(dir: RawFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
-    let c = cstr(name)?;
-    check(unsafe { libc::fchownat(dir, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
-        .map(|_| ())
-}
-
-/// chmod of a non-symlink entry.
-pub fn chmod_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
-    let c = cstr(name)?;
-    check(unsafe { libc::fchmodat(dir, c.as_ptr(), mode as libc::mode_t, 0) }).map(|_| ())
-}
-
 /// Set atime and mtime (seconds) without following symlinks.
-pub fn set_mtime_at(dir: RawFd, name: &OsStr, mtime: i64) -> io::Result<()> {
-    let c = cstr(name)?;
+pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64) -> io::Result<()> {
     let ts = libc::timespec {
         tv_sec: mtime as libc::time_t,
         tv_nsec: 0,
     };
-    let times = [ts, ts];
-    check(unsafe { libc::utimensat(dir, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
-        .map(|_| ())
-}
-
-/// lsetxattr.
-pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let p = cstr(path.as_os_str())?;
-    let n = cstr(OsStr::new(name))?;
-    check(unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(|_| ())
+    sys::utimens_at(dir, name, &[ts, ts])
 }
 
 /// lgetxattr; `None` if the attribute is absent or unsupported.
-pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let p = cstr(path.as_os_str())?;
-    let n = cstr(OsStr::new(name))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let r =
-            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(e),
-        }
-    }
+pub use crate::fs::sys::lget_xattr as get_xattr;
+
+/// lsetxattr (no flags).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    sys::lset_xattr(path, name.as_bytes(), value, 0)
 }
 
 /// llistxattr, names sorted.
 pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
-    let p = cstr(path.as_os_str())?;
-    let mut buf = vec![0u8; 4096];
-    let n = loop {
-        let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(e),
-        }
-    };
-    let mut names: Vec<String> = buf[..n]
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
+    let mut names: Vec<String> = sys::llist_xattr(path)?
+        .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();
     names.sort();
