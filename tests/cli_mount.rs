@@ -264,3 +264,85 @@ fn renaming_a_lower_dir_in_the_mount_commits_its_contents() {
     );
     assert!(!rootfs.join("moved/keep.txt").exists() && !rootfs.join("moved/sub").exists());
 }
+
+/// A lower file with several hard links whose one name is changed in a mount: every name shows
+/// the change (the driver's hard-link index), and so does the committed image.
+#[test]
+fn commit_carries_the_other_names_of_a_changed_hard_linked_file() {
+    use std::os::unix::fs::MetadataExt;
+    if fixtures().is_none() {
+        return;
+    }
+    let work = tmpdir("mount-hardlinks");
+    let root = work.join("store");
+    let src = work.join("rootfs");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("a"), "shared\n").unwrap();
+    std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a"), src.join("d/c")).unwrap();
+    std::fs::write(src.join("other"), "other\n").unwrap();
+    std::fs::hard_link(src.join("other"), src.join("other2")).unwrap();
+    ok(&root, &["import", src.to_str().unwrap(), "example/links:1"]);
+    let mp = work.join("mnt");
+    let Some(_) = try_mount(
+        &root,
+        &[
+            "mount",
+            "--name",
+            "h1",
+            "example/links:1",
+            mp.to_str().unwrap(),
+        ],
+        None,
+    ) else {
+        return;
+    };
+    run(Command::new("sh").arg("-c").arg(format!(
+        "echo more >> {}/a && rm {}/d/c",
+        mp.display(),
+        mp.display()
+    )));
+    assert_eq!(
+        std::fs::read_to_string(mp.join("b")).unwrap(),
+        "shared\nmore\n"
+    );
+    assert_eq!(std::fs::metadata(mp.join("b")).unwrap().nlink(), 2);
+    ok(&root, &["commit", "h1", "example/links:2"]);
+    ok(&root, &["rm", "-f", "h1"]);
+
+    // The committed image, read back by umoci from a skopeo copy of the saved archive.
+    let da = work.join("links.tar");
+    ok(
+        &root,
+        &["save", "-o", da.to_str().unwrap(), "example/links:2"],
+    );
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(policy(&work))
+        .arg("copy")
+        .arg("-q")
+        .arg(format!("docker-archive:{}", da.display()))
+        .arg(format!("oci:{}:l", work.join("sk").display())));
+    let rootfs = umoci_rootfs(&work.join("sk"), "l", &work.join("bundle"));
+    for name in ["a", "b"] {
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join(name)).unwrap(),
+            "shared\nmore\n",
+            "{name} in the committed image"
+        );
+    }
+    assert!(!rootfs.join("d/c").exists(), "removed name came back");
+    let (a, b) = (
+        std::fs::metadata(rootfs.join("a")).unwrap(),
+        std::fs::metadata(rootfs.join("b")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "a and b are no longer one file");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("other2")).unwrap(),
+        "other\n"
+    );
+    assert_eq!(
+        union_tree(&image_layers(&root, "example/links:2")),
+        tree(&rootfs)
+    );
+}

@@ -249,6 +249,23 @@ pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
 
 /// chmod of the object behind an fd (also an `O_PATH` one, through /proc).
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    // fchmodat2(fd, "", AT_EMPTY_PATH) (Linux 6.6) takes O_PATH fds in one call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+        return Err(err);
+    }
     if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } == 0 {
         return Ok(());
     }

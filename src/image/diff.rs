@@ -47,6 +47,9 @@ struct Writer<'a, W: Write> {
     b: tar::Builder<W>,
     opts: &'a DiffOptions,
     links: HashMap<(u64, u64), PathBuf>,
+    /// Lower hard-linked files copied up through the overlay's hard-link index (by the lower
+    /// inode): the path of their upper copy in the tar.
+    indexed: HashMap<(u64, u64), PathBuf>,
 }
 
 /// Write `src` as a layer tar to `out`; the same tree gives the same bytes every time.
@@ -58,8 +61,10 @@ pub fn write_layer_tar<W: Write>(src: &Path, out: W, opts: &DiffOptions) -> Resu
         b,
         opts,
         links: HashMap::new(),
+        indexed: HashMap::new(),
     };
     w.walk(src, Path::new(""), None)?;
+    w.indexed_lower_names(src)?;
     w.b.into_inner().map_err(ImageError::io("finish layer tar"))
 }
 
@@ -250,6 +255,9 @@ impl<W: Write> Writer<'_, W> {
                     .map_err(ctx("write tar"));
             }
             self.links.insert(key, rel.to_path_buf());
+            if let Some(lower) = self.indexed_origin(p, lower_rel) {
+                self.indexed.insert(lower, rel.to_path_buf());
+            }
         }
         let data_path = self.data_source(p, lower_rel)?;
         // Never follow a symlink swapped in since the walk saw a regular file here.
@@ -274,6 +282,68 @@ impl<W: Write> Writer<'_, W> {
         self.b
             .append_data(&mut h, &tname, io::Read::take(f, len))
             .map_err(ctx("write tar"))
+    }
+
+    /// For an upper file copied up through the hard-link index (it carries an `overlay.origin`
+    /// and a lower file with several links is under its name): that lower inode.
+    fn indexed_origin(&self, p: &Path, lower_rel: &Path) -> Option<(u64, u64)> {
+        if !self.opts.overlay || self.opts.lowers.is_empty() {
+            return None;
+        }
+        let has_origin = ["trusted.overlay.origin", "user.overlay.origin"]
+            .iter()
+            .any(|n| fsutil::get_xattr(p, n).ok().flatten().is_some());
+        if !has_origin {
+            return None;
+        }
+        let i = union::lookup(&self.opts.lowers, lower_rel)?;
+        let m = self.opts.lowers[i]
+            .join(lower_rel)
+            .symlink_metadata()
+            .ok()?;
+        (m.is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino()))
+    }
+
+    /// The other names of indexed files: a lower name of an indexed inode that the union still
+    /// shows from the lower layer shows the upper copy (the index links it), so the layer
+    /// carries it as a hard link to that copy, as a mount of the layers would show it.
+    fn indexed_lower_names(&mut self, upper: &Path) -> Result<()> {
+        if self.indexed.is_empty() {
+            return Ok(());
+        }
+        let mut stack = vec![upper.to_path_buf()];
+        stack.extend(self.opts.lowers.iter().cloned());
+        let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for (i, layer) in self.opts.lowers.iter().enumerate() {
+            let mut names = Vec::new();
+            files_with_inodes(layer, Path::new(""), &self.indexed, &mut names)?;
+            for (rel, target) in names {
+                // Shown by the union from this very layer and path (not replaced, deleted,
+                // hidden by an opaque dir, or shadowed by a higher lower layer).
+                let Some(r) = union::resolve(&stack, &rel) else {
+                    continue;
+                };
+                if r.top == i + 1 && r.paths[r.top] == rel && rel != target {
+                    found.push((rel, target));
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        for (rel, target) in found {
+            let mut h = Header::new_gnu();
+            h.set_entry_type(EntryType::Link);
+            h.set_size(0);
+            // (a hard link takes its metadata from its target)
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            self.b
+                .append_link(&mut h, &rel, &target)
+                .map_err(ImageError::io(format!("write tar {}", rel.display())))?;
+        }
+        Ok(())
     }
 
     /// Metacopy files keep their data in a lower layer.
@@ -380,6 +450,31 @@ fn merged_names(
     }
     out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(out)
+}
+
+/// Regular files under `layer`/`rel` whose inode is a key of `inodes`: (path, its value).
+fn files_with_inodes(
+    layer: &Path,
+    rel: &Path,
+    inodes: &HashMap<(u64, u64), PathBuf>,
+    out: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<()> {
+    let dir = layer.join(rel);
+    for name in sorted_entries(&dir)? {
+        let r = rel.join(&name);
+        let Ok(m) = layer.join(&r).symlink_metadata() else {
+            continue;
+        };
+        if m.is_dir() {
+            files_with_inodes(layer, &r, inodes, out)?;
+        } else if m.is_file()
+            && m.nlink() > 1
+            && let Some(target) = inodes.get(&(m.dev(), m.ino()))
+        {
+            out.push((r, target.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn parse_dev_type(t: &str) -> Option<(EntryType, u32, u32)> {
