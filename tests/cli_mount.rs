@@ -307,6 +307,9 @@ fn commit_carries_the_other_names_of_a_changed_hard_linked_file() {
         "shared\nmore\n"
     );
     assert_eq!(std::fs::metadata(mp.join("b")).unwrap().nlink(), 2);
+    let diff = ok(&root, &["diff", "h1"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    assert_eq!(lines, ["C /a", "C /b", "C /d", "D /d/c"], "{diff}");
     ok(&root, &["commit", "h1", "example/links:2"]);
     ok(&root, &["rm", "-f", "h1"]);
 

@@ -255,7 +255,12 @@ impl<W: Write> Writer<'_, W> {
                     .map_err(ctx("write tar"));
             }
             self.links.insert(key, rel.to_path_buf());
-            if let Some(lower) = self.indexed_origin(p, lower_rel) {
+            if let Some(lower) = self
+                .opts
+                .overlay
+                .then(|| indexed_origin(p, lower_rel, &self.opts.lowers))
+                .flatten()
+            {
                 self.indexed.insert(lower, rel.to_path_buf());
             }
         }
@@ -284,53 +289,10 @@ impl<W: Write> Writer<'_, W> {
             .map_err(ctx("write tar"))
     }
 
-    /// For an upper file copied up through the hard-link index (it carries an `overlay.origin`
-    /// and a lower file with several links is under its name): that lower inode.
-    fn indexed_origin(&self, p: &Path, lower_rel: &Path) -> Option<(u64, u64)> {
-        if !self.opts.overlay || self.opts.lowers.is_empty() {
-            return None;
-        }
-        let has_origin = ["trusted.overlay.origin", "user.overlay.origin"]
-            .iter()
-            .any(|n| fsutil::get_xattr(p, n).ok().flatten().is_some());
-        if !has_origin {
-            return None;
-        }
-        let i = union::lookup(&self.opts.lowers, lower_rel)?;
-        let m = self.opts.lowers[i]
-            .join(lower_rel)
-            .symlink_metadata()
-            .ok()?;
-        (m.is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino()))
-    }
-
-    /// The other names of indexed files: a lower name of an indexed inode that the union still
-    /// shows from the lower layer shows the upper copy (the index links it), so the layer
-    /// carries it as a hard link to that copy, as a mount of the layers would show it.
+    /// The other names of indexed files (see [`linked_lower_names`]), written as hard links
+    /// to the upper copy, as a mount of the layers shows them.
     fn indexed_lower_names(&mut self, upper: &Path) -> Result<()> {
-        if self.indexed.is_empty() {
-            return Ok(());
-        }
-        let mut stack = vec![upper.to_path_buf()];
-        stack.extend(self.opts.lowers.iter().cloned());
-        let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
-        for (i, layer) in self.opts.lowers.iter().enumerate() {
-            let mut names = Vec::new();
-            files_with_inodes(layer, Path::new(""), &self.indexed, &mut names)?;
-            for (rel, target) in names {
-                // Shown by the union from this very layer and path (not replaced, deleted,
-                // hidden by an opaque dir, or shadowed by a higher lower layer).
-                let Some(r) = union::resolve(&stack, &rel) else {
-                    continue;
-                };
-                if r.top == i + 1 && r.paths[r.top] == rel && rel != target {
-                    found.push((rel, target));
-                }
-            }
-        }
-        found.sort();
-        found.dedup();
-        for (rel, target) in found {
+        for (rel, target) in linked_lower_names(upper, &self.opts.lowers, &self.indexed)? {
             let mut h = Header::new_gnu();
             h.set_entry_type(EntryType::Link);
             h.set_size(0);
@@ -452,6 +414,80 @@ fn merged_names(
     Ok(out)
 }
 
+/// For upper file `p` copied up through the hard-link index (it carries an `overlay.origin`
+/// and a lower file with several links is under its name `lower_rel`): that lower inode.
+fn indexed_origin(p: &Path, lower_rel: &Path, lowers: &[PathBuf]) -> Option<(u64, u64)> {
+    if lowers.is_empty() {
+        return None;
+    }
+    let has_origin = ["trusted.overlay.origin", "user.overlay.origin"]
+        .iter()
+        .any(|n| fsutil::get_xattr(p, n).ok().flatten().is_some());
+    if !has_origin {
+        return None;
+    }
+    let i = union::lookup(lowers, lower_rel)?;
+    let m = lowers[i].join(lower_rel).symlink_metadata().ok()?;
+    (m.is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino()))
+}
+
+/// Lower names of indexed inodes (keys of `indexed`, valued by the path of their upper copy)
+/// that the union still shows from the lower layer: through the hard-link index they show the
+/// upper copy. Returns (name, path of the upper copy), sorted.
+fn linked_lower_names(
+    upper: &Path,
+    lowers: &[PathBuf],
+    indexed: &HashMap<(u64, u64), PathBuf>,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    if indexed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stack = vec![upper.to_path_buf()];
+    stack.extend(lowers.iter().cloned());
+    let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for (i, layer) in lowers.iter().enumerate() {
+        let mut names = Vec::new();
+        files_with_inodes(layer, Path::new(""), indexed, &mut names)?;
+        for (rel, target) in names {
+            // Shown by the union from this very layer and path (not replaced, deleted, hidden
+            // by an opaque dir, or shadowed by a higher lower layer).
+            let Some(r) = union::resolve(&stack, &rel) else {
+                continue;
+            };
+            if r.top == i + 1 && r.paths[r.top] == rel && rel != target {
+                found.push((rel, target));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Indexed upper files under `abs` (at `rel`): their lower inode and path.
+fn indexed_upper_files(
+    abs: &Path,
+    rel: &Path,
+    lowers: &[PathBuf],
+    out: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    for name in sorted_entries(abs)? {
+        let (p, r) = (abs.join(&name), rel.join(&name));
+        let Ok(m) = p.symlink_metadata() else {
+            continue;
+        };
+        if m.is_dir() {
+            indexed_upper_files(&p, &r, lowers, out)?;
+        } else if m.is_file()
+            && m.nlink() > 1
+            && let Some(lower) = indexed_origin(&p, &r, lowers)
+        {
+            out.entry(lower).or_insert(r);
+        }
+    }
+    Ok(())
+}
+
 /// Regular files under `layer`/`rel` whose inode is a key of `inodes`: (path, its value).
 fn files_with_inodes(
     layer: &Path,
@@ -499,6 +535,15 @@ pub enum Change {
     Deleted(PathBuf),
 }
 
+impl Change {
+    /// The path the change is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Change::Added(p) | Change::Changed(p) | Change::Deleted(p) => p,
+        }
+    }
+}
+
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (c, p) = match self {
@@ -514,6 +559,15 @@ impl std::fmt::Display for Change {
 pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     changes_in(upper, Path::new(""), lowers, &mut out)?;
+    // Lower names that show a file changed through the hard-link index changed too.
+    let mut indexed = HashMap::new();
+    indexed_upper_files(upper, Path::new(""), lowers, &mut indexed)?;
+    let linked = linked_lower_names(upper, lowers, &indexed)?;
+    if !linked.is_empty() {
+        out.extend(linked.into_iter().map(|(rel, _)| Change::Changed(rel)));
+        // (depth-first over sorted names is the order of paths compared by component)
+        out.sort_by(|a, b| a.path().cmp(b.path()));
+    }
     Ok(out)
 }
 
