@@ -134,13 +134,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn override_round_trips() {
-        let o = parse_override(b"0:5:4755").expect("parses");
+    fn override_round_trips() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let o = parse_override(b"0:5:4755").ok_or("0:5:4755 does not parse")?;
         assert_eq!((o.uid, o.gid, o.perm, o.dev), (0, 5, 0o4755, None));
         assert_eq!(format_override(&o), "0:5:4755");
-        let d = parse_override(b"0:0:0660:char-1-3").expect("parses device");
+        let d = parse_override(b"0:0:0660:char-1-3").ok_or("a device does not parse")?;
         assert_eq!(d.dev, Some((FileType::CharDevice, libc::makedev(1, 3))));
         assert_eq!(format_override(&d), "0:0:0660:char-1-3");
         assert!(parse_override(b"garbage").is_none());
+        Ok(())
     }
 }

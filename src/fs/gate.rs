@@ -73,7 +73,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
-    fn pause_holds_new_operations_until_resume() {
+    fn pause_holds_new_operations_until_resume()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
         let gate = Arc::new(Gate::default());
         gate.pause();
         let done = Arc::new(AtomicBool::new(false));
@@ -88,7 +89,8 @@ mod tests {
             "an operation ran while paused"
         );
         gate.resume();
-        t.join().expect("thread");
+        t.join().map_err(|_| "the operation's thread panicked")?;
         assert!(done.load(Ordering::SeqCst));
+        Ok(())
     }
 }

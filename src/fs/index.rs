@@ -264,20 +264,22 @@ mod tests {
     }
 
     #[test]
-    fn key_is_the_kernel_ovl_fh_of_the_file_handle() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("f"), "x").expect("write");
-        let d = sys::open_dir_path(dir.path()).expect("open");
+    fn key_is_the_kernel_ovl_fh_of_the_file_handle()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("f"), "x")?;
+        let d = sys::open_dir_path(dir.path())?;
         let uuid = [7u8; 16];
         let Some(k) = key_of(&uuid, d.as_fd(), OsStr::new("f")) else {
-            return; // a filesystem without file handles
+            return Ok(()); // a filesystem without file handles
         };
-        let (ty, fid) = file_handle(d.as_fd(), OsStr::new("f")).expect("handle");
+        let (ty, fid) = file_handle(d.as_fd(), OsStr::new("f")).ok_or("no file handle")?;
         assert_eq!(k.origin[0..2], [0x00, 0xfb]);
         assert_eq!(k.origin[2] as usize, k.origin.len());
         assert_eq!(k.origin[4] as i32, ty);
         assert_eq!(k.origin[5..21], uuid);
         assert_eq!(k.origin[21..], fid[..]);
         assert_eq!(k.name.len(), 2 * k.origin.len());
+        Ok(())
     }
 }

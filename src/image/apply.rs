@@ -381,7 +381,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tar_without_final_padding_and_end_blocks_applies() {
+    fn tar_without_final_padding_and_end_blocks_applies()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
         let mut builder = tar::Builder::new(Vec::new());
         let data = b"hello";
         let mut h = tar::Header::new_gnu();
@@ -391,12 +392,13 @@ mod tests {
         h.set_gid(0);
         h.set_mtime(0);
         h.set_cksum();
-        builder.append_data(&mut h, "f", &data[..]).expect("append");
-        let full = builder.into_inner().expect("finish");
+        builder.append_data(&mut h, "f", &data[..])?;
+        let full = builder.into_inner()?;
         // Cut right after the entry's data: no padding, no end-of-archive blocks.
         let cut = &full[..512 + data.len()];
-        let dir = tempfile::tempdir().expect("tempdir");
-        apply_layer(cut, dir.path(), &ApplyOptions::default()).expect("apply a cut tar");
-        assert_eq!(std::fs::read(dir.path().join("f")).expect("read"), data);
+        let dir = tempfile::tempdir()?;
+        apply_layer(cut, dir.path(), &ApplyOptions::default())?;
+        assert_eq!(std::fs::read(dir.path().join("f"))?, data);
+        Ok(())
     }
 }

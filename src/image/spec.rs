@@ -258,10 +258,10 @@ mod tests {
     }
 
     #[test]
-    fn refs_are_validated() {
-        assert_eq!(validate_ref("busybox").unwrap(), "busybox:latest");
+    fn refs_are_validated() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        assert_eq!(validate_ref("busybox")?, "busybox:latest");
         assert_eq!(
-            validate_ref("localhost:5000/a/b:v1.2").unwrap(),
+            validate_ref("localhost:5000/a/b:v1.2")?,
             "localhost:5000/a/b:v1.2"
         );
         assert!(validate_ref("Upper:1").is_err());
@@ -269,6 +269,7 @@ mod tests {
         assert!(validate_ref("x:-bad").is_err());
         assert!(validate_ref(&"a".repeat(64)).is_err());
         assert!(validate_ref("a//b").is_err());
+        Ok(())
     }
 
     #[test]

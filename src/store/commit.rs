@@ -414,16 +414,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dockerfile_changes() {
+    fn dockerfile_changes() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let mut c = json!({"Env": ["PATH=/bin", "A=1"]});
-        apply_change(&mut c, r#"CMD ["/bin/sh", "-c", "echo"]"#).unwrap();
-        apply_change(&mut c, "ENTRYPOINT top -b").unwrap();
-        apply_change(&mut c, "ENV A=2").unwrap();
-        apply_change(&mut c, "ENV B two words").unwrap();
-        apply_change(&mut c, "WORKDIR /srv").unwrap();
-        apply_change(&mut c, "USER 1000:1000").unwrap();
-        apply_change(&mut c, r#"LABEL "x.y"="z w""#).unwrap();
-        apply_change(&mut c, "EXPOSE 80 53/udp").unwrap();
+        apply_change(&mut c, r#"CMD ["/bin/sh", "-c", "echo"]"#)?;
+        apply_change(&mut c, "ENTRYPOINT top -b")?;
+        apply_change(&mut c, "ENV A=2")?;
+        apply_change(&mut c, "ENV B two words")?;
+        apply_change(&mut c, "WORKDIR /srv")?;
+        apply_change(&mut c, "USER 1000:1000")?;
+        apply_change(&mut c, r#"LABEL "x.y"="z w""#)?;
+        apply_change(&mut c, "EXPOSE 80 53/udp")?;
         assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo"]));
         assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "top -b"]));
         assert_eq!(c["Env"], json!(["PATH=/bin", "A=2", "B=two words"]));
@@ -433,5 +433,6 @@ mod tests {
         assert_eq!(c["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
         assert!(apply_change(&mut c, "RUN rm -rf /").is_err());
         assert!(apply_change(&mut c, "CMD").is_err());
+        Ok(())
     }
 }
