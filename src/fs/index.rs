@@ -9,6 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
 
 use super::sys;
 use super::union::{FsResult, Union, errno};
@@ -55,7 +56,13 @@ pub fn key_of(uuid: &[u8; 16], dir: BorrowedFd<'_>, name: &OsStr) -> Option<Inde
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 0xf)] as char);
+    }
+    s
 }
 
 /// `name_to_handle_at`: the handle type and bytes of `name` in `dir` (not following links).
@@ -216,6 +223,7 @@ impl Union {
         union: u64,
     ) -> FsResult<()> {
         let idx = self.index_dir().ok_or(libc_err(libc::EIO))?;
+        self.layers.index_used.store(true, Ordering::Release);
         let fd = sys::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
         sys::set_xattr(
             fd.as_fd(),
@@ -237,6 +245,11 @@ impl Union {
 
     pub fn has_index(&self) -> bool {
         self.layers.index.is_some()
+    }
+
+    /// Whether the index may hold entries (lookups consult it only then).
+    pub fn index_in_use(&self) -> bool {
+        self.layers.index_used.load(Ordering::Acquire)
     }
 }
 

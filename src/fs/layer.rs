@@ -43,6 +43,9 @@ pub struct Layers {
     pub work: Option<OwnedFd>,
     /// `WORKDIR/index`: the hard-link index, shared with kernel overlayfs (see `index.rs`).
     pub index: Option<std::sync::Arc<OwnedFd>>,
+    /// The index has (or may have) entries: until it does, lookups of lower hard links need
+    /// not compute their index keys.
+    pub index_used: std::sync::atomic::AtomicBool,
     /// Distinct st_dev values; the upper's (or the first lower's) is index 0.
     pub devs: Vec<u64>,
 }
@@ -66,6 +69,7 @@ impl Layers {
             upper: None,
             work: None,
             index: None,
+            index_used: Default::default(),
             devs: Vec::new(),
         };
         if let Some(u) = upper {
@@ -77,7 +81,9 @@ impl Layers {
         if let Some(w) = workdir {
             let wfd = sys::open_dir_path(w)?;
             out.work = Some(open_subdir(wfd.as_fd(), "work")?);
-            out.index = Some(std::sync::Arc::new(open_subdir(wfd.as_fd(), "index")?));
+            let index = open_subdir(wfd.as_fd(), "index")?;
+            out.index_used = (!sys::read_dir(index.as_fd())?.is_empty()).into();
+            out.index = Some(std::sync::Arc::new(index));
         }
         let mut devs: Vec<u64> = Vec::new();
         for l in out.upper.iter_mut().chain(out.lowers.iter_mut()) {

@@ -258,7 +258,7 @@ impl Union {
             }
             if !is_dir {
                 state.lower_layer = Some(layer);
-                if st.st_nlink > 1 && self.has_index() {
+                if st.st_nlink > 1 && self.index_in_use() {
                     // A lower hard link whose inode was copied up under another name.
                     if let Some(key) = self.index_key(layer, dir.fd.as_fd(), &fname)
                         && self.index_lookup(&key)?.is_some()
@@ -377,7 +377,7 @@ impl Union {
             }
             if st.st_nlink > 1
                 && lst.st_nlink > 1
-                && self.has_index()
+                && self.index_in_use()
                 && let Some(key) = self.index_key(ld.layer, ld.fd.as_fd(), name)
                 && let Some(ist) = self.index_lookup(&key)?
                 && ist.st_ino == st.st_ino

@@ -464,30 +464,6 @@ fn linked_lower_names(
     Ok(found)
 }
 
-/// Indexed upper files under `abs` (at `rel`): their lower inode and path.
-fn indexed_upper_files(
-    abs: &Path,
-    rel: &Path,
-    lowers: &[PathBuf],
-    out: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<()> {
-    for name in sorted_entries(abs)? {
-        let (p, r) = (abs.join(&name), rel.join(&name));
-        let Ok(m) = p.symlink_metadata() else {
-            continue;
-        };
-        if m.is_dir() {
-            indexed_upper_files(&p, &r, lowers, out)?;
-        } else if m.is_file()
-            && m.nlink() > 1
-            && let Some(lower) = indexed_origin(&p, &r, lowers)
-        {
-            out.entry(lower).or_insert(r);
-        }
-    }
-    Ok(())
-}
-
 /// Regular files under `layer`/`rel` whose inode is a key of `inodes`: (path, its value).
 fn files_with_inodes(
     layer: &Path,
@@ -558,10 +534,9 @@ impl std::fmt::Display for Change {
 /// The changes an upper directory makes over `lowers` (topmost first), in path order.
 pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
     let mut out = Vec::new();
-    changes_in(upper, Path::new(""), lowers, &mut out)?;
-    // Lower names that show a file changed through the hard-link index changed too.
     let mut indexed = HashMap::new();
-    indexed_upper_files(upper, Path::new(""), lowers, &mut indexed)?;
+    changes_in(upper, Path::new(""), lowers, &mut out, &mut indexed)?;
+    // Lower names that show a file changed through the hard-link index changed too.
     let linked = linked_lower_names(upper, lowers, &indexed)?;
     if !linked.is_empty() {
         out.extend(linked.into_iter().map(|(rel, _)| Change::Changed(rel)));
@@ -571,7 +546,15 @@ pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
     Ok(out)
 }
 
-fn changes_in(abs: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+/// The changes under upper dir `abs` (at `rel`) into `out`; upper files copied up through the
+/// hard-link index into `indexed` (their lower inode and path).
+fn changes_in(
+    abs: &Path,
+    rel: &Path,
+    lowers: &[PathBuf],
+    out: &mut Vec<Change>,
+    indexed: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
     for name in sorted_entries(abs)? {
         let p = abs.join(&name);
         let r = rel.join(&name);
@@ -618,7 +601,12 @@ fn changes_in(abs: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>)
                     }
                 }
             }
-            changes_in(&p, &r, if opaque { &[] } else { lowers }, out)?;
+            changes_in(&p, &r, if opaque { &[] } else { lowers }, out, indexed)?;
+        } else if meta.is_file()
+            && meta.nlink() > 1
+            && let Some(lower) = indexed_origin(&p, &r, lowers)
+        {
+            indexed.entry(lower).or_insert(r);
         }
     }
     Ok(())
