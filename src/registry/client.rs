@@ -124,6 +124,9 @@ fn map_err(host: &str, e: ureq::Error) -> Error {
             K::ConnectionRefused
                 | K::ConnectionReset
                 | K::ConnectionAborted
+                // the registry went away between request and response ("Peer disconnected")
+                | K::UnexpectedEof
+                | K::BrokenPipe
                 | K::TimedOut
                 | K::NotConnected
                 | K::AddrNotAvailable
