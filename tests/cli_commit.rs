@@ -130,20 +130,7 @@ fn commit_roundtrip(rootless: bool) {
     let hist = ok(&root, &["history", "example/committed:1"]);
     assert!(hist.lines().nth(1).unwrap().contains("my change"), "{hist}");
     // Save, read with skopeo, unpack with umoci: the change and the deletions are there.
-    let pol = policy(&work);
-    let da = work.join("c.tar");
-    ok(
-        &root,
-        &["save", "-o", da.to_str().unwrap(), "example/committed:1"],
-    );
-    run(Command::new("skopeo")
-        .arg("--policy")
-        .arg(&pol)
-        .arg("copy")
-        .arg("-q")
-        .arg(format!("docker-archive:{}", da.display()))
-        .arg(format!("oci:{}:c", work.join("sk").display())));
-    let rootfs = umoci_rootfs(&work.join("sk"), "c", &work.join("b"));
+    let rootfs = saved_rootfs(&root, "example/committed:1", &work);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
         "changed\n"
@@ -352,20 +339,7 @@ fn renamed_dir_roundtrip(rootless: bool) {
         .unwrap_or_default();
     assert!(provider.contains("(at /data/sub/file)"), "{ex}");
     ok(&root, &["commit", "r1", "example/renamed:1"]);
-    let da = work.join("r.tar");
-    ok(
-        &root,
-        &["save", "-o", da.to_str().unwrap(), "example/renamed:1"],
-    );
-    let pol = policy(&work);
-    run(Command::new("skopeo")
-        .arg("--policy")
-        .arg(&pol)
-        .arg("copy")
-        .arg("-q")
-        .arg(format!("docker-archive:{}", da.display()))
-        .arg(format!("oci:{}:r", work.join("sk").display())));
-    let rootfs = umoci_rootfs(&work.join("sk"), "r", &work.join("b"));
+    let rootfs = saved_rootfs(&root, "example/renamed:1", &work);
     assert!(!rootfs.join("data").exists(), "old name still there");
     assert_eq!(
         std::fs::read_to_string(rootfs.join("moved/extra")).unwrap(),

@@ -87,20 +87,7 @@ fn mount_change_commit_save_umount_mount_again_rm() {
         !String::from_utf8_lossy(&o.stderr).contains("without pausing"),
         "commit did not pause"
     );
-    let da = work.join("m.tar");
-    ok(
-        &root,
-        &["save", "-o", da.to_str().unwrap(), "example/mounted:1"],
-    );
-    let pol = policy(&work);
-    run(Command::new("skopeo")
-        .arg("--policy")
-        .arg(&pol)
-        .arg("copy")
-        .arg("-q")
-        .arg(format!("docker-archive:{}", da.display()))
-        .arg(format!("oci:{}:m", work.join("sk").display())));
-    let rootfs = umoci_rootfs(&work.join("sk"), "m", &work.join("b"));
+    let rootfs = saved_rootfs(&root, "example/mounted:1", &work);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
         "mounted change\n"
@@ -243,20 +230,7 @@ fn renaming_a_lower_dir_in_the_mount_commits_its_contents() {
         ["D /data", "A /moved", "A /moved/sub2", "A /moved/sub2/file"],
         "{d}"
     );
-    let da = work.join("m.tar");
-    ok(
-        &root,
-        &["save", "-o", da.to_str().unwrap(), "example/moved:1"],
-    );
-    let pol = policy(&work);
-    run(Command::new("skopeo")
-        .arg("--policy")
-        .arg(&pol)
-        .arg("copy")
-        .arg("-q")
-        .arg(format!("docker-archive:{}", da.display()))
-        .arg(format!("oci:{}:m", work.join("sk").display())));
-    let rootfs = umoci_rootfs(&work.join("sk"), "m", &work.join("b"));
+    let rootfs = saved_rootfs(&root, "example/moved:1", &work);
     assert!(!rootfs.join("data").exists());
     assert_eq!(
         std::fs::read_to_string(rootfs.join("moved/sub2/file")).unwrap(),
@@ -314,19 +288,7 @@ fn commit_carries_the_other_names_of_a_changed_hard_linked_file() {
     ok(&root, &["rm", "-f", "h1"]);
 
     // The committed image, read back by umoci from a skopeo copy of the saved archive.
-    let da = work.join("links.tar");
-    ok(
-        &root,
-        &["save", "-o", da.to_str().unwrap(), "example/links:2"],
-    );
-    run(Command::new("skopeo")
-        .arg("--policy")
-        .arg(policy(&work))
-        .arg("copy")
-        .arg("-q")
-        .arg(format!("docker-archive:{}", da.display()))
-        .arg(format!("oci:{}:l", work.join("sk").display())));
-    let rootfs = umoci_rootfs(&work.join("sk"), "l", &work.join("bundle"));
+    let rootfs = saved_rootfs(&root, "example/links:2", &work);
     for name in ["a", "b"] {
         assert_eq!(
             std::fs::read_to_string(rootfs.join(name)).unwrap(),

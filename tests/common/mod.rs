@@ -256,6 +256,21 @@ pub fn image_layers(root: &Path, image: &str) -> Vec<PathBuf> {
     s.image_lowerdirs(&img).unwrap()
 }
 
+/// What other tools see of a stored image: `strata save` it to a docker-archive in `work`,
+/// `skopeo copy` that to an OCI layout, and `umoci unpack` it; returns the rootfs.
+pub fn saved_rootfs(root: &Path, image: &str, work: &Path) -> PathBuf {
+    let da = work.join("saved.tar");
+    ok(root, &["save", "-o", da.to_str().unwrap(), image]);
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(policy(work))
+        .arg("copy")
+        .arg("-q")
+        .arg(format!("docker-archive:{}", da.display()))
+        .arg(format!("oci:{}:saved", work.join("sk").display())));
+    umoci_rootfs(&work.join("sk"), "saved", &work.join("saved-bundle"))
+}
+
 /// `umoci unpack` an OCI layout's `tag` into `dest`; returns the rootfs.
 pub fn umoci_rootfs(layout: &Path, tag: &str, dest: &Path) -> PathBuf {
     run(Command::new("umoci")
