@@ -21,7 +21,9 @@ for arg in "$@"; do
 done
 
 PACKAGES=(fuse3 fuse-overlayfs unionfs-fuse attr acl sqlite3 git python3 skopeo buildah
-          umoci podman runc uidmap docker-registry busybox-static e2fsprogs)
+          umoci podman runc uidmap docker-registry busybox-static e2fsprogs debootstrap
+          passt slirp4netns fio stress-ng golang-go golang-github-containerd-stargz-snapshotter-dev
+          curl)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
