@@ -490,7 +490,6 @@ fn umount(mnt: &Path, fuse: bool) {
 
 /// Option sets tried in order for a kernel overlay mount with an upper dir.
 const KERNEL_OPTION_SETS: &[&str] = &[
-    "redirect_dir=on,index=on,metacopy=on",
     "redirect_dir=on,index=on",
     "redirect_dir=on,index=on,nfs_export=off",
     "redirect_dir=on",
@@ -909,9 +908,34 @@ pub struct SnapOpts {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub nodes: BTreeMap<String, Node>,
+    /// st_ino of every path (kept apart from the nodes: two implementations over copies of
+    /// the same layers show different numbers, one implementation across remounts the same).
+    pub inos: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
+    /// The groups of non-directory paths that share one inode (hard links), two or more.
+    pub fn link_groups(&self) -> std::collections::BTreeSet<Vec<String>> {
+        let mut by_ino: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (p, n) in &self.nodes {
+            if n.kind != Kind::Dir
+                && let Some(i) = self.inos.get(p)
+            {
+                by_ino.entry(*i).or_default().push(p.clone());
+            }
+        }
+        by_ino.into_values().filter(|g| g.len() > 1).collect()
+    }
+
+    /// The paths present in both snapshots whose inode numbers differ.
+    pub fn ino_changes(&self, later: &Snapshot) -> std::collections::BTreeSet<String> {
+        self.inos
+            .iter()
+            .filter(|(p, i)| later.inos.get(*p).is_some_and(|j| j != *i))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
     pub fn get(&self, p: &str) -> Option<&Node> {
         self.nodes.get(p)
     }
@@ -1006,7 +1030,13 @@ fn whiteout_node() -> Node {
     }
 }
 
-fn walk(root: &Path, rel: &str, opts: SnapOpts, out: &mut BTreeMap<String, Node>) {
+fn walk(
+    root: &Path,
+    rel: &str,
+    opts: SnapOpts,
+    out: &mut BTreeMap<String, Node>,
+    inos: &mut BTreeMap<String, u64>,
+) {
     let path = if rel == "/" {
         root.to_path_buf()
     } else {
@@ -1017,6 +1047,7 @@ fn walk(root: &Path, rel: &str, opts: SnapOpts, out: &mut BTreeMap<String, Node>
         Err(e) => panic!("lstat {}: {e}", path.display()),
     };
     let mut node = node_of(&path, &md, opts);
+    inos.insert(rel.to_string(), md.ino());
     if opts.upper {
         if node.kind == Kind::Char && node.rdev == Some((0, 0)) {
             out.insert(rel.to_string(), whiteout_node());
@@ -1084,7 +1115,7 @@ fn walk(root: &Path, rel: &str, opts: SnapOpts, out: &mut BTreeMap<String, Node>
                 continue;
             }
         }
-        walk(root, &child, opts, out);
+        walk(root, &child, opts, out, inos);
     }
 }
 
@@ -1095,8 +1126,9 @@ pub fn snapshot(root: &Path) -> Snapshot {
 
 pub fn snapshot_with(root: &Path, opts: SnapOpts) -> Snapshot {
     let mut nodes = BTreeMap::new();
-    walk(root, "/", opts, &mut nodes);
-    Snapshot { nodes }
+    let mut inos = BTreeMap::new();
+    walk(root, "/", opts, &mut nodes, &mut inos);
+    Snapshot { nodes, inos }
 }
 
 /// Snapshot an upper dir, normalising the on-disk format: char 0/0 and `.wh.NAME` both become
@@ -1360,6 +1392,9 @@ pub fn run_step_as(
 
 /// An op that unmounts and remounts both sides (same dirs, same options).
 pub const REMOUNT: &str = "@remount";
+/// An op that unmounts both sides, turns each upper into the topmost lower layer and mounts
+/// again with a fresh upper and work dir (layer rotation, as containers-storage stacks layers).
+pub const ROTATE: &str = "@rotate";
 
 /// A differential scenario: layers (topmost first), optional initial upper content, and the
 /// shell command lines to run (with `sh -c`, cwd = mount root; [`REMOUNT`] remounts).
@@ -1372,6 +1407,9 @@ pub struct Scenario {
     pub compare_upper: bool,
     /// Cross-mount the upper dirs at the end (default true).
     pub cross_mount: bool,
+    /// Both sides copy metadata only where they can (kernel `metacopy=on`, strata
+    /// `-o metacopy=on`); off by default, as in both.
+    pub metacopy: bool,
 }
 
 impl Scenario {
@@ -1382,7 +1420,13 @@ impl Scenario {
             ops: Vec::new(),
             compare_upper: true,
             cross_mount: true,
+            metacopy: false,
         }
+    }
+    /// Run with metadata-only copy-up on both sides.
+    pub fn metacopy(mut self) -> Self {
+        self.metacopy = true;
+        self
     }
     pub fn upper(mut self, l: Layer) -> Self {
         self.upper = Some(l);
@@ -1553,6 +1597,32 @@ fn lower_snapshots(s: &Side) -> Vec<Snapshot> {
         .collect()
 }
 
+/// `later` must show the hard-link groups of `first`, and the inode number of every path that
+/// `first` shows, except those in `exempt` (which the kernel itself does not keep).
+fn check_same_identity(
+    first: &Snapshot,
+    later: &Snapshot,
+    exempt: &std::collections::BTreeSet<String>,
+    what: &str,
+    problems: &mut Vec<String>,
+) {
+    if first.link_groups() != later.link_groups() {
+        problems.push(format!(
+            "{what}: hard-link groups {:?}, the session showed {:?}",
+            later.link_groups(),
+            first.link_groups()
+        ));
+    }
+    for p in first.ino_changes(later) {
+        if !exempt.contains(&p) {
+            problems.push(format!(
+                "{what}: st_ino of {p} is {}, the session showed {} (the kernel keeps it)",
+                later.inos[&p], first.inos[&p]
+            ));
+        }
+    }
+}
+
 /// Run a scenario on kernel overlayfs and on strata over identical copies of its layers and
 /// compare per-step results, merged trees and normalised upper dirs; then cross-mount (strata
 /// over the kernel's upper, the kernel over strata's) and compare those merged trees with the
@@ -1567,16 +1637,35 @@ pub fn differential(sc: &Scenario) -> Outcome {
         u.build(&base.join("upper"));
     }
     let n = sc.lowers.len();
-    let k = prepare_side(&ws, &base, "kernel", n, sc.upper.is_some());
-    let s = prepare_side(&ws, &base, "strata", n, sc.upper.is_some());
-    let k_lowers_before = lower_snapshots(&k);
-    let s_lowers_before = lower_snapshots(&s);
+    let mut k = prepare_side(&ws, &base, "kernel", n, sc.upper.is_some());
+    let mut s = prepare_side(&ws, &base, "strata", n, sc.upper.is_some());
+    let mut k_lowers_before = lower_snapshots(&k);
+    let mut s_lowers_before = lower_snapshots(&s);
+    let mut rotations = 0;
     let mut problems = Vec::new();
 
-    let mut kmount = KernelOverlay::mount(&k.lowers, Some((&k.upper, &k.work)), &k.mnt, &[])
+    let strata_opts: Vec<&str> = if sc.metacopy {
+        vec!["metacopy=on"]
+    } else {
+        Vec::new()
+    };
+    let kernel_mount = |lowers: &[PathBuf], upper: &Path, work: &Path, mnt: &Path| {
+        if sc.metacopy {
+            KernelOverlay::mount_with(
+                lowers,
+                Some((upper, work)),
+                mnt,
+                "redirect_dir=on,index=on,metacopy=on",
+                &[],
+            )
+        } else {
+            KernelOverlay::mount(lowers, Some((upper, work)), mnt, &[])
+        }
+    };
+    let mut kmount = kernel_mount(&k.lowers, &k.upper, &k.work, &k.mnt)
         .unwrap_or_else(|e| panic!("kernel overlay mount failed: {e}"));
     let kopts = kmount.options.clone();
-    let mut smount = FuseMount::mount(&s.lowers, Some((&s.upper, &s.work)), &s.mnt, &[])
+    let mut smount = FuseMount::mount(&s.lowers, Some((&s.upper, &s.work)), &s.mnt, &strata_opts)
         .unwrap_or_else(|e| panic!("strata mount failed: {e}"));
     let mut strata_log = String::new();
 
@@ -1585,11 +1674,24 @@ pub fn differential(sc: &Scenario) -> Outcome {
     let mut kernel_steps = Vec::new();
     let mut strata_steps = Vec::new();
     for cmd in &sc.ops {
-        if cmd == REMOUNT {
+        if cmd == REMOUNT || cmd == ROTATE {
             kmount.unmount();
             strata_log.push_str(&smount.log_text());
             if let Err(e) = smount.unmount() {
                 problems.push(format!("step {cmd}: strata unmount: {e}"));
+            }
+            if cmd == ROTATE {
+                rotations += 1;
+                for (side, name) in [(&mut k, "kernel"), (&mut s, "strata")] {
+                    let upper = ws.mkdir(&format!("{name}/upper-r{rotations}"));
+                    let work = ws.mkdir(&format!("{name}/work-r{rotations}"));
+                    let old = std::mem::replace(&mut side.upper, upper);
+                    side.work = work;
+                    side.lowers.insert(0, old);
+                }
+                // The rotated layers are lower layers now: they too must stay untouched.
+                k_lowers_before = lower_snapshots(&k);
+                s_lowers_before = lower_snapshots(&s);
             }
             kmount = KernelOverlay::mount_with(
                 &k.lowers,
@@ -1599,7 +1701,7 @@ pub fn differential(sc: &Scenario) -> Outcome {
                 &[],
             )
             .unwrap_or_else(|e| panic!("kernel overlay remount failed: {e}"));
-            smount = FuseMount::mount(&s.lowers, Some((&s.upper, &s.work)), &s.mnt, &[])
+            smount = FuseMount::mount(&s.lowers, Some((&s.upper, &s.work)), &s.mnt, &strata_opts)
                 .unwrap_or_else(|e| panic!("strata remount failed: {e}"));
             let ok = StepResult {
                 cmd: cmd.clone(),
@@ -1643,6 +1745,13 @@ pub fn differential(sc: &Scenario) -> Outcome {
             .into_iter()
             .map(|d| format!("merged {d}")),
     );
+    if kernel_merged.link_groups() != strata_merged.link_groups() {
+        problems.push(format!(
+            "hard-link groups: kernel {:?} vs strata {:?}",
+            kernel_merged.link_groups(),
+            strata_merged.link_groups()
+        ));
+    }
 
     kmount.unmount();
     strata_log.push_str(&smount.log_text());
@@ -1666,6 +1775,40 @@ pub fn differential(sc: &Scenario) -> Outcome {
         );
     }
 
+    // What a remount shows is what the session showed: the tree, the hard-link groups and
+    // every inode number the kernel keeps across its own remount.
+    let kernel_remounted = {
+        let m =
+            KernelOverlay::mount_with(&k.lowers, Some((&k.upper, &k.work)), &k.mnt, &kopts, &[])
+                .unwrap_or_else(|e| panic!("kernel overlay remount failed: {e}"));
+        let snap = snapshot(&k.mnt);
+        m.unmount();
+        snap
+    };
+    let kernel_moved = kernel_merged.ino_changes(&kernel_remounted);
+    match FuseMount::mount(&s.lowers, Some((&s.upper, &s.work)), &s.mnt, &strata_opts) {
+        Ok(m) => {
+            let again = snapshot(&s.mnt);
+            strata_log.push_str(&m.log_text());
+            if let Err(e) = m.unmount() {
+                problems.push(format!("strata unmount after remount: {e}"));
+            }
+            problems.extend(
+                diff(&strata_merged, &again, "strata", "strata-remounted")
+                    .into_iter()
+                    .map(|d| format!("after a remount {d}")),
+            );
+            check_same_identity(
+                &strata_merged,
+                &again,
+                &kernel_moved,
+                "strata after a remount",
+                &mut problems,
+            );
+        }
+        Err(e) => problems.push(format!("strata remount: {e}")),
+    }
+
     // STRATA_TEST_NO_CROSS_MOUNT=1 leaves the cross-mount out (only for validating the harness
     // against other mount programs, e.g. fuse-overlayfs 1.x, which shows an empty root over a
     // kernel upper dir carrying `trusted.overlay.origin`).
@@ -1675,13 +1818,20 @@ pub fn differential(sc: &Scenario) -> Outcome {
         // the original workdirs: they hold the hard-link index (kernel `index=on`)
         let w = k.work.clone();
         let m = ws.mkdir("kernel/mnt-x");
-        match FuseMount::mount(&k.lowers, Some((&k.upper, &w)), &m, &[]) {
+        match FuseMount::mount(&k.lowers, Some((&k.upper, &w)), &m, &strata_opts) {
             Ok(fm) => {
                 let snap = snapshot(&m);
                 problems.extend(
                     diff(&kernel_merged, &snap, "kernel", "strata-over-kernel-upper")
                         .into_iter()
                         .map(|d| format!("cross-mount (strata over the kernel's upper) {d}")),
+                );
+                check_same_identity(
+                    &kernel_merged,
+                    &snap,
+                    &kernel_moved,
+                    "strata over the kernel's upper",
+                    &mut problems,
                 );
                 strata_log.push_str(&fm.log_text());
                 if let Err(e) = fm.unmount() {
@@ -1695,7 +1845,7 @@ pub fn differential(sc: &Scenario) -> Outcome {
         // the kernel over strata's upper
         let w = s.work.clone();
         let m = ws.mkdir("strata/mnt-x");
-        match KernelOverlay::mount(&s.lowers, Some((&s.upper, &w)), &m, &[]) {
+        match kernel_mount(&s.lowers, &s.upper, &w, &m) {
             Ok(km) => {
                 if km.options != kopts {
                     problems.push(format!(
@@ -1709,11 +1859,64 @@ pub fn differential(sc: &Scenario) -> Outcome {
                         .into_iter()
                         .map(|d| format!("cross-mount (kernel over strata's upper) {d}")),
                 );
+                // Both read the same files: the kernel must show the numbers strata showed.
+                check_same_identity(
+                    &strata_merged,
+                    &snap,
+                    &kernel_moved,
+                    "the kernel over strata's upper",
+                    &mut problems,
+                );
                 km.unmount();
             }
             Err(e) => problems.push(format!(
                 "cross-mount: kernel overlayfs refuses strata's upper: {e}"
             )),
+        }
+        // Without metacopy, strata's upper is one that a kernel with its default options
+        // (redirects followed, no index, no metacopy) reads exactly as it reads its own.
+        if !sc.metacopy {
+            let (mk, ms) = (ws.mkdir("kernel/mnt-d"), ws.mkdir("strata/mnt-d"));
+            match (
+                KernelOverlay::mount_with(&k.lowers, Some((&k.upper, &k.work)), &mk, "", &[]),
+                KernelOverlay::mount_with(&s.lowers, Some((&s.upper, &s.work)), &ms, "", &[]),
+            ) {
+                (Ok(a), Ok(b)) => {
+                    let (mut sa, mut sb) = (snapshot(&mk), snapshot(&ms));
+                    // Without the index, the kernel shows a lower hard link's names that are
+                    // not in the upper with their old data; which names of a group are in the
+                    // upper is not the same (FUSE's setattr and link name no path).
+                    let linked: std::collections::BTreeSet<String> = k_lowers_before
+                        .iter()
+                        .flat_map(|l| {
+                            l.nodes
+                                .iter()
+                                .filter(|(_, n)| n.nlink.is_some_and(|c| c > 1))
+                                .map(|(p, _)| p.clone())
+                                .collect::<Vec<_>>()
+                        })
+                        .chain(kernel_merged.link_groups().into_iter().flatten())
+                        .collect();
+                    sa.nodes.retain(|p, _| !linked.contains(p));
+                    sb.nodes.retain(|p, _| !linked.contains(p));
+                    problems.extend(
+                        diff(
+                            &sa,
+                            &sb,
+                            "kernel-defaults-over-kernel-upper",
+                            "kernel-defaults-over-strata-upper",
+                        )
+                        .into_iter()
+                        .map(|d| format!("kernel with default options {d}")),
+                    );
+                    a.unmount();
+                    b.unmount();
+                }
+                (Err(e), _) => problems.push(format!("kernel defaults over its own upper: {e}")),
+                (_, Err(e)) => problems.push(format!(
+                    "kernel overlayfs with default options refuses strata's upper: {e}"
+                )),
+            }
         }
     }
 

@@ -34,6 +34,10 @@ pub struct MountConfig {
     pub honor_fsync: bool,
     /// Threads serving requests (default: twice the CPUs, at least 4).
     pub threads: Option<usize>,
+    /// Metadata-only copy-up and following metadata-only files (kernel `metacopy=on`). Off
+    /// by default, as in the kernel: an upper written without it holds whole files that any
+    /// tool (tar, rsync, a kernel mount without `metacopy=on`) reads as they are.
+    pub metacopy: bool,
 }
 
 impl MountConfig {
@@ -58,6 +62,7 @@ impl MountConfig {
             sync_copy_up: false,
             honor_fsync: true,
             threads: None,
+            metacopy: false,
         }
     }
 }

@@ -182,7 +182,7 @@ pub fn copy_up_meta(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     if node.in_upper() {
         return Ok(());
     }
-    copy_up_inner(u, node, true)
+    copy_up_inner(u, node, u.settings.metacopy)
 }
 
 /// Give a metadata-only copy its data: copied into the upper inode in place, the metacopy
@@ -209,6 +209,7 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     }
     let mut st = node.state.write();
     st.metacopy = false;
+    st.data = None;
     st.lower_layer = None;
     Ok(())
 }
@@ -222,6 +223,9 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let pdir = u.upper_dir(&parent)?;
     let work = u.work()?;
     let src = u.entry_of(node)?;
+    // A metadata-only lower object (an upper written with metacopy=on, now a lower layer)
+    // has its data further down.
+    let data_src = u.data_entry_of(node)?;
     let src_st = sys::stat_at(src.dir(), &src.name).map_err(errno)?;
     let parent_st = sys::stat_at(pdir.as_fd(), OsStr::new("")).map_err(errno)?;
     let tmp = u.temp_name();
@@ -247,9 +251,11 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         u.link_from_index(key, pdir.as_fd(), &name)?;
         u.index_name_linked_up(key, union)?;
         let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
+        u.mark_impure(&parent, pdir.as_fd())?;
         let mut st = node.state.write();
         st.lower_layer = None;
         st.in_upper = true;
+        st.from_lower = true;
         st.indexed = Some(key.clone());
         return Ok(());
     }
@@ -262,11 +268,23 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let made = if metacopy {
         make_meta_copy(u, work, &tmp, &src, &src_st)
     } else {
-        make_copy(u, work, &tmp, &src, &src_st)
+        make_copy(u, work, &tmp, &src, &data_src, &src_st)
+    };
+    let origin_layer = {
+        let s = node.state.read();
+        s.lower_layer
+            .or_else(|| s.lower_dirs.first().map(|d| d.layer))
     };
     let made = made.and_then(|_| match &key {
         Some(k) => u.add_to_index(work, &tmp, k, src_st.st_nlink),
-        None => Ok(()),
+        // Record where the copy came from (the kernel's `origin`): its inode number, its
+        // hard-link index entry and its lower object are found by it after a remount.
+        None => match origin_layer.and_then(|l| u.origin_value(l, src.dir(), &src.name)) {
+            Some(origin) => {
+                set_internal_xattr(work, &tmp, u.fmt.xattr("origin").as_bytes(), &origin)
+            }
+            None => Ok(()),
+        },
     });
     if let Err(e) = made {
         let _ = sys::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
@@ -276,6 +294,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         let _ = sys::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         return Err(errno(e));
     }
+    u.mark_impure(&parent, pdir.as_fd())?;
     // Adding the name changed the parent's times: give it back the ones it had.
     let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
 
@@ -285,13 +304,38 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
             .map_err(errno)?;
         st.upper_dir = Some(Arc::new(fd));
     } else if metacopy {
+        if !st.metacopy {
+            // The data stays where it is: in the lower object just copied.
+            st.data = Some(super::node::DataLoc {
+                dir: src.dir.clone(),
+                name: src.name.clone(),
+            });
+        }
         st.metacopy = true;
     } else {
         st.lower_layer = None;
+        st.metacopy = false;
+        st.data = None;
         st.indexed = key;
     }
     st.in_upper = true;
+    st.from_lower = true;
     Ok(())
+}
+
+/// Set an overlay xattr on a new copy, leaving it out where the filesystem cannot hold it on
+/// this kind of object (`user.*` on symlinks and devices), as the kernel does.
+fn set_internal_xattr(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    xattr: &[u8],
+    value: &[u8],
+) -> FsResult<()> {
+    match sys::set_xattr_at(dir, name, xattr, value) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => Ok(()),
+        Err(e) => Err(errno(e)),
+    }
 }
 
 /// Build a metadata-only copy of regular file `src` as `tmp`: the right size (all hole), the
@@ -316,12 +360,14 @@ fn make_meta_copy(
     copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
 }
 
-/// Build the copy of `src` as `tmp` in the work dir.
+/// Build the copy of `src` as `tmp` in the work dir (a regular file's data from `data`,
+/// which is `src` itself unless `src` holds metadata only).
 fn make_copy(
     u: &Union,
     work: BorrowedFd<'_>,
     tmp: &OsStr,
     src: &super::union::Entry,
+    data: &super::union::Entry,
     st: &libc::stat64,
 ) -> FsResult<()> {
     let fmt = st.st_mode & libc::S_IFMT;
@@ -335,6 +381,7 @@ fn make_copy(
         }
         libc::S_IFREG => {
             let sfd = src_fd(src, libc::O_RDONLY)?;
+            let datafd = src_fd(data, libc::O_RDONLY)?;
             let dfd = sys::open_at(
                 work,
                 tmp,
@@ -343,7 +390,7 @@ fn make_copy(
             )
             .map_err(errno)?;
             copy_data(
-                sfd.as_fd(),
+                datafd.as_fd(),
                 dfd.as_fd(),
                 st.st_size as u64,
                 u.settings.sync_copy_up,

@@ -187,6 +187,7 @@ fn build(
         pausable: cfg.control_socket.is_some(),
         sync_copy_up: cfg.sync_copy_up,
         honor_fsync: cfg.honor_fsync,
+        metacopy: cfg.metacopy,
     };
     Union::new(layers, fmt, settings).map_err(io_err("reading the layer roots".into()))
 }

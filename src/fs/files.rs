@@ -151,9 +151,16 @@ impl Union {
         if !self.settings.honor_fsync || !node.in_upper() {
             return Ok(());
         }
+        // A directory's entry is its own (O_PATH) fd with an empty name: fsync needs a real
+        // open of it, which "." relative to that fd gives.
         let e = self.entry_of(node)?;
+        let name = if e.name.is_empty() {
+            std::ffi::OsStr::new(".")
+        } else {
+            e.name.as_os_str()
+        };
         let fd =
-            sys::open_at(e.dir(), &e.name, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(errno)?;
+            sys::open_at(e.dir(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(errno)?;
         sys::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 

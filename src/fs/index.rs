@@ -65,6 +65,81 @@ fn hex(b: &[u8]) -> String {
     s
 }
 
+/// An `overlay.origin` value: the file handle of the lower object an upper one was copied
+/// up from, as [`key_of`] encodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub uuid: [u8; 16],
+    pub handle_type: i32,
+    pub fid: Vec<u8>,
+}
+
+/// Parse an `overlay.origin` value; `None` for "origin unknown" (empty, other version, other
+/// byte order) or a malformed value, as the kernel treats them.
+pub fn parse_origin(v: &[u8]) -> Option<Origin> {
+    if v.len() < FH_HEADER || v[1] != FH_MAGIC || v[0] != FH_VERSION {
+        return None;
+    }
+    let len = usize::from(v[2]);
+    if len < FH_HEADER || len > v.len() {
+        return None;
+    }
+    let big = v[3] & FH_FLAG_BIG_ENDIAN != 0;
+    if big != cfg!(target_endian = "big") {
+        return None;
+    }
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&v[5..FH_HEADER]);
+    Some(Origin {
+        uuid,
+        handle_type: i32::from(v[4]),
+        fid: v[FH_HEADER..len].to_vec(),
+    })
+}
+
+impl IndexKey {
+    /// The index key named by an upper object's `overlay.origin` value (the kernel's index
+    /// entry name is the hex of the origin handle).
+    pub fn from_origin_value(v: &[u8]) -> Option<IndexKey> {
+        parse_origin(v)?;
+        let fh = v[..usize::from(v[2])].to_vec();
+        Some(IndexKey {
+            name: OsString::from(hex(&fh)),
+            origin: fh,
+        })
+    }
+}
+
+/// Filesystem magics (`statfs` f_type) whose file handles carry the inode number.
+const EXT4_MAGIC: i64 = 0xEF53;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const XFS_MAGIC: i64 = 0x5846_5342;
+const BTRFS_MAGIC: i64 = 0x9123_683E;
+
+/// The inode number inside a file handle of a filesystem of type `fs_type`, for the
+/// filesystems whose handle layout is known (no system call, no privilege needed).
+pub fn ino_in_handle(fs_type: i64, o: &Origin) -> Option<u64> {
+    let u32_at = |i: usize| -> Option<u64> {
+        let b = o.fid.get(i..i + 4)?;
+        Some(u64::from(u32::from_ne_bytes(b.try_into().ok()?)))
+    };
+    let u64_at = |i: usize| -> Option<u64> {
+        let b = o.fid.get(i..i + 8)?;
+        Some(u64::from_ne_bytes(b.try_into().ok()?))
+    };
+    match (fs_type, o.handle_type) {
+        // FILEID_INO32_GEN(_PARENT): { u32 ino; u32 gen; ... }
+        (EXT4_MAGIC, 1 | 2) | (XFS_MAGIC, 1 | 2) => u32_at(0),
+        // XFS 64-bit inodes: { u64 ino; u32 gen; ... }
+        (XFS_MAGIC, 0x81 | 0x82) => u64_at(0),
+        // shmem: { u32 gen; u32 ino_lo; u32 ino_hi }
+        (TMPFS_MAGIC, 1) => Some(u32_at(4)? | (u32_at(8)? << 32)),
+        // btrfs: { u64 objectid; u64 root; u32 gen; ... }
+        (BTRFS_MAGIC, 0x4d..=0x4f) => u64_at(0),
+        _ => None,
+    }
+}
+
 /// `name_to_handle_at`: the handle type and bytes of `name` in `dir` (not following links).
 fn file_handle(dir: BorrowedFd<'_>, name: &OsStr) -> Option<(i32, Vec<u8>)> {
     const MAX_HANDLE_SZ: usize = 128;
@@ -73,6 +148,12 @@ fn file_handle(dir: BorrowedFd<'_>, name: &OsStr) -> Option<(i32, Vec<u8>)> {
     buf[0..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
     let c = std::ffi::CString::new(name.as_bytes()).ok()?;
     let mut mount_id: libc::c_int = 0;
+    // An empty name is `dir` itself (a directory's key).
+    let flags = if name.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
     // SAFETY: buf is a file_handle with room for MAX_HANDLE_SZ bytes; c is NUL-terminated.
     let r = unsafe {
         libc::syscall(
@@ -81,7 +162,7 @@ fn file_handle(dir: BorrowedFd<'_>, name: &OsStr) -> Option<(i32, Vec<u8>)> {
             c.as_ptr(),
             buf.as_mut_ptr(),
             &mut mount_id as *mut libc::c_int,
-            0,
+            flags,
         )
     };
     if r != 0 {
@@ -142,6 +223,33 @@ impl Union {
     pub fn index_key(&self, layer: usize, dir: BorrowedFd<'_>, name: &OsStr) -> Option<IndexKey> {
         let l = self.layers.lowers.get(layer)?;
         key_of(&l.uuid, dir, name)
+    }
+
+    /// The `overlay.origin` value for a copy of lower object `name` in `dir` of layer
+    /// `layer` (an empty name: `dir` itself); `None` when its filesystem makes no handles.
+    pub fn origin_value(&self, layer: usize, dir: BorrowedFd<'_>, name: &OsStr) -> Option<Vec<u8>> {
+        self.index_key(layer, dir, name).map(|k| k.origin)
+    }
+
+    /// Mark upper directory `dir` of union directory `node` impure (once): it now holds an
+    /// entry that came from a lower layer, as kernel overlayfs marks it.
+    pub fn mark_impure(&self, node: &super::node::Node, dir: BorrowedFd<'_>) -> FsResult<()> {
+        if node.state.read().impure {
+            return Ok(());
+        }
+        match sys::set_xattr_at(
+            dir,
+            OsStr::new(""),
+            self.fmt.xattr("impure").as_bytes(),
+            b"y",
+        ) {
+            Ok(()) => {}
+            // As the kernel: an upper without xattrs holds no origins either.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {}
+            Err(e) => return Err(errno(e)),
+        }
+        node.state.write().impure = true;
+        Ok(())
     }
 
     /// Whether the index has an entry for `key`, and its stat.

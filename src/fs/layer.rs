@@ -9,12 +9,14 @@ use super::sys;
 /// One layer root directory.
 #[derive(Debug)]
 pub struct Layer {
-    pub fd: OwnedFd,
+    pub fd: std::sync::Arc<OwnedFd>,
     pub dev: u64,
     /// Index into [`Layers::devs`], used to build unique inode numbers across filesystems.
     pub fs_index: u64,
     /// Uuid of the layer's filesystem, part of the file handles in hard-link index keys.
     pub uuid: [u8; 16],
+    /// The filesystem's type magic (`statfs` f_type): tells how its file handles are laid out.
+    pub fs_type: i64,
 }
 
 impl Layer {
@@ -23,7 +25,8 @@ impl Layer {
         let st = sys::fstat(fd.as_fd())?;
         Ok(Layer {
             uuid: super::index::fs_uuid(fd.as_fd()),
-            fd,
+            fs_type: sys::fs_type(fd.as_fd()).unwrap_or(0),
+            fd: std::sync::Arc::new(fd),
             dev: st.st_dev,
             fs_index: 0,
         })

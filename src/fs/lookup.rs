@@ -1,19 +1,24 @@
-//! Union lookup: the topmost layer holding a name wins, whiteouts hide what is below them,
-//! opaque directories stop the descent, and redirected directories continue it elsewhere.
+//! Union lookup, as kernel overlayfs does it (fs/overlayfs/namei.c): the upper layer first,
+//! then the parent's lower directories topmost first. Whiteouts hide what is below them,
+//! opaque directories stop the descent, redirects (relative or absolute, in any layer)
+//! continue it elsewhere, and metadata-only files (metacopy, in any layer) continue it to the
+//! layer that holds their data. A copied-up file takes its inode number from its recorded
+//! origin, so numbers stay what the session showed across remounts and renames.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 
 use fuser::Errno;
 
 use super::attr;
+use super::index::IndexKey;
 use super::layer::Place;
-use super::node::{Link, LowerDir, Node, NodeState};
+use super::node::{DataLoc, Link, LowerDir, Node, NodeState};
 use super::sys;
 use super::union::{FsResult, Union, errno};
-use super::whiteout;
+use super::whiteout::{self, Marks};
 
 /// What one layer holds at a name.
 enum Found {
@@ -22,24 +27,27 @@ enum Found {
     Object(libc::stat64),
 }
 
-fn probe(dir: &OwnedFd, name: &OsStr) -> FsResult<Found> {
-    match sys::stat_at_opt(dir.as_fd(), name).map_err(errno)? {
-        Some(st) if whiteout::is_whiteout_dev(&st) => Ok(Found::Whiteout),
-        Some(st) => Ok(Found::Object(st)),
-        None => {
-            if whiteout::has_wh_file(dir.as_fd(), name).map_err(errno)? {
+fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<Found> {
+    match sys::stat_at_opt(dir, name) {
+        Ok(Some(st)) if whiteout::is_whiteout_dev(&st) => Ok(Found::Whiteout),
+        Ok(Some(st)) => Ok(Found::Object(st)),
+        Ok(None) => {
+            if whiteout::has_wh_file(dir, name).map_err(errno)? {
                 Ok(Found::Whiteout)
             } else {
                 Ok(Found::Nothing)
             }
         }
+        // A name too long for a layer's filesystem is absent there (the kernel's lookup).
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(Found::Nothing),
+        Err(e) => Err(errno(e)),
     }
 }
 
 /// [`probe`] for a lower directory, answering from its cached name list where it can.
 fn probe_lower(ld: &LowerDir, name: &OsStr) -> FsResult<Found> {
     if ld.may_hold(name.as_bytes()) {
-        return probe(&ld.fd, name);
+        return probe(ld.fd.as_fd(), name);
     }
     if ld.may_hold(whiteout::wh_name(name).as_bytes()) {
         return Ok(Found::Whiteout);
@@ -47,8 +55,8 @@ fn probe_lower(ld: &LowerDir, name: &OsStr) -> FsResult<Found> {
     Ok(Found::Nothing)
 }
 
-fn open_dir(dir: &OwnedFd, name: &OsStr) -> FsResult<Arc<OwnedFd>> {
-    sys::open_at(dir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
+fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<Arc<OwnedFd>> {
+    sys::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
         .map(Arc::new)
         .map_err(errno)
 }
@@ -64,34 +72,86 @@ pub(super) fn join(base: &OsStr, name: &OsStr) -> OsString {
     p
 }
 
-fn parent_path(p: &OsStr) -> &OsStr {
-    match p.as_bytes().iter().rposition(|b| *b == b'/') {
-        Some(i) => OsStr::from_bytes(&p.as_bytes()[..i]),
-        None => OsStr::new(""),
+/// Where to look in one layer: the parent's directory there, or (absolute names) its root.
+#[derive(Clone)]
+enum Base {
+    /// A lower directory of the parent, with its cached name list.
+    Cached(LowerDir),
+    /// A directory fd (the upper parent, a layer root, a directory met on a path walk).
+    Dir(Arc<OwnedFd>),
+}
+
+impl Base {
+    fn fd(&self) -> &Arc<OwnedFd> {
+        match self {
+            Base::Cached(ld) => &ld.fd,
+            Base::Dir(d) => d,
+        }
+    }
+    fn probe(&self, name: &OsStr) -> FsResult<Found> {
+        match self {
+            Base::Cached(ld) => probe_lower(ld, name),
+            Base::Dir(d) => probe(d.as_fd(), name),
+        }
     }
 }
 
-/// Where to continue a lookup in the lower layers.
-enum LowerSearch {
-    /// Look for `name` in each of the parent's lower directories.
-    InParentDirs { name: OsString },
-    /// Look for `path` from the root of each lower layer from `from_layer` on.
-    ByPath { path: OsString, from_layer: usize },
+/// The state of one lookup going down the layers (the kernel's `ovl_lookup_data`).
+struct Walk {
+    /// What to find in the next layer: a name in the parent's directory there, or (leading
+    /// `/`) a path from the layer's root.
+    name: Vec<u8>,
+    /// A directory was found: only directories merge below it.
+    is_dir: bool,
+    /// Nothing below the last layer looked at is to be merged.
+    stop: bool,
+    /// The last directory found is opaque (or a whiteout was found).
+    opaque: bool,
+    /// The last object found is a metadata-only file: its data is further down.
+    metacopy: bool,
 }
 
-impl LowerSearch {
-    /// The search for a directory carrying redirect `r`, under a parent at `parent_lower`.
-    fn redirected(r: &OsStr) -> LowerSearch {
-        if r.as_bytes().starts_with(b"/") {
-            LowerSearch::ByPath {
-                path: OsStr::from_bytes(r.as_bytes().trim_start_matches_slash()).to_os_string(),
-                from_layer: 0,
-            }
-        } else {
-            LowerSearch::InParentDirs {
-                name: r.to_os_string(),
-            }
+/// One object found in one layer.
+struct Hit {
+    /// Its parent directory in that layer, and its name there.
+    dir: Arc<OwnedFd>,
+    name: OsString,
+    st: libc::stat64,
+    marks: Marks,
+    /// Directories: an O_PATH fd of the directory itself.
+    fd: Option<Arc<OwnedFd>>,
+}
+
+/// A regular file that is surely not metadata-only without reading its xattrs: one whose
+/// blocks cover its size (a metacopy file is a hole of its full size; its blocks, if any,
+/// hold xattrs).
+fn has_its_data(st: &libc::stat64) -> bool {
+    !sys::is_reg(st) || st.st_size == 0 || st.st_blocks.saturating_mul(512) >= st.st_size
+}
+
+/// Apply a redirect found on a directory or metacopy file at component `prelen..` of the
+/// walk's name, followed by `post` (the rest of the path): absolute replaces the whole
+/// prefix, relative replaces that component.
+fn apply_redirect(w: &mut Walk, r: &[u8], prelen: usize, post: &[u8]) {
+    if r.first() == Some(&b'/') {
+        if r[1..].split(|b| *b == b'/').any(|c| c.is_empty()) && r.len() > 1 {
+            log::warn!("invalid redirect {:?}", OsStr::from_bytes(r));
+            return;
         }
+        let mut n = r.to_vec();
+        n.extend_from_slice(post);
+        w.name = n;
+        // An absolute redirect below an opaque ancestor still continues the lookup.
+        w.stop = false;
+    } else {
+        if r.contains(&b'/') {
+            log::warn!("invalid redirect {:?}", OsStr::from_bytes(r));
+            return;
+        }
+        let mut n = w.name[..prelen.min(w.name.len())].to_vec();
+        n.extend_from_slice(r);
+        n.extend_from_slice(post);
+        w.name = n;
     }
 }
 
@@ -115,61 +175,344 @@ impl Union {
         Ok(self.nodes.attach_child(parent, name, node, &same_object))
     }
 
+    /// Look for one path component `comp` in `base` (the kernel's `ovl_lookup_single`).
+    /// `prelen` is where the component starts in the walk's name and `post` what follows it;
+    /// `last_element` whether it is the name looked up; `last_layer` whether nothing lies
+    /// below (its marks need not be read).
+    #[allow(clippy::too_many_arguments)]
+    fn lookup_single(
+        &self,
+        base: &Base,
+        comp: &OsStr,
+        prelen: usize,
+        post: &[u8],
+        last_element: bool,
+        is_upper: bool,
+        last_layer: bool,
+        w: &mut Walk,
+    ) -> FsResult<Option<Hit>> {
+        let st = match base.probe(comp)? {
+            Found::Nothing => return Ok(None),
+            Found::Whiteout => {
+                w.stop = true;
+                w.opaque = true;
+                return Ok(None);
+            }
+            Found::Object(st) => st,
+        };
+        let dir = base.fd().clone();
+        if !sys::is_dir(&st) {
+            if w.is_dir || !last_element {
+                w.stop = true;
+                return Ok(None);
+            }
+            // Upper files carry their origin. Lower files may be metadata-only (an upper
+            // written with metacopy=on, now a lower layer): read them all when metacopy is on,
+            // else only those that look it (to refuse them, as the kernel does).
+            let read_lower = !last_layer && (self.settings.metacopy || !has_its_data(&st));
+            let marks = if is_upper || read_lower {
+                whiteout::marks_at(dir.as_fd(), comp).map_err(errno)?
+            } else {
+                Marks::default()
+            };
+            w.metacopy = marks.metacopy && sys::is_reg(&st);
+            w.stop = !w.metacopy;
+            if w.metacopy
+                && !last_layer
+                && let Some(r) = &marks.redirect
+            {
+                apply_redirect(w, r.as_bytes(), prelen, post);
+            }
+            return Ok(Some(Hit {
+                dir,
+                name: comp.to_os_string(),
+                st,
+                marks,
+                fd: None,
+            }));
+        }
+        if last_element {
+            w.is_dir = true;
+        }
+        let fd = open_dir(dir.as_fd(), comp)?;
+        if last_layer && !is_upper {
+            return Ok(Some(Hit {
+                dir,
+                name: comp.to_os_string(),
+                st,
+                marks: Marks::default(),
+                fd: Some(fd),
+            }));
+        }
+        let marks = whiteout::marks_at(dir.as_fd(), comp).map_err(errno)?;
+        let opaque = marks.opaque
+            || sys::stat_at_opt(fd.as_fd(), OsStr::from_bytes(whiteout::OPAQUE_FILE))
+                .map_err(errno)?
+                .is_some();
+        if opaque {
+            w.stop = true;
+            if last_element {
+                w.opaque = true;
+            }
+        } else if let Some(r) = &marks.redirect {
+            apply_redirect(w, r.as_bytes(), prelen, post);
+        }
+        Ok(Some(Hit {
+            dir,
+            name: comp.to_os_string(),
+            st,
+            marks,
+            fd: Some(fd),
+        }))
+    }
+
+    /// Look the walk's name up in one layer (the kernel's `ovl_lookup_layer`): a name in
+    /// `base`, or an absolute path walked from `root` component by component, following the
+    /// redirects met on the way for the layers below.
+    fn lookup_layer(
+        &self,
+        base: &Base,
+        root: Option<Arc<OwnedFd>>,
+        is_upper: bool,
+        last_layer: bool,
+        w: &mut Walk,
+    ) -> FsResult<Option<Hit>> {
+        if w.name.first() != Some(&b'/') {
+            let name = OsString::from_vec(w.name.clone());
+            return self.lookup_single(base, &name, 0, b"", true, is_upper, last_layer, w);
+        }
+        let Some(root) = root else { return Ok(None) };
+        let path = w.name.clone();
+        let comps: Vec<(usize, &[u8])> = {
+            let mut v = Vec::new();
+            let mut start = 0;
+            for (i, b) in path.iter().enumerate() {
+                if *b == b'/' {
+                    if i > start {
+                        v.push((start, &path[start..i]));
+                    }
+                    start = i + 1;
+                }
+            }
+            if start < path.len() {
+                v.push((start, &path[start..]));
+            }
+            v
+        };
+        if comps.is_empty() {
+            return Ok(None);
+        }
+        let mut cur = Base::Dir(root);
+        for (k, (start, comp)) in comps.iter().enumerate() {
+            let end = k + 1 == comps.len();
+            let post = &path[start + comp.len()..];
+            // The prefix may have changed with a redirect met above: count from the end.
+            let prelen = w.name.len().saturating_sub(post.len() + comp.len());
+            let hit = self.lookup_single(
+                &cur,
+                OsStr::from_bytes(comp),
+                prelen,
+                post,
+                end,
+                is_upper,
+                last_layer,
+                w,
+            )?;
+            let Some(hit) = hit else { return Ok(None) };
+            if end {
+                return Ok(Some(hit));
+            }
+            match hit.fd {
+                Some(fd) => cur = Base::Dir(fd),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
     /// Find what the union shows at `parent/name`, as a new (unregistered) node.
     pub fn resolve(&self, parent: &Arc<Node>, name: &OsStr) -> FsResult<Option<Node>> {
         let pst = parent.state.read().clone();
-        let mut state = NodeState::default();
-        let mut kind = None;
-        let mut ino = 0u64;
-        let mut search = Some(LowerSearch::InParentDirs {
-            name: name.to_os_string(),
-        });
+        let nlowers = self.layers.lowers.len();
+        let mut w = Walk {
+            name: name.as_bytes().to_vec(),
+            is_dir: false,
+            stop: false,
+            opaque: false,
+            metacopy: false,
+        };
 
+        // The upper layer.
+        let mut upper = None;
         if let Some(udir) = &pst.upper_dir {
-            match probe(udir, name)? {
-                Found::Whiteout => return Ok(None),
-                Found::Nothing => {}
-                Found::Object(st) => {
-                    state.in_upper = true;
-                    ino = self.layers.ino(Place::Upper, st.st_ino);
-                    let k = attr::file_type(st.st_mode);
-                    kind = Some(k);
-                    if sys::is_dir(&st) {
-                        let fd = open_dir(udir, name)?;
-                        let (opaque, redirect) = whiteout::dir_marks(fd.as_fd()).map_err(errno)?;
-                        state.opaque = opaque
-                            || sys::stat_at_opt(
-                                fd.as_fd(),
-                                OsStr::from_bytes(whiteout::OPAQUE_FILE),
-                            )
-                            .map_err(errno)?
-                            .is_some();
-                        state.upper_dir = Some(fd);
-                        search = if state.opaque {
-                            None
-                        } else {
-                            redirect.as_deref().map(LowerSearch::redirected).or(search)
-                        };
-                    } else {
-                        search = None;
-                        // A copied-up file keeps its origin's inode number while a lower
-                        // layer still holds an object of the same type under this name.
-                        if !pst.opaque {
-                            ino = self
-                                .upper_file_origin(&pst, udir, name, &st, k, &mut state)?
-                                .unwrap_or(ino);
+            upper = self.lookup_single(
+                &Base::Dir(udir.clone()),
+                name,
+                0,
+                b"",
+                true,
+                true,
+                nlowers == 0,
+                &mut w,
+            )?;
+        }
+        let upper_metacopy = upper.is_some() && w.metacopy;
+        let upper_opaque = upper.is_some() && w.opaque;
+        let upper_redirect = upper.as_ref().and_then(|h| h.marks.redirect.clone());
+
+        // The lower layers: the parent's lower directories, or every layer's root once the
+        // name became an absolute path.
+        let roots = || -> Vec<(usize, Base)> {
+            self.layers
+                .lowers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i, Base::Dir(l.fd.clone())))
+                .collect()
+        };
+        let mut on_roots = w.name.first() == Some(&b'/');
+        let mut stack: Vec<(usize, Base)> = if on_roots {
+            roots()
+        } else {
+            pst.lower_dirs
+                .iter()
+                .map(|d| (d.layer, Base::Cached(d.clone())))
+                .collect()
+        };
+        let mut hits: Vec<(usize, Hit)> = Vec::new();
+        let mut i = 0;
+        while !w.stop && i < stack.len() {
+            if (w.metacopy || upper_metacopy) && !self.settings.metacopy {
+                return Err(self.refuse_metacopy(name));
+            }
+            let (layer, base) = stack[i].clone();
+            i += 1;
+            let root = self.layers.lowers.get(layer).map(|l| l.fd.clone());
+            let last_layer = layer + 1 == nlowers;
+            let Some(hit) = self.lookup_layer(&base, root, false, last_layer, &mut w)? else {
+                continue;
+            };
+            hits.push((layer, hit));
+            if w.stop {
+                break;
+            }
+            if w.name.first() == Some(&b'/') && !on_roots {
+                on_roots = true;
+                stack = roots();
+                i = layer + 1;
+            }
+        }
+        if (w.metacopy || upper_metacopy) && !self.settings.metacopy {
+            return Err(self.refuse_metacopy(name));
+        }
+        if w.metacopy || (upper_metacopy && hits.is_empty()) {
+            log::warn!(
+                "metacopy with no lower data found: {}",
+                name.to_string_lossy()
+            );
+            return Err(Errno::EIO);
+        }
+
+        // The path of the object in the lower namespace (what a redirect of it would say).
+        let lower_path = match upper_redirect.as_deref().map(OsStr::as_bytes) {
+            Some([b'/', rest @ ..]) => Some(OsStr::from_bytes(rest).to_os_string()),
+            Some(r) => pst
+                .lower_path
+                .as_deref()
+                .map(|p| join(p, OsStr::from_bytes(r))),
+            None => pst.lower_path.as_deref().map(|p| join(p, name)),
+        };
+        let mut state = NodeState {
+            lower_path,
+            ..Default::default()
+        };
+        let kind;
+        let ino;
+        match (&upper, hits.first()) {
+            (None, None) => return Ok(None),
+            (Some(u), _) if sys::is_dir(&u.st) => {
+                kind = fuser::FileType::Directory;
+                state.in_upper = true;
+                state.upper_dir = u.fd.clone();
+                state.opaque = upper_opaque;
+                state.impure = u.marks.impure;
+                state.lower_dirs = self.lower_dirs_of(&hits);
+                // A merged directory shows the inode number of its topmost lower directory.
+                ino = match hits.first() {
+                    Some((l, h)) => self.layers.ino(Place::Lower(*l), h.st.st_ino),
+                    None => self.layers.ino(Place::Upper, u.st.st_ino),
+                };
+            }
+            (Some(u), _) => {
+                kind = attr::file_type(u.st.st_mode);
+                state.in_upper = true;
+                let key = u
+                    .marks
+                    .origin
+                    .as_deref()
+                    .and_then(IndexKey::from_origin_value);
+                if u.st.st_nlink > 1
+                    && let Some(key) = &key
+                    && let Some(ist) = self.index_lookup(key)?
+                    && ist.st_ino == u.st.st_ino
+                    && ist.st_dev == u.st.st_dev
+                {
+                    state.indexed = Some(key.clone());
+                }
+                let upper_ino = self.layers.ino(Place::Upper, u.st.st_ino);
+                if upper_metacopy {
+                    state.metacopy = true;
+                    let (l, h) = &hits[0];
+                    state.lower_layer = Some(*l);
+                    state.data = Some(self.data_of(&hits));
+                    ino = self
+                        .origin_ino_if_unbroken(&state, Place::Lower(*l), &h.st)
+                        .unwrap_or(upper_ino);
+                } else {
+                    ino = match u.marks.origin.as_deref() {
+                        Some(o) => self
+                            .origin_ino(o, state.indexed.is_some())
+                            .unwrap_or(upper_ino),
+                        None => upper_ino,
+                    };
+                }
+            }
+            (None, Some((l, h))) => {
+                kind = attr::file_type(h.st.st_mode);
+                ino = self.layers.ino(Place::Lower(*l), h.st.st_ino);
+                if kind == fuser::FileType::Directory {
+                    state.lower_dirs = self.lower_dirs_of(&hits);
+                } else {
+                    state.lower_layer = Some(*l);
+                    if h.marks.metacopy {
+                        state.metacopy = true;
+                        state.data = Some(self.data_of(&hits));
+                    }
+                    if h.st.st_nlink > 1 && self.index_in_use() {
+                        // A lower hard link whose inode was copied up under another name.
+                        if let Some(key) = self.index_key(*l, h.dir.as_fd(), &h.name)
+                            && self.index_lookup(&key)?.is_some()
+                        {
+                            // (kernel overlayfs may have indexed a metadata-only copy)
+                            if self.index_is_metacopy(&key)? {
+                                state.metacopy = true;
+                                if state.data.is_none() {
+                                    state.data = Some(DataLoc {
+                                        dir: h.dir.clone(),
+                                        name: h.name.clone(),
+                                    });
+                                }
+                            } else {
+                                state.metacopy = false;
+                            }
+                            state.indexed = Some(key);
                         }
                     }
                 }
             }
         }
-        if pst.opaque || (pst.lower_dirs.is_empty() && pst.lower_path.is_none()) {
-            search = None;
-        }
-        if let Some(search) = search {
-            self.search_lowers(&pst, search, &mut state, &mut kind, &mut ino)?;
-        }
-        let Some(kind) = kind else { return Ok(None) };
+        state.from_lower =
+            !hits.is_empty() || upper.as_ref().is_some_and(|u| u.marks.origin.is_some());
         if self.settings.override_stat {
             state.over = self.read_override(&state, parent, name, kind)?;
         }
@@ -184,118 +527,63 @@ impl Union {
         )))
     }
 
-    /// Walk the lower layers for a name under `pst` (or for a redirected path), filling in the
-    /// lower part of `state`. `kind` is already set when an upper directory was found.
-    fn search_lowers(
-        &self,
-        pst: &NodeState,
-        mut search: LowerSearch,
-        state: &mut NodeState,
-        kind: &mut Option<fuser::FileType>,
-        ino: &mut u64,
-    ) -> FsResult<()> {
-        let above_is_dir = *kind == Some(fuser::FileType::Directory);
-        let base = pst.lower_path.clone().unwrap_or_default();
-        // Candidate (layer, parent dir fd, name in it), resolved lazily for ByPath.
-        let mut layer_iter: Vec<usize> = match &search {
-            LowerSearch::InParentDirs { .. } => pst.lower_dirs.iter().map(|d| d.layer).collect(),
-            LowerSearch::ByPath { from_layer, .. } => {
-                (*from_layer..self.layers.lowers.len()).collect()
-            }
-        };
-        let mut idx = 0;
-        while idx < layer_iter.len() {
-            let layer = layer_iter[idx];
-            idx += 1;
-            let (dir, fname, lower_path): (LowerDir, OsString, OsString) = match &search {
-                LowerSearch::InParentDirs { name } => {
-                    let Some(d) = pst.lower_dirs.iter().find(|d| d.layer == layer) else {
-                        continue;
-                    };
-                    (d.clone(), name.clone(), join(&base, name))
-                }
-                LowerSearch::ByPath { path, .. } => {
-                    let ppath = parent_path(path).to_os_string();
-                    let fname = OsStr::from_bytes(
-                        path.as_bytes()
-                            .rsplit(|b| *b == b'/')
-                            .next()
-                            .unwrap_or_default(),
-                    )
-                    .to_os_string();
-                    match sys::open_beneath(
-                        self.layers.lowers[layer].fd(),
-                        &ppath,
-                        libc::O_PATH | libc::O_DIRECTORY,
-                    ) {
-                        Ok(fd) => (LowerDir::uncached(layer, Arc::new(fd)), fname, path.clone()),
-                        Err(_) => continue,
-                    }
-                }
-            };
-            if fname.is_empty() {
-                continue;
-            }
-            let st = match probe_lower(&dir, &fname)? {
-                Found::Nothing => continue,
-                Found::Whiteout => break,
-                Found::Object(st) => st,
-            };
-            let is_dir = sys::is_dir(&st);
-            if kind.is_some() && !(is_dir && *kind == Some(fuser::FileType::Directory)) {
-                // Only directories merge under a directory found above; anything else ends it.
-                break;
-            }
-            if kind.is_none() {
-                *kind = Some(attr::file_type(st.st_mode));
-                *ino = self.layers.ino(Place::Lower(layer), st.st_ino);
-            } else if above_is_dir && state.lower_dirs.is_empty() {
-                // A merged directory shows the inode number of its topmost lower directory.
-                *ino = self.layers.ino(Place::Lower(layer), st.st_ino);
-            }
-            if state.lower_path.is_none() {
-                state.lower_path = Some(lower_path.clone());
-            }
-            if !is_dir {
-                state.lower_layer = Some(layer);
-                if st.st_nlink > 1 && self.index_in_use() {
-                    // A lower hard link whose inode was copied up under another name.
-                    if let Some(key) = self.index_key(layer, dir.fd.as_fd(), &fname)
-                        && self.index_lookup(&key)?.is_some()
-                    {
-                        // (kernel overlayfs may have indexed a metadata-only copy)
-                        state.metacopy = self.index_is_metacopy(&key)?;
-                        state.indexed = Some(key);
-                    }
-                }
-                break;
-            }
-            let fd = open_dir(&dir.fd, &fname)?;
-            let (opaque, redirect) = whiteout::dir_marks(fd.as_fd()).map_err(errno)?;
-            let child = LowerDir::new(layer, fd);
-            let opaque = opaque || child.may_hold(whiteout::OPAQUE_FILE);
-            state.lower_dirs.push(child);
-            if opaque {
-                break;
-            }
-            if let Some(r) = redirect {
-                // Layers below continue at the redirected place, by path from their roots.
-                let path = if r.as_bytes().starts_with(b"/") {
-                    OsStr::from_bytes(r.as_bytes().trim_start_matches_slash()).to_os_string()
-                } else {
-                    join(parent_path(&lower_path), &r)
-                };
-                search = LowerSearch::ByPath {
-                    path,
-                    from_layer: layer + 1,
-                };
-                layer_iter = (layer + 1..self.layers.lowers.len()).collect();
-                idx = 0;
-            } else if let LowerSearch::ByPath { .. } = search {
-                // Keep following the same path in lower layers.
-            }
+    /// EPERM for a metadata-only file on a mount without `metacopy=on`, as the kernel answers.
+    fn refuse_metacopy(&self, name: &OsStr) -> Errno {
+        log::warn!(
+            "refusing to follow metacopy origin for {} (mount with -o metacopy=on)",
+            name.to_string_lossy()
+        );
+        Errno::EPERM
+    }
+
+    /// The lower directories merged under a directory: every directory found below.
+    fn lower_dirs_of(&self, hits: &[(usize, Hit)]) -> Vec<LowerDir> {
+        hits.iter()
+            .filter_map(|(l, h)| h.fd.clone().map(|fd| LowerDir::new(*l, fd)))
+            .collect()
+    }
+
+    /// Where the data of a metadata-only file is: the last object the walk found.
+    fn data_of(&self, hits: &[(usize, Hit)]) -> DataLoc {
+        let (_, h) = &hits[hits.len() - 1];
+        DataLoc {
+            dir: h.dir.clone(),
+            name: h.name.clone(),
         }
-        Ok(())
+    }
+
+    /// The inode number of a lower origin at `place` (stat `st`) for an upper object, unless
+    /// the origin is a hard link that the copy-up broke (kernel: only an indexed or
+    /// single-link origin lends its number).
+    fn origin_ino_if_unbroken(
+        &self,
+        state: &NodeState,
+        place: Place,
+        st: &libc::stat64,
+    ) -> Option<u64> {
+        (state.indexed.is_some() || st.st_nlink == 1).then(|| self.layers.ino(place, st.st_ino))
+    }
+
+    /// The inode number an upper non-directory shows from its `overlay.origin` value: the
+    /// origin's, when the handle belongs to a lower layer's filesystem (read from the handle
+    /// itself where its layout is known, else by opening it, which needs privilege).
+    fn origin_ino(&self, value: &[u8], indexed: bool) -> Option<u64> {
+        let o = super::index::parse_origin(value)?;
+        let (idx, layer) = self
+            .layers
+            .lowers
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.uuid == o.uuid)?;
+        if let Some(ino) = super::index::ino_in_handle(layer.fs_type, &o) {
+            return Some(self.layers.ino(Place::Lower(idx), ino));
+        }
+        let fd = sys::open_by_handle(layer.fd(), o.handle_type, &o.fid).ok()?;
+        let st = sys::fstat(fd.as_fd()).ok()?;
+        if !indexed && !sys::is_dir(&st) && st.st_nlink > 1 {
+            return None;
+        }
+        Some(self.layers.ino(Place::Lower(idx), st.st_ino))
     }
 
     /// The override recorded on the object a new node will show, if any.
@@ -341,119 +629,14 @@ impl Union {
         }
     }
 
-    /// For upper non-directory `name` (stat `st`, type `k`): the inode number of the lower
-    /// object it was copied up from, if a lower layer still holds one of the same type under
-    /// this name; records in `state` its lower path, a metadata-only copy, and a hard-link
-    /// index entry.
-    fn upper_file_origin(
-        &self,
-        pst: &NodeState,
-        udir: &OwnedFd,
-        name: &OsStr,
-        st: &libc::stat64,
-        k: fuser::FileType,
-        state: &mut NodeState,
-    ) -> FsResult<Option<u64>> {
-        if sys::is_reg(st)
-            && self.is_metacopy(udir, name)?
-            && let Some(found) =
-                self.metacopy_by_redirect(udir, name, pst.lower_path.as_deref(), state)?
-        {
-            return Ok(Some(found));
-        }
-        for ld in &pst.lower_dirs {
-            let lst = match probe_lower(ld, name)? {
-                Found::Nothing => continue,
-                Found::Whiteout => return Ok(None),
-                Found::Object(lst) => lst,
-            };
-            if attr::file_type(lst.st_mode) != k {
-                return Ok(None);
-            }
-            state.lower_path = Some(join(pst.lower_path.as_deref().unwrap_or_default(), name));
-            if sys::is_reg(st) && self.is_metacopy(udir, name)? {
-                state.metacopy = true;
-                state.lower_layer = Some(ld.layer);
-            }
-            if st.st_nlink > 1
-                && lst.st_nlink > 1
-                && self.index_in_use()
-                && let Some(key) = self.index_key(ld.layer, ld.fd.as_fd(), name)
-                && let Some(ist) = self.index_lookup(&key)?
-                && ist.st_ino == st.st_ino
-                && ist.st_dev == st.st_dev
-            {
-                state.indexed = Some(key);
-            }
-            return Ok(Some(self.layers.ino(Place::Lower(ld.layer), lst.st_ino)));
-        }
-        Ok(None)
-    }
-
-    /// A metadata-only upper file that carries a redirect: find its data by that path (from
-    /// the root of each lower layer, topmost first). Returns the data's inode number.
-    fn metacopy_by_redirect(
-        &self,
-        udir: &OwnedFd,
-        name: &OsStr,
-        parent_lower: Option<&OsStr>,
-        state: &mut NodeState,
-    ) -> FsResult<Option<u64>> {
-        let fd = sys::open_at(udir.as_fd(), name, libc::O_PATH, 0).map_err(errno)?;
-        let (_, redirect) = whiteout::dir_marks(fd.as_fd()).map_err(errno)?;
-        let Some(r) = redirect else { return Ok(None) };
-        // Absolute: from the lower roots; relative: a name in the parent's lower directory.
-        let path = match r.as_bytes().strip_prefix(b"/") {
-            Some(p) => OsStr::from_bytes(p).to_os_string(),
-            None => join(parent_lower.unwrap_or_default(), &r),
-        };
-        let path = path.as_os_str();
-        let (dir, fname) = (
-            parent_path(path),
-            OsStr::from_bytes(
-                path.as_bytes()
-                    .rsplit(|b| *b == b'/')
-                    .next()
-                    .unwrap_or_default(),
-            ),
-        );
-        for (i, l) in self.layers.lowers.iter().enumerate() {
-            let Ok(d) = sys::open_beneath(l.fd(), dir, libc::O_PATH | libc::O_DIRECTORY) else {
-                continue;
-            };
-            if let Some(lst) = sys::stat_at_opt(d.as_fd(), fname).map_err(errno)? {
-                if !sys::is_reg(&lst) {
-                    return Ok(None);
-                }
-                state.metacopy = true;
-                state.lower_layer = Some(i);
-                state.lower_path = Some(path.to_os_string());
-                return Ok(Some(self.layers.ino(Place::Lower(i), lst.st_ino)));
-            }
-        }
-        Ok(None)
-    }
-
     /// Whether index entry `key` is a metadata-only copy.
-    fn index_is_metacopy(&self, key: &super::index::IndexKey) -> FsResult<bool> {
+    fn index_is_metacopy(&self, key: &IndexKey) -> FsResult<bool> {
         match &self.layers.index {
-            Some(dir) => self.is_metacopy(dir, &key.name),
+            Some(dir) => Ok(whiteout::marks_at(dir.as_fd(), &key.name)
+                .map_err(errno)?
+                .metacopy),
             None => Ok(false),
         }
-    }
-
-    /// Whether upper file `name` in `dir` is a metadata-only copy.
-    fn is_metacopy(&self, dir: &OwnedFd, name: &OsStr) -> FsResult<bool> {
-        let fd = sys::open_at(dir.as_fd(), name, libc::O_PATH, 0).map_err(errno)?;
-        for x in ["trusted.overlay.metacopy", "user.overlay.metacopy"] {
-            match sys::get_xattr(fd.as_fd(), x) {
-                Ok(Some(_)) => return Ok(true),
-                Ok(None) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-                Err(e) => return Err(errno(e)),
-            }
-        }
-        Ok(false)
     }
 
     /// Whether any lower layer under `parent` shows something at `name` (so removing the
@@ -471,19 +654,5 @@ impl Union {
             }
         }
         Ok(false)
-    }
-}
-
-trait TrimSlash {
-    fn trim_start_matches_slash(&self) -> &[u8];
-}
-
-impl TrimSlash for [u8] {
-    fn trim_start_matches_slash(&self) -> &[u8] {
-        let mut s = self;
-        while let [b'/', rest @ ..] = s {
-            s = rest;
-        }
-        s
     }
 }

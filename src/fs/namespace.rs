@@ -242,7 +242,11 @@ impl Union {
             src_dir: src.dir(),
             src_name: &src.name,
         };
-        self.place_object(newparent, newname, &obj, Creator { uid: 0, gid: 0 })?;
+        let (ndir, _, _) =
+            self.place_object(newparent, newname, &obj, Creator { uid: 0, gid: 0 })?;
+        if node.state.read().from_lower {
+            self.mark_impure(newparent, ndir.as_fd())?;
+        }
         self.nodes.add_name(newparent, newname, node);
         Ok(node.clone())
     }

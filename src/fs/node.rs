@@ -34,17 +34,6 @@ impl LowerDir {
         }
     }
 
-    /// A lower directory looked at once (no name cache).
-    pub fn uncached(layer: usize, fd: Arc<OwnedFd>) -> LowerDir {
-        let names = std::sync::OnceLock::new();
-        let _ = names.set(None);
-        LowerDir {
-            layer,
-            fd,
-            names: Arc::new(names),
-        }
-    }
-
     /// Whether the directory may hold `name` (false only when it surely does not).
     pub fn may_hold(&self, name: &[u8]) -> bool {
         let names = self.names.get_or_init(|| {
@@ -82,7 +71,9 @@ pub struct NodeState {
     pub lower_dirs: Vec<LowerDir>,
     /// Non-directories not yet copied up: the lower layer that holds the object.
     pub lower_layer: Option<usize>,
-    /// Path of the object in the lower layers (relative to a layer root), where it has one.
+    /// Path of the object in the union's lower namespace (relative to the lower roots): its
+    /// parent's lower path and its name, or what its upper `redirect` says. A redirect written
+    /// when the object moves names this path, as kernel overlayfs does.
     pub lower_path: Option<OsString>,
     /// The upper directory is opaque (nothing below shows through).
     pub opaque: bool,
@@ -90,9 +81,24 @@ pub struct NodeState {
     pub over: Option<StatOverride>,
     /// Non-directories with hard links: the object is the hard-link index entry of this key.
     pub indexed: Option<super::index::IndexKey>,
-    /// Metadata is in the upper layer but the data still in lower layer `lower_layer`
-    /// (kernel overlayfs `metacopy`).
+    /// The object that holds the metadata (the upper one, or else the topmost lower one) has
+    /// no data of its own: it is at [`NodeState::data`] (kernel overlayfs `metacopy`).
     pub metacopy: bool,
+    /// Metadata-only objects: where their data is, in a lower layer.
+    pub data: Option<DataLoc>,
+    /// Directories: the upper directory is marked `impure` (it may hold entries copied up
+    /// from lower layers, whose inode numbers come from their origin).
+    pub impure: bool,
+    /// The object came from a lower layer (it has lower objects, or an upper copy with an
+    /// origin): a directory it is moved into becomes impure.
+    pub from_lower: bool,
+}
+
+/// Where the data of a metadata-only file lives: a name in a directory of a lower layer.
+#[derive(Debug, Clone)]
+pub struct DataLoc {
+    pub dir: Arc<OwnedFd>,
+    pub name: OsString,
 }
 
 /// Name and parent of a node.

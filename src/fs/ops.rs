@@ -473,7 +473,12 @@ impl Filesystem for StrataFs {
         };
         let mut off = offset;
         if off == 0 {
-            if reply.add(INodeNo(h.node.id), 1, fuser::FileType::Directory, ".") {
+            if reply.add(
+                INodeNo(Union::st_ino(&h.node)),
+                1,
+                fuser::FileType::Directory,
+                ".",
+            ) {
                 return reply.ok();
             }
             off = 1;
@@ -482,8 +487,8 @@ impl Filesystem for StrataFs {
             let pino = self
                 .u
                 .parent_of(&h.node)
-                .map(|(p, _)| p.id)
-                .unwrap_or(h.node.id);
+                .map(|(p, _)| Union::st_ino(&p))
+                .unwrap_or(Union::st_ino(&h.node));
             if reply.add(INodeNo(pino), 2, fuser::FileType::Directory, "..") {
                 return reply.ok();
             }

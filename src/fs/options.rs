@@ -29,7 +29,6 @@ const IGNORED: &[&str] = &[
     "plugins",
     "redirect_dir",
     "index",
-    "metacopy",
     "userxattr",
     "xino",
     "default_permissions",
@@ -45,7 +44,9 @@ fn flag_value(key: &str, v: &str) -> Result<bool, MountError> {
     match v {
         "1" | "on" | "yes" | "true" => Ok(true),
         "0" | "off" | "no" | "false" => Ok(false),
-        _ => Err(MountError::Invalid(format!("{key}={v}: expected 1 or 0"))),
+        _ => Err(MountError::Invalid(format!(
+            "{key}={v}: expected on or off (1 or 0)"
+        ))),
     }
 }
 
@@ -157,6 +158,7 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
                 })?;
             }
             ("fsync", Some(v)) => cfg.honor_fsync = flag_value("fsync", &v)?,
+            ("metacopy", v) => cfg.metacopy = v.map_or(Ok(true), |v| flag_value("metacopy", &v))?,
             ("sync_copyup", v) => {
                 cfg.sync_copy_up = v.map_or(Ok(true), |v| flag_value("sync_copyup", &v))?
             }

@@ -55,8 +55,6 @@ impl Union {
         let st = node.state.read().clone();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut out: Vec<DirEntry> = Vec::new();
-        // Upper entries that may take their d_ino from a lower object of the same type.
-        let mut pending_origin: std::collections::HashMap<Vec<u8>, usize> = Default::default();
 
         if let Some(udir) = &st.upper_dir {
             for e in sys::read_dir(udir.as_fd()).map_err(errno)? {
@@ -72,18 +70,17 @@ impl Union {
                         let known = self.nodes.child_id(node.id, OsStr::from_bytes(&e.name));
                         let ino = match known {
                             Some(ino) => ino,
-                            None => {
-                                if kind == FileType::Directory {
-                                    // Opaque and moved directories: lookup knows the origin.
-                                    match self.resolve(node, OsStr::from_bytes(&e.name))? {
-                                        Some(n) => n.ino,
-                                        None => continue,
-                                    }
-                                } else {
-                                    pending_origin.insert(e.name.clone(), out.len());
-                                    self.layers.ino(Place::Upper, e.ino)
+                            // Directories may be merged or moved, and an impure directory
+                            // holds copied-up entries: lookup knows their inode numbers (the
+                            // kernel looks them up too). Anything else shows its own.
+                            None if kind == FileType::Directory || st.impure => {
+                                match self.resolve(node, OsStr::from_bytes(&e.name)) {
+                                    Ok(Some(n)) => n.ino,
+                                    Ok(None) => continue,
+                                    Err(_) => self.layers.ino(Place::Upper, e.ino),
                                 }
                             }
+                            None => self.layers.ino(Place::Upper, e.ino),
                         };
                         out.push(DirEntry {
                             name: OsStr::from_bytes(&e.name).to_os_string(),
@@ -102,12 +99,6 @@ impl Union {
                         Kind::Marker => {}
                         Kind::Whiteout(name) => hidden_here.push(name),
                         Kind::Entry(kind) => {
-                            if let Some(idx) = pending_origin.remove(&e.name) {
-                                if out[idx].kind == kind {
-                                    out[idx].ino = self.layers.ino(Place::Lower(ld.layer), e.ino);
-                                }
-                                continue;
-                            }
                             if !seen.insert(e.name.clone()) {
                                 continue;
                             }
@@ -121,7 +112,6 @@ impl Union {
                     }
                 }
                 for name in hidden_here {
-                    pending_origin.remove(&name);
                     seen.insert(name);
                 }
             }

@@ -76,6 +76,15 @@ impl Union {
         let d2 = self.upper_dir(p2)?;
 
         self.prepare_moved_dir(&src, p2, n2, dst_lower_at_name)?;
+        // A directory receiving an object that came from a lower layer becomes impure.
+        if p1.id != p2.id {
+            if src.state.read().from_lower {
+                self.mark_impure(p2, d2.as_fd())?;
+            }
+            if exchange && dst.as_ref().is_some_and(|d| d.state.read().from_lower) {
+                self.mark_impure(p1, d1.as_fd())?;
+            }
+        }
         if exchange {
             if let Some(d) = &dst {
                 self.prepare_moved_dir(d, p1, n1, src_lower_at_name)?;

@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -57,6 +57,16 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<libc::stat64> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// The filesystem type (`f_type` magic) of the filesystem holding `fd`.
+pub fn fs_type(fd: BorrowedFd<'_>) -> SysResult<i64> {
+    let mut st = MaybeUninit::<libc::statfs64>::uninit();
+    // SAFETY: st is a writable statfs64 buffer.
+    check(unsafe { libc::fstatfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs64 filled it in.
+    #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
+    Ok(unsafe { st.assume_init() }.f_type as i64)
+}
+
 /// `fstat(fd)` (works on `O_PATH` fds too).
 pub fn fstat(fd: BorrowedFd<'_>) -> SysResult<libc::stat64> {
     stat_at(fd, OsStr::new(""))
@@ -83,36 +93,6 @@ pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> SysR
                 mode as libc::c_uint,
             )
         })
-    })?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Open a relative path below `root` with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`:
-/// the kernel refuses `..` escapes and symlinks anywhere in the path.
-pub fn open_beneath(root: BorrowedFd<'_>, path: &OsStr, flags: i32) -> SysResult<OwnedFd> {
-    let p = if path.is_empty() {
-        OsStr::new(".")
-    } else {
-        path
-    };
-    let c = cstr(p)?;
-    // struct open_how { u64 flags; u64 mode; u64 resolve; }
-    let how: [u64; 3] = [
-        (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
-        0,
-        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    ];
-    let fd = retry(|| {
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c.as_ptr(),
-                how.as_ptr(),
-                std::mem::size_of_val(&how),
-            )
-        };
-        check(r as libc::c_int)
     })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -389,11 +369,7 @@ fn list_xattr_cstr(p: &CStr, follow: bool) -> SysResult<Vec<Vec<u8>>> {
         let r = list(buf.as_mut_ptr().cast(), buf.len());
         if r >= 0 {
             buf.truncate(r as usize);
-            return Ok(buf
-                .split(|b| *b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| s.to_vec())
-                .collect());
+            return Ok(split_names(&buf));
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
@@ -408,6 +384,200 @@ fn list_xattr_cstr(p: &CStr, follow: bool) -> SysResult<Vec<Vec<u8>>> {
             _ => return Err(e),
         }
     }
+}
+
+/// Syscall numbers of the `*xattrat` family (Linux 6.13; one number on every architecture).
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Whether the kernel lacks the `*xattrat` calls (learnt on the first ENOSYS).
+static NO_XATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn xattrat_missing(e: &io::Error) -> bool {
+    if e.raw_os_error() == Some(libc::ENOSYS) {
+        NO_XATTRAT.store(true, std::sync::atomic::Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
+/// The value of xattr `xattr` of `name` in `dir` (not following a symlink at its end), in one
+/// `getxattrat` call where the kernel has it; `None` when absent or unsupported.
+pub fn get_xattr_at(dir: BorrowedFd<'_>, name: &OsStr, xattr: &str) -> SysResult<Option<Vec<u8>>> {
+    let c = cstr(if name.is_empty() {
+        OsStr::new(".")
+    } else {
+        name
+    })?;
+    let n = xattr_name(xattr.as_bytes())?;
+    if !NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) {
+        #[repr(C)]
+        struct XattrArgs {
+            value: u64,
+            size: u32,
+            flags: u32,
+        }
+        let mut buf = vec![0u8; 256];
+        loop {
+            let mut args = XattrArgs {
+                value: buf.as_mut_ptr() as u64,
+                size: buf.len() as u32,
+                flags: 0,
+            };
+            // SAFETY: c and n are NUL-terminated; args points at a live xattr_args whose
+            // value buffer (buf) has `size` writable bytes.
+            let r = unsafe {
+                libc::syscall(
+                    SYS_GETXATTRAT,
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                    n.as_ptr(),
+                    &mut args as *mut XattrArgs,
+                    std::mem::size_of::<XattrArgs>(),
+                )
+            };
+            if r >= 0 {
+                buf.truncate(r as usize);
+                return Ok(Some(buf));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+                Some(libc::ERANGE) if buf.len() < (1 << 16) => buf.resize(1 << 16, 0),
+                _ if xattrat_missing(&e) => break,
+                _ => return Err(e),
+            }
+        }
+    }
+    let fd = open_at(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    get_xattr(fd.as_fd(), xattr)
+}
+
+/// Set xattr `xattr` of `name` in `dir` (not following a symlink at its end), in one
+/// `setxattrat` call where the kernel has it.
+pub fn set_xattr_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    xattr: &[u8],
+    value: &[u8],
+) -> SysResult<()> {
+    const SYS_SETXATTRAT: libc::c_long = 463;
+    let c = cstr(if name.is_empty() {
+        OsStr::new(".")
+    } else {
+        name
+    })?;
+    let n = xattr_name(xattr)?;
+    if !NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) {
+        #[repr(C)]
+        struct XattrArgs {
+            value: u64,
+            size: u32,
+            flags: u32,
+        }
+        let args = XattrArgs {
+            value: value.as_ptr() as u64,
+            size: value.len() as u32,
+            flags: 0,
+        };
+        // SAFETY: c and n are NUL-terminated; args points at a live xattr_args whose value
+        // buffer has `size` readable bytes.
+        let r = unsafe {
+            libc::syscall(
+                SYS_SETXATTRAT,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                n.as_ptr(),
+                &args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !xattrat_missing(&e) {
+            return Err(e);
+        }
+    }
+    let fd = open_at(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    set_xattr(fd.as_fd(), xattr, value, 0)
+}
+
+/// Every xattr name of `name` in `dir` (not following a symlink at its end), in one
+/// `listxattrat` call where the kernel has it.
+pub fn list_xattr_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<Vec<u8>>> {
+    let c = cstr(if name.is_empty() {
+        OsStr::new(".")
+    } else {
+        name
+    })?;
+    if !NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut buf = vec![0u8; 512];
+        loop {
+            // SAFETY: c is NUL-terminated; buf has buf.len() writable bytes.
+            let r = unsafe {
+                libc::syscall(
+                    SYS_LISTXATTRAT,
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            if r >= 0 {
+                buf.truncate(r as usize);
+                return Ok(split_names(&buf));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOTSUP) => return Ok(Vec::new()),
+                Some(libc::ERANGE) if buf.len() < (1 << 16) => buf.resize(1 << 16, 0),
+                _ if xattrat_missing(&e) => break,
+                _ => return Err(e),
+            }
+        }
+    }
+    let fd = open_at(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    list_xattr(fd.as_fd())
+}
+
+fn split_names(buf: &[u8]) -> Vec<Vec<u8>> {
+    buf.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_vec())
+        .collect()
+}
+
+/// `open_by_handle_at(mount_fd, handle, O_PATH)`: the object a file handle names on the
+/// filesystem of `mount_fd` (needs CAP_DAC_READ_SEARCH).
+pub fn open_by_handle(
+    mount_fd: BorrowedFd<'_>,
+    handle_type: i32,
+    fid: &[u8],
+) -> SysResult<OwnedFd> {
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+    let mut buf = Vec::with_capacity(8 + fid.len());
+    buf.extend_from_slice(&(fid.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&handle_type.to_ne_bytes());
+    buf.extend_from_slice(fid);
+    // SAFETY: buf is a complete struct file_handle with handle_bytes bytes of handle.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
 /// `setxattr` on the object behind `fd`.

@@ -40,6 +40,9 @@ pub struct Settings {
     pub sync_copy_up: bool,
     /// Carry out fsync requests (off with `fsync=0` / `volatile`).
     pub honor_fsync: bool,
+    /// Copy metadata only on chmod/chown/utimes/xattr changes, links and renames of lower
+    /// files, and follow metadata-only files (kernel `metacopy=on`; off by default).
+    pub metacopy: bool,
 }
 
 /// A mounted union.
@@ -79,6 +82,7 @@ impl Union {
             )?;
             state.in_upper = true;
             state.opaque = whiteout::is_opaque_dir(fd.as_fd())?;
+            state.impure = whiteout::marks_at(fd.as_fd(), OsStr::new(""))?.impure;
             root_ino = Some(layers.ino(Place::Upper, sys::fstat(fd.as_fd())?.st_ino));
             state.upper_dir = Some(Arc::new(fd));
         }
@@ -87,7 +91,8 @@ impl Union {
                 let fd =
                     sys::open_at(l.fd(), OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
                 let opaque = whiteout::is_opaque_dir(fd.as_fd())?;
-                if root_ino.is_none() || i == 0 {
+                // (the kernel shows the upper root's number when there is an upper)
+                if root_ino.is_none() {
                     root_ino = Some(layers.ino(Place::Lower(i), sys::fstat(fd.as_fd())?.st_ino));
                 }
                 state.lower_dirs.push(LowerDir::new(i, Arc::new(fd)));
@@ -97,8 +102,7 @@ impl Union {
             }
         }
         state.lower_path = Some(Default::default());
-        let _ = root_ino;
-        let root = Node::new(
+        let mut root = Node::new(
             FileType::Directory,
             ROOT_ID,
             Link {
@@ -107,6 +111,7 @@ impl Union {
             },
             state,
         );
+        root.ino = root_ino.unwrap_or(ROOT_ID);
         let nodes = NodeTable::default();
         nodes.insert(Arc::new(root));
         Ok(Union {
@@ -177,33 +182,18 @@ impl Union {
         })
     }
 
-    /// Where the data of non-directory `node` is: its object, or for a metadata-only copy the
-    /// lower file.
+    /// Where the data of non-directory `node` is: its object, or for a metadata-only object
+    /// the lower file that holds the data.
     pub fn data_entry_of(&self, node: &Node) -> FsResult<Entry> {
         let st = node.state.read();
         if !st.metacopy {
             drop(st);
             return self.entry_of(node);
         }
-        let layer = st.lower_layer.ok_or(Errno::EIO)?;
-        let path = st.lower_path.clone().ok_or(Errno::EIO)?;
-        drop(st);
-        // The data may have moved with the name (a redirect): reach it by its lower path.
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-        let (dir, name) = match bytes.iter().rposition(|b| *b == b'/') {
-            Some(i) => (&bytes[..i], &bytes[i + 1..]),
-            None => (&b""[..], bytes),
-        };
-        let root = self.layers.lowers.get(layer).ok_or(Errno::EIO)?;
-        let dirfd = sys::open_beneath(
-            root.fd(),
-            <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir),
-            libc::O_PATH | libc::O_DIRECTORY,
-        )
-        .map_err(errno)?;
+        let data = st.data.clone().ok_or(Errno::EIO)?;
         Ok(Entry {
-            dir: Arc::new(dirfd),
-            name: <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name).to_os_string(),
+            dir: data.dir,
+            name: data.name,
         })
     }
 
@@ -243,17 +233,38 @@ impl Union {
         Ok(self.attr_from_stat(node, &st))
     }
 
+    /// The inode number shown for `node`: its node id, except for the root, whose node id is
+    /// FUSE's fixed 1 and whose number is that of the layer root the kernel would show.
+    /// (fuser sends attr.ino as the node id of entries, so only the root may differ.)
+    pub fn st_ino(node: &Node) -> u64 {
+        if node.id == ROOT_ID {
+            node.ino
+        } else {
+            node.id
+        }
+    }
+
     /// Attributes of `node` from a stat of its real object.
     pub fn attr_from_stat(&self, node: &Node, st: &libc::stat64) -> fuser::FileAttr {
         let s = node.state.read();
+        let ino = Self::st_ino(node);
         if let Some(key) = &s.indexed {
             // The index entry holds one link of its own; lower names not linked up yet count.
             let mut st = *st;
             st.st_nlink = self.index_nlink(key, &st);
-            return attr::to_file_attr(&st, node.id, false, s.over.as_ref());
+            return attr::to_file_attr(&st, ino, false, s.over.as_ref());
         }
         let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
-        attr::to_file_attr(st, node.id, merged, s.over.as_ref())
+        if s.metacopy
+            && let Some(d) = &s.data
+            && let Ok(dst) = sys::stat_at(d.dir.as_fd(), &d.name)
+        {
+            // A metadata-only file occupies the blocks of its data, as the kernel reports.
+            let mut st = *st;
+            st.st_blocks = dst.st_blocks;
+            return attr::to_file_attr(&st, ino, merged, s.over.as_ref());
+        }
+        attr::to_file_attr(st, ino, merged, s.over.as_ref())
     }
 
     /// An O_PATH fd for the upper directory of dir `node`, copying it (and its parents) up.

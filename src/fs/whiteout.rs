@@ -78,6 +78,73 @@ pub fn dir_marks(fd: BorrowedFd<'_>) -> io::Result<(bool, Option<OsString>)> {
     Ok((opaque, redirect))
 }
 
+/// The overlay marks an object carries, read with one `listxattrat` (plus one read per mark
+/// that is present): what lookup needs to follow the object into lower layers.
+#[derive(Debug, Default, Clone)]
+pub struct Marks {
+    /// Directories: nothing below shows through (`overlay.opaque=y`, any namespace).
+    pub opaque: bool,
+    /// Where the object's lower contents are (`overlay.redirect`).
+    pub redirect: Option<OsString>,
+    /// Regular files: metadata only, the data is in a lower layer (`overlay.metacopy`).
+    pub metacopy: bool,
+    /// The handle of the lower object it was copied up from (`overlay.origin`).
+    pub origin: Option<Vec<u8>>,
+    /// Directories: may hold entries copied up from lower layers (`overlay.impure=y`).
+    pub impure: bool,
+}
+
+/// The overlay marks of `name` in `dir` (an empty name: `dir` itself).
+pub fn marks_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Marks> {
+    let names = match sys::list_xattr_at(dir, name) {
+        Ok(n) => n,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut m = Marks::default();
+    for n in &names {
+        let key = match n.strip_prefix(b"trusted.overlay.") {
+            Some(k) => k,
+            None => match n.strip_prefix(b"user.overlay.") {
+                Some(k) => k,
+                None if n.as_slice() == b"user.fuseoverlayfs.opaque" => b"opaque",
+                None => continue,
+            },
+        };
+        if !matches!(
+            key,
+            b"opaque" | b"redirect" | b"metacopy" | b"origin" | b"impure"
+        ) {
+            continue;
+        }
+        let Ok(xname) = std::str::from_utf8(n) else {
+            continue;
+        };
+        if key == b"metacopy" {
+            m.metacopy = true;
+            continue;
+        }
+        let value = match sys::get_xattr_at(dir, name, xname) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match key {
+            b"opaque" => m.opaque |= value.first() == Some(&b'y'),
+            b"impure" => m.impure |= value.first() == Some(&b'y'),
+            b"redirect" if m.redirect.is_none() && !value.is_empty() => {
+                m.redirect = Some(OsString::from_vec(value))
+            }
+            b"origin" if m.origin.is_none() => m.origin = Some(value),
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
 /// Xattrs that record where a moved directory's lower contents are.
 pub const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
 
