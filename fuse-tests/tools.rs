@@ -815,3 +815,137 @@ fn fsync_and_directory_fsync_succeed_on_copied_up_files_with_and_without_volatil
         );
     }
 }
+
+/// A cached Debian minbase root filesystem (a tar), built once by `scripts/debian-minbase.sh`.
+fn debian_minbase() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-minbase.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run scripts/debian-minbase.sh");
+    if !out.status.success() {
+        common::skip(&format!(
+            "no Debian minbase rootfs: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+        return None;
+    }
+    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Run `script` in a chroot at `root` with /proc, /dev and /sys mounted, in a private mount
+/// namespace; returns (status, stdout+stderr).
+fn in_chroot(root: &Path, script: &str) -> (bool, String) {
+    let setup = format!(
+        "set -e\nR={r}\nmount -t proc proc $R/proc\nmount --rbind /dev $R/dev\n\
+         mount --rbind /sys $R/sys\nexec chroot $R /bin/sh -c {s}",
+        r = shq(&root.display().to_string()),
+        s = shq(&format!(
+            "export DEBIAN_FRONTEND=noninteractive LC_ALL=C\n{script}"
+        ))
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &setup])
+        .output()
+        .expect("spawn unshare");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn apt_installs_runs_verifies_and_purges_packages_in_a_chroot_on_a_strata_mount() {
+    if !common::ready() {
+        return;
+    }
+    let Some(tar) = debian_minbase() else { return };
+    let ws = Workspace::new();
+    let lower = ws.mkdir("debian");
+    sh(&format!(
+        "tar --numeric-owner -xpf {} -C {}",
+        shq(&tar.display().to_string()),
+        shq(&lower.display().to_string())
+    ));
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(
+        std::slice::from_ref(&lower),
+        Some((&upper, &work)),
+        &mnt,
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("strata mount failed: {e}"));
+    fs::copy("/etc/resolv.conf", mnt.join("etc/resolv.conf")).expect("resolv.conf");
+    let (ok, log) = in_chroot(&mnt, "apt-get update -q");
+    if !ok {
+        drop(m);
+        common::skip(&format!(
+            "the machine's Debian package source is unreachable:\n{log}"
+        ));
+        return;
+    }
+    // dpkg syncs every directory it unpacks into (new ones, copied-up ones, renamed ones).
+    let (ok, log) = in_chroot(
+        &mnt,
+        "set -e\n\
+         apt-get install -y -q --no-install-recommends jq tree\n\
+         jq --version\n\
+         printf '{\"answer\": 42}' | jq .answer\n\
+         dpkg --verify jq && echo jq-verified\n\
+         tree -d /usr/share/doc/jq | tail -1\n\
+         apt-get purge -y -q tree\n\
+         if dpkg -s tree >/dev/null 2>&1; then echo tree-still-installed; else echo tree-purged; fi\n\
+         dpkg --audit && echo audit-clean",
+    );
+    let log_text = m.log_text();
+    assert!(
+        ok,
+        "apt-get on strata failed:\n{log}\ndaemon log:\n{log_text}"
+    );
+    for want in [
+        "jq-1.6",
+        "\n42\n",
+        "jq-verified",
+        "tree-purged",
+        "audit-clean",
+    ] {
+        assert!(log.contains(want), "missing {want:?} in:\n{log}");
+    }
+    assert!(!log.contains("unable to sync"), "{log}");
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+
+    // The kernel, with its default options, mounts the same upper and shows the package.
+    let kmnt = ws.mkdir("kernel-mnt");
+    let k = common::KernelOverlay::mount_with(
+        std::slice::from_ref(&lower),
+        Some((&upper, &work)),
+        &kmnt,
+        "",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("kernel overlayfs refuses strata's upper: {e}"));
+    let (ok, log) = in_chroot(
+        &kmnt,
+        "dpkg -s jq | grep '^Status'\n\
+         printf '[1,2]' | jq -c 'map(.*2)'\n\
+         dpkg --verify jq && echo jq-verified\n\
+         dpkg -s tree >/dev/null 2>&1 || echo tree-absent",
+    );
+    k.unmount();
+    assert!(ok, "under kernel overlayfs:\n{log}");
+    for want in [
+        "Status: install ok installed",
+        "[2,4]",
+        "jq-verified",
+        "tree-absent",
+    ] {
+        assert!(
+            log.contains(want),
+            "kernel overlayfs over strata's upper: missing {want:?} in:\n{log}"
+        );
+    }
+    // Lower layers are never modified.
+    assert!(
+        !lower.join("usr/bin/jq").exists(),
+        "jq landed in the lower layer"
+    );
+}

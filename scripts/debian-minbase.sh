@@ -69,6 +69,12 @@ if [ -f /etc/apt/sources.list.d/debian.sources ]; then
     cp /etc/apt/sources.list.d/debian.sources "$work/root/etc/apt/sources.list.d/"
     : >"$work/root/etc/apt/sources.list"
 fi
+# ... and the machine's apt settings for reaching it (a mirror's Acquire:: options).
+for f in /etc/apt/apt.conf.d/*; do
+    if [ -f "$f" ] && grep -q '^Acquire::' "$f"; then
+        cp "$f" "$work/root/etc/apt/apt.conf.d/"
+    fi
+done
 rm -rf "$work/root/var/cache/apt/archives/"*.deb
 tar --numeric-owner --xattrs --xattrs-include='*' -C "$work/root" -cf "$work/rootfs.tar" .
 mv "$work/rootfs.tar" "$tar"
