@@ -259,6 +259,31 @@ mod tests {
     }
 
     #[test]
+    fn metacopy_is_off_unless_asked_for() {
+        let (c, w) = parse_ok(&["-o", "lowerdir=/a", "/m"]);
+        assert!(!c.metacopy && w.is_empty());
+        for on in ["metacopy", "metacopy=on", "metacopy=1"] {
+            let (c, w) = parse_ok(&["-o", &format!("lowerdir=/a,{on}"), "/m"]);
+            assert!(c.metacopy, "{on}");
+            assert!(w.is_empty(), "{on}: {w:?}");
+        }
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,metacopy=off", "/m"]);
+        assert!(!c.metacopy);
+        let mut w = |_| {};
+        assert!(
+            parse(
+                &[
+                    "-o".into(),
+                    "lowerdir=/a,metacopy=maybe".into(),
+                    "/m".into()
+                ],
+                &mut w
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn missing_mountpoint_and_lowerdir_are_errors() {
         let mut w = |_| {};
         assert!(parse(&["-o".into(), "lowerdir=/a".into()], &mut w).is_err());
