@@ -325,6 +325,7 @@ fn serve(
         u: union.clone(),
         debug: cfg.debug,
         passthrough: false,
+        rdplus: Default::default(),
     };
     let fcfg = fuse_config(cfg, upper.is_none());
     let session = if unsafe { libc::geteuid() } == 0 {

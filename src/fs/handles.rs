@@ -1,7 +1,7 @@
 //! Open file and directory handles. A file handle opened on a lower file follows the file
 //! into the upper layer once it is copied up, so it never reads stale data.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,8 +53,10 @@ impl Default for HandleTable {
     fn default() -> Self {
         HandleTable {
             next: AtomicU64::new(1),
-            files: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            dirs: Mutex::new(HashMap::new()),
+            files: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            dirs: Mutex::new(HashMap::default()),
         }
     }
 }

@@ -156,25 +156,6 @@ fn apply_redirect(w: &mut Walk, r: &[u8], prelen: usize, post: &[u8]) {
 }
 
 impl Union {
-    /// Look up `name` in directory `parent`; the returned node carries one kernel lookup.
-    pub fn lookup(&self, parent: &Arc<Node>, name: &OsStr) -> FsResult<Arc<Node>> {
-        if !parent.is_dir() {
-            return Err(Errno::ENOTDIR);
-        }
-        if whiteout::is_reserved_name(name.as_bytes()) {
-            return Err(Errno::ENOENT);
-        }
-        if let Some(n) = self.nodes.find_child(parent, name) {
-            return Ok(n);
-        }
-        let node = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
-        let same_object = |a: &Node, b: &Node| match (self.real_stat(a), self.real_stat(b)) {
-            (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
-            _ => false,
-        };
-        Ok(self.nodes.attach_child(parent, name, node, &same_object))
-    }
-
     /// Look for one path component `comp` in `base` (the kernel's `ovl_lookup_single`).
     /// `prelen` is where the component starts in the walk's name and `post` what follows it;
     /// `last_element` whether it is the name looked up; `last_layer` whether nothing lies
@@ -330,8 +311,61 @@ impl Union {
         Ok(None)
     }
 
+    /// Look up `name` in directory `parent`: the node (carrying one kernel lookup) and its
+    /// attributes, built from the stat the lookup made (no second stat for a new node).
+    pub fn lookup_attr(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+    ) -> FsResult<(Arc<Node>, fuser::FileAttr)> {
+        if !parent.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if whiteout::is_reserved_name(name.as_bytes()) {
+            return Err(Errno::ENOENT);
+        }
+        if let Some(n) = self.nodes.find_child(parent, name) {
+            return match self.attr(&n) {
+                Ok(a) => Ok((n, a)),
+                Err(e) => {
+                    self.nodes.forget(n.id, 1);
+                    Err(e)
+                }
+            };
+        }
+        let (node, st) = self.resolve_with_stat(parent, name)?.ok_or(Errno::ENOENT)?;
+        let same_object = |a: &Node, b: &Node| match (self.real_stat(a), self.real_stat(b)) {
+            (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+            _ => false,
+        };
+        let (attached, made_here) = self.nodes.attach_child(parent, name, node, &same_object);
+        // The node made here, or one another thread attached first (stat that one).
+        let a = if made_here {
+            self.attr_from_stat(&attached, &st)
+        } else {
+            match self.attr(&attached) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.nodes.forget(attached.id, 1);
+                    return Err(e);
+                }
+            }
+        };
+        Ok((attached, a))
+    }
+
     /// Find what the union shows at `parent/name`, as a new (unregistered) node.
     pub fn resolve(&self, parent: &Arc<Node>, name: &OsStr) -> FsResult<Option<Node>> {
+        Ok(self.resolve_with_stat(parent, name)?.map(|(n, _)| n))
+    }
+
+    /// [`Union::resolve`], with the stat of the node's real object (what
+    /// [`Union::real_stat`] would return).
+    fn resolve_with_stat(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+    ) -> FsResult<Option<(Node, libc::stat64)>> {
         let pst = parent.state.read().clone();
         let nlowers = self.layers.lowers.len();
         let mut w = Walk {
@@ -428,10 +462,12 @@ impl Union {
         };
         let kind;
         let ino;
+        let mut real_st;
         match (&upper, hits.first()) {
             (None, None) => return Ok(None),
             (Some(u), _) if sys::is_dir(&u.st) => {
                 kind = fuser::FileType::Directory;
+                real_st = u.st;
                 state.in_upper = true;
                 state.upper_dir = u.fd.clone();
                 state.opaque = upper_opaque;
@@ -445,6 +481,7 @@ impl Union {
             }
             (Some(u), _) => {
                 kind = attr::file_type(u.st.st_mode);
+                real_st = u.st;
                 state.in_upper = true;
                 let key = u
                     .marks
@@ -458,6 +495,7 @@ impl Union {
                     && ist.st_dev == u.st.st_dev
                 {
                     state.indexed = Some(key.clone());
+                    real_st = ist;
                 }
                 let upper_ino = self.layers.ino(Place::Upper, u.st.st_ino);
                 if upper_metacopy {
@@ -479,6 +517,7 @@ impl Union {
             }
             (None, Some((l, h))) => {
                 kind = attr::file_type(h.st.st_mode);
+                real_st = h.st;
                 ino = self.layers.ino(Place::Lower(*l), h.st.st_ino);
                 if kind == fuser::FileType::Directory {
                     state.lower_dirs = self.lower_dirs_of(&hits);
@@ -491,8 +530,9 @@ impl Union {
                     if h.st.st_nlink > 1 && self.index_in_use() {
                         // A lower hard link whose inode was copied up under another name.
                         if let Some(key) = self.index_key(*l, h.dir.as_fd(), &h.name)
-                            && self.index_lookup(&key)?.is_some()
+                            && let Some(ist) = self.index_lookup(&key)?
                         {
+                            real_st = ist;
                             // (kernel overlayfs may have indexed a metadata-only copy)
                             if self.index_is_metacopy(&key)? {
                                 state.metacopy = true;
@@ -516,7 +556,7 @@ impl Union {
         if self.settings.override_stat {
             state.over = self.read_override(&state, parent, name, kind)?;
         }
-        Ok(Some(Node::new(
+        let node = Node::new(
             kind,
             ino,
             Link {
@@ -524,7 +564,8 @@ impl Union {
                 name: name.to_os_string(),
             },
             state,
-        )))
+        );
+        Ok(Some((node, real_st)))
     }
 
     /// EPERM for a metadata-only file on a mount without `metacopy=on`, as the kernel answers.

@@ -19,6 +19,7 @@ mod node;
 mod ops;
 pub mod options;
 pub mod passthrough;
+mod rdplus;
 mod readdir;
 mod rename;
 pub(crate) mod sys;

@@ -331,13 +331,14 @@ impl Union {
     /// Take `name` (showing `node`) out of the union: delete the upper object and leave a
     /// whiteout when a lower layer holds the name.
     fn remove_name(&self, parent: &Arc<Node>, name: &OsStr, node: &Arc<Node>) -> FsResult<()> {
-        let needs_whiteout = self.lower_has(parent, name)?;
+        // A name that is not in the upper layer comes from a lower one: no need to look.
+        let needs_whiteout = !node.in_upper() || self.lower_has(parent, name)?;
         let udir = self.upper_dir(parent)?;
         // Whether this very name is in the upper layer (a hard link may be there under
         // another name only).
         let in_upper = node.in_upper() && self.name_in_upper(udir.as_fd(), name)?;
         if !in_upper {
-            self.fmt.make_whiteout(udir.as_fd(), name).map_err(errno)?;
+            self.make_whiteout(udir.as_fd(), name).map_err(errno)?;
             if let Some(key) = node.state.read().indexed.clone() {
                 let union = self.index_union_nlink(&key)?;
                 self.index_name_removed(&key, union)?;
@@ -349,7 +350,7 @@ impl Union {
             // lower object in between.
             let work = self.work()?;
             let tmp = self.temp_name();
-            self.fmt.make_whiteout(work, &tmp).map_err(errno)?;
+            self.make_whiteout(work, &tmp).map_err(errno)?;
             let swapped = if node.is_dir() {
                 sys::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_EXCHANGE)
                     .and_then(|_| sys::unlink_at(work, &tmp, true))
@@ -361,7 +362,7 @@ impl Union {
                 return Err(errno(e));
             }
         } else {
-            self.fmt.make_whiteout(udir.as_fd(), name).map_err(errno)?;
+            self.make_whiteout(udir.as_fd(), name).map_err(errno)?;
             sys::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
         }
         self.nodes.detach_child(parent, name);

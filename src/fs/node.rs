@@ -1,7 +1,7 @@
 //! The inode table: FUSE node ids -> nodes (where the object lives in the layers, its name
 //! and parent, its stable inode number), with kernel lookup counts and forget.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub struct LowerDir {
     pub fd: Arc<OwnedFd>,
     /// The names it holds, read once on first use (lower layers never change while mounted),
     /// so lookups of absent names and whiteout-file checks cost no system call.
-    names: Arc<std::sync::OnceLock<Option<std::collections::HashSet<Vec<u8>>>>>,
+    names: Arc<std::sync::OnceLock<Option<rustc_hash::FxHashSet<Vec<u8>>>>>,
 }
 
 impl LowerDir {
@@ -32,6 +32,17 @@ impl LowerDir {
             fd,
             names: Default::default(),
         }
+    }
+
+    /// Record the names of the directory, read by someone listing it (lower layers never
+    /// change while mounted); a no-op once known.
+    pub fn learn_names<'a>(&self, names: impl Iterator<Item = &'a [u8]>) {
+        let _ = self.names.set(Some(names.map(|n| n.to_vec()).collect()));
+    }
+
+    /// Whether the directory's names are known already.
+    pub fn names_known(&self) -> bool {
+        self.names.get().is_some()
     }
 
     /// Whether the directory may hold `name` (false only when it surely does not).
@@ -186,8 +197,12 @@ pub struct NodeTable {
 impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            trees: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            trees: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -298,7 +313,7 @@ impl NodeTable {
     }
 
     /// Insert `node` as child `name` of `parent`, unless another thread got there first, in
-    /// which case that node is returned. A non-directory whose id is held by a live node
+    /// which case that node is returned (and false: not the given one). A non-directory whose id is held by a live node
     /// that `same_object` accepts joins it as one more name (a hard link). Counts one lookup.
     pub fn attach_child(
         &self,
@@ -306,7 +321,7 @@ impl NodeTable {
         name: &OsStr,
         node: Node,
         same_object: &dyn Fn(&Node, &Node) -> bool,
-    ) -> Arc<Node> {
+    ) -> (Arc<Node>, bool) {
         let mut tree = self.lock_tree(parent.id);
         let key = (parent.id, name.to_os_string());
         if let Some(id) = tree.get(&key)
@@ -315,7 +330,7 @@ impl NodeTable {
             let _names = existing.names.lock();
             existing.lookups.fetch_add(1, Ordering::Relaxed);
             drop(_names);
-            return existing;
+            return (existing, false);
         }
         if !node.is_dir()
             && let Some(existing) = self.get(node.id)
@@ -330,12 +345,12 @@ impl NodeTable {
             self.count_lookup(&existing);
             drop(names);
             tree.insert(key, existing.id);
-            return existing;
+            return (existing, false);
         }
         let node = self.insert_new(node);
         node.lookups.fetch_add(1, Ordering::Relaxed);
         tree.insert(key, node.id);
-        node
+        (node, true)
     }
 
     /// Make `node` (new) child `name` of `parent`, replacing whatever was there. Counts one

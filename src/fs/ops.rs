@@ -25,6 +25,8 @@ pub struct StrataFs {
     pub debug: bool,
     /// The kernel accepted FUSE passthrough (set in `init`).
     pub passthrough: bool,
+    /// Whether listings carry attributes, as learnt from the workload.
+    pub rdplus: super::rdplus::ReaddirPlus,
 }
 
 const GEN: Generation = Generation(0);
@@ -135,14 +137,23 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let t = Instant::now();
-        let r = self.u.node(parent.0).and_then(|p| self.u.lookup(&p, name));
+        let r = self
+            .u
+            .node(parent.0)
+            .and_then(|p| self.u.lookup_attr(&p, name));
         trace(self.debug, "lookup", parent.0, Some(name), t, &r);
-        if matches!(r, Err(e) if e == Errno::ENOENT) {
+        match r {
+            Ok((_, a)) => {
+                if a.kind != fuser::FileType::Directory {
+                    self.rdplus.looked_up(parent.0);
+                }
+                reply.entry(&self.ttl(), &a, GEN)
+            }
             // A negative entry the kernel may cache: every change to the union comes
             // through this daemon, which the kernel sees, so it cannot go stale.
-            return reply.entry(&self.ttl(), &negative_entry(), GEN);
+            Err(e) if e == Errno::ENOENT => reply.entry(&self.ttl(), &negative_entry(), GEN),
+            Err(e) => reply.error(e),
         }
-        self.entry_reply(r, reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -494,11 +505,14 @@ impl Filesystem for StrataFs {
             }
             off = 2;
         }
+        let mut files = 0;
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
             if reply.add(INodeNo(e.ino), i as u64 + 3, e.kind, &e.name) {
                 break;
             }
+            files += u32::from(e.kind != fuser::FileType::Directory);
         }
+        self.rdplus.listed(h.node.id, files);
         reply.ok();
     }
 
@@ -519,6 +533,9 @@ impl Filesystem for StrataFs {
         };
         let ttl = self.ttl();
         let mut off = offset;
+        // Names only (just `.` and `..` here; the kernel asks for the rest with plain
+        // READDIR) unless listings have been followed by stats.
+        let names_only = off == 0 && !self.rdplus.full_listing(h.node.id);
         if off == 0 {
             if let Ok(a) = self.u.attr(&h.node)
                 && reply.add(INodeNo(h.node.id), 1, ".", &ttl, &a, GEN)
@@ -540,12 +557,11 @@ impl Filesystem for StrataFs {
             }
             off = 2;
         }
+        if names_only {
+            return reply.ok();
+        }
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
-            let Ok(child) = self.u.lookup(&h.node, &e.name) else {
-                continue;
-            };
-            let Ok(a) = self.u.attr(&child) else {
-                self.u.nodes.forget(child.id, 1);
+            let Ok((child, a)) = self.u.lookup_attr(&h.node, &e.name) else {
                 continue;
             };
             let full = reply.add(INodeNo(child.id), i as u64 + 3, &e.name, &ttl, &a, GEN);
@@ -565,6 +581,9 @@ impl Filesystem for StrataFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        if let Some(h) = self.u.handles.dir(fh.0) {
+            self.rdplus.released(h.node.id);
+        }
         self.u.handles.remove_dir(fh.0);
         reply.ok();
     }

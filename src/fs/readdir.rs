@@ -2,7 +2,7 @@
 //! already seen, whiteouts and opaque markers applied and never shown. Inode numbers match
 //! what lookup reports, so readdir's d_ino equals stat's st_ino.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -53,7 +53,7 @@ impl Union {
     /// The merged listing of directory `node` (without `.` and `..`).
     pub fn list_dir(&self, node: &Arc<Node>) -> FsResult<Vec<DirEntry>> {
         let st = node.state.read().clone();
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut seen: HashSet<Vec<u8>> = HashSet::default();
         let mut out: Vec<DirEntry> = Vec::new();
 
         if let Some(udir) = &st.upper_dir {
@@ -94,7 +94,12 @@ impl Union {
         if !st.opaque {
             for ld in &st.lower_dirs {
                 let mut hidden_here = Vec::new();
-                for e in sys::read_dir(ld.fd.as_fd()).map_err(errno)? {
+                let entries = sys::read_dir(ld.fd.as_fd()).map_err(errno)?;
+                if !ld.names_known() {
+                    // Lookups of the names just listed need not list the directory again.
+                    ld.learn_names(entries.iter().map(|e| e.name.as_slice()));
+                }
+                for e in entries {
                     match classify(&ld.fd, &e)? {
                         Kind::Marker => {}
                         Kind::Whiteout(name) => hidden_here.push(name),

@@ -121,7 +121,7 @@ impl Union {
         if !done {
             sys::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, 0).map_err(errno)?;
             if leave_whiteout {
-                self.fmt.make_whiteout(d1.as_fd(), n1).map_err(errno)?;
+                self.make_whiteout(d1.as_fd(), n1).map_err(errno)?;
             }
         }
         if wh_file_at_target {

@@ -732,9 +732,19 @@ pub struct RawDirEntry {
 
 /// Every entry of the directory `dir` (an fd of any kind), `.` and `..` excluded.
 pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
+    thread_local! {
+        // One getdents buffer per thread, reused: no allocation or zeroing per listing.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 32 * 1024]);
+    }
     let fd = open_at(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => read_dir_with(fd.as_fd(), &mut buf),
+        Err(_) => read_dir_with(fd.as_fd(), &mut vec![0u8; 32 * 1024]),
+    })
+}
+
+fn read_dir_with(fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<Vec<RawDirEntry>> {
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = unsafe {
             libc::syscall(

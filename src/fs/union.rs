@@ -288,6 +288,51 @@ impl Union {
             .ok_or(Errno::EROFS)
     }
 
+    /// Make a whiteout for `name` in upper directory `dir`. Char 0/0 whiteouts are hard links
+    /// of one whiteout in the work dir, as kernel overlayfs makes them (a link allocates no
+    /// inode: deleting a tree of lower files costs one `linkat` per file); a new shared one
+    /// is made when the old one is missing or has all the links it can take.
+    pub fn make_whiteout(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::OsStr,
+    ) -> std::io::Result<()> {
+        const SHARED: &str = "#strata-whiteout";
+        let (Some(work), true) = (self.layers.work.as_ref(), self.fmt.whiteout_dev) else {
+            return self.fmt.make_whiteout(dir, name);
+        };
+        let shared = std::ffi::OsStr::new(SHARED);
+        for _ in 0..3 {
+            match sys::link_at(work.as_fd(), shared, dir, name) {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EMLINK)) => {
+                    let tmp = self.temp_name();
+                    self.fmt.make_whiteout(work.as_fd(), &tmp)?;
+                    let flags = if e.raw_os_error() == Some(libc::EMLINK) {
+                        0
+                    } else {
+                        libc::RENAME_NOREPLACE
+                    };
+                    match sys::rename_at(work.as_fd(), &tmp, work.as_fd(), shared, flags) {
+                        Ok(()) => {}
+                        // another thread made it first
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            let _ = sys::unlink_at(work.as_fd(), &tmp, false);
+                        }
+                        Err(e) => {
+                            let _ = sys::unlink_at(work.as_fd(), &tmp, false);
+                            return Err(e);
+                        }
+                    }
+                }
+                // A filesystem without hard links of device nodes: one whiteout each.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        self.fmt.make_whiteout(dir, name)
+    }
+
     /// A fresh unique name for a temp file in the work dir.
     pub fn temp_name(&self) -> std::ffi::OsString {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
