@@ -192,6 +192,8 @@ pub struct NodeTable {
     /// shard).
     trees: Vec<Mutex<Tree>>,
     next_id: AtomicU64,
+    /// Nodes dropped since the mount (memory is given back every so many).
+    dropped: AtomicU64,
 }
 
 impl Default for NodeTable {
@@ -204,6 +206,7 @@ impl Default for NodeTable {
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
             next_id: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
         }
     }
 }
@@ -435,6 +438,15 @@ impl NodeTable {
         }
     }
 
+    /// One more node was dropped: after many, give the freed memory back to the system (the
+    /// allocator keeps it otherwise, and a walk of a million files leaves hundreds of MiB).
+    fn forgotten(&self) {
+        const EVERY: u64 = 1 << 15;
+        if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
+            super::sys::release_free_memory();
+        }
+    }
+
     /// Drop `n` kernel lookups of node `id`; the node goes when none remain.
     pub fn forget(&self, id: u64, n: u64) {
         if id == ROOT_ID {
@@ -461,6 +473,7 @@ impl NodeTable {
                     }
                 }
                 self.shard(id).lock().remove(&id);
+                self.forgotten();
             }
             return;
         }

@@ -808,3 +808,11 @@ pub fn is_reg_or_special(st: &libc::stat64) -> bool {
 pub fn is_reg(st: &libc::stat64) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
+
+/// Return the allocator's free memory to the system (glibc `malloc_trim`).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
