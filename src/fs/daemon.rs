@@ -145,7 +145,7 @@ fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> std:
 }
 
 /// Build the union for a validated configuration.
-fn build(
+pub(super) fn build(
     cfg: &MountConfig,
     lowers: &[PathBuf],
     upper: Option<&Path>,

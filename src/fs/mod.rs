@@ -6,6 +6,8 @@ pub mod config;
 mod control;
 mod copyup;
 mod daemon;
+#[cfg(test)]
+mod engine_tests;
 mod files;
 mod gate;
 mod handles;
