@@ -236,7 +236,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         (s.indexed.clone(), s.lower_layer)
     };
     let key = match (indexed, lower_layer) {
-        (Some(k), _) => Some(k),
+        (Some(k), _) => Some(*k),
         (None, Some(layer))
             if sys::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() =>
         {
@@ -256,7 +256,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         st.lower_layer = None;
         st.in_upper = true;
         st.from_lower = true;
-        st.indexed = Some(key.clone());
+        st.indexed = Some(Box::new(key.clone()));
         return Ok(());
     }
 
@@ -306,17 +306,17 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     } else if metacopy {
         if !st.metacopy {
             // The data stays where it is: in the lower object just copied.
-            st.data = Some(super::node::DataLoc {
+            st.data = Some(Box::new(super::node::DataLoc {
                 dir: src.dir.clone(),
                 name: src.name.clone(),
-            });
+            }));
         }
         st.metacopy = true;
     } else {
         st.lower_layer = None;
         st.metacopy = false;
         st.data = None;
-        st.indexed = key;
+        st.indexed = key.map(Box::new);
     }
     st.in_upper = true;
     st.from_lower = true;

@@ -494,7 +494,7 @@ impl Union {
                     && ist.st_ino == u.st.st_ino
                     && ist.st_dev == u.st.st_dev
                 {
-                    state.indexed = Some(key.clone());
+                    state.indexed = Some(Box::new(key.clone()));
                     real_st = ist;
                 }
                 let upper_ino = self.layers.ino(Place::Upper, u.st.st_ino);
@@ -502,7 +502,7 @@ impl Union {
                     state.metacopy = true;
                     let (l, h) = &hits[0];
                     state.lower_layer = Some(*l);
-                    state.data = Some(self.data_of(&hits));
+                    state.data = Some(Box::new(self.data_of(&hits)));
                     ino = self
                         .origin_ino_if_unbroken(&state, Place::Lower(*l), &h.st)
                         .unwrap_or(upper_ino);
@@ -525,7 +525,7 @@ impl Union {
                     state.lower_layer = Some(*l);
                     if h.marks.metacopy {
                         state.metacopy = true;
-                        state.data = Some(self.data_of(&hits));
+                        state.data = Some(Box::new(self.data_of(&hits)));
                     }
                     if h.st.st_nlink > 1 && self.index_in_use() {
                         // A lower hard link whose inode was copied up under another name.
@@ -537,19 +537,25 @@ impl Union {
                             if self.index_is_metacopy(&key)? {
                                 state.metacopy = true;
                                 if state.data.is_none() {
-                                    state.data = Some(DataLoc {
+                                    state.data = Some(Box::new(DataLoc {
                                         dir: h.dir.clone(),
                                         name: h.name.clone(),
-                                    });
+                                    }));
                                 }
                             } else {
                                 state.metacopy = false;
                             }
-                            state.indexed = Some(key);
+                            state.indexed = Some(Box::new(key));
                         }
                     }
                 }
             }
+        }
+        // Only directories (their children's paths) and metadata-only files (their redirect
+        // when moved) use the lower path: the others do not keep it.
+        let may_become_metacopy = self.settings.metacopy && !state.in_upper;
+        if kind != fuser::FileType::Directory && !state.metacopy && !may_become_metacopy {
+            state.lower_path = None;
         }
         state.from_lower =
             !hits.is_empty() || upper.as_ref().is_some_and(|u| u.marks.origin.is_some());

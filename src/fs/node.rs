@@ -91,12 +91,12 @@ pub struct NodeState {
     /// Values recorded by a rootless unpack, shown instead of the real ones.
     pub over: Option<StatOverride>,
     /// Non-directories with hard links: the object is the hard-link index entry of this key.
-    pub indexed: Option<super::index::IndexKey>,
+    pub indexed: Option<Box<super::index::IndexKey>>,
     /// The object that holds the metadata (the upper one, or else the topmost lower one) has
     /// no data of its own: it is at [`NodeState::data`] (kernel overlayfs `metacopy`).
     pub metacopy: bool,
     /// Metadata-only objects: where their data is, in a lower layer.
-    pub data: Option<DataLoc>,
+    pub data: Option<Box<DataLoc>>,
     /// Directories: the upper directory is marked `impure` (it may hold entries copied up
     /// from lower layers, whose inode numbers come from their origin).
     pub impure: bool,
@@ -130,7 +130,7 @@ pub struct Node {
     /// The preferred inode number (equal to `id` unless that was taken).
     pub ino: u64,
     /// Names of the node (changed with the tree shards of its parents held).
-    names: Mutex<Vec<Link>>,
+    names: Mutex<smallvec::SmallVec<[Link; 1]>>,
     pub state: RwLock<NodeState>,
     pub lookups: AtomicU64,
     /// Serialises copy-up of this node.
@@ -148,7 +148,7 @@ impl Node {
             id: ino,
             kind,
             ino,
-            names: Mutex::new(vec![link]),
+            names: Mutex::new(smallvec::smallvec![link]),
             state: RwLock::new(state),
             lookups: AtomicU64::new(0),
             copyup_lock: Mutex::new(()),
@@ -455,7 +455,7 @@ impl NodeTable {
         let Some(node) = self.get(id) else { return };
         loop {
             // Lock the tree shards of every name, then check the names did not change.
-            let before: Vec<Link> = node.names.lock().clone();
+            let before = node.names.lock().clone();
             let parents: Vec<u64> = before.iter().map(|l| l.parent).collect();
             let mut trees = self.lock_trees(&parents);
             let mut names = node.names.lock();
