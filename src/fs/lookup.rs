@@ -633,7 +633,7 @@ impl Union {
         Some(self.layers.ino(Place::Lower(idx), st.st_ino))
     }
 
-    /// The override recorded on the object a new node will show, if any.
+    /// The override recorded on the object a new node will show, if any (one `getxattrat`).
     fn read_override(
         &self,
         state: &NodeState,
@@ -641,17 +641,17 @@ impl Union {
         name: &OsStr,
         kind: fuser::FileType,
     ) -> FsResult<Option<super::node::StatOverride>> {
-        let fd: Option<OwnedFd> = if kind == fuser::FileType::Directory {
-            let d = state
+        let (dir, name): (Arc<OwnedFd>, &OsStr) = if kind == fuser::FileType::Directory {
+            match state
                 .upper_dir
                 .clone()
-                .or_else(|| state.lower_dirs.first().map(|l| l.fd.clone()));
-            match d {
-                Some(d) => sys::open_at(d.as_fd(), OsStr::new("."), libc::O_PATH, 0).ok(),
-                None => None,
+                .or_else(|| state.lower_dirs.first().map(|l| l.fd.clone()))
+            {
+                Some(d) => (d, OsStr::new("")),
+                None => return Ok(None),
             }
         } else if kind == fuser::FileType::Symlink {
-            None
+            return Ok(None);
         } else {
             let pst = parent.state.read();
             let dir = if state.in_upper {
@@ -665,12 +665,11 @@ impl Union {
                 })
             };
             match dir {
-                Some(d) => sys::open_at(d.as_fd(), name, libc::O_PATH, 0).ok(),
-                None => None,
+                Some(d) => (d, name),
+                None => return Ok(None),
             }
         };
-        let Some(fd) = fd else { return Ok(None) };
-        match sys::get_xattr(fd.as_fd(), whiteout::OVERRIDE_STAT_XATTR) {
+        match sys::get_xattr_at(dir.as_fd(), name, whiteout::OVERRIDE_STAT_XATTR) {
             Ok(Some(v)) => Ok(attr::parse_override(&v)),
             _ => Ok(None),
         }
