@@ -203,7 +203,10 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
         sys::fsync(dfd.as_fd(), false).map_err(errno)?;
     }
     let _ = sys::utimens_at(dfd.as_fd(), OsStr::new(""), &times_of(&before));
-    match sys::remove_xattr(dfd.as_fd(), u.fmt.xattr("metacopy").as_bytes()) {
+    match sys::remove_xattr(
+        dfd.as_fd(),
+        u.fmt.xattr(super::whiteout::OvlXattr::Metacopy).as_bytes(),
+    ) {
         Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(errno(e)),
         _ => {}
     }
@@ -280,9 +283,12 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         // Record where the copy came from (the kernel's `origin`): its inode number, its
         // hard-link index entry and its lower object are found by it after a remount.
         None => match origin_layer.and_then(|l| u.origin_value(l, src.dir(), &src.name)) {
-            Some(origin) => {
-                set_internal_xattr(work, &tmp, u.fmt.xattr("origin").as_bytes(), &origin)
-            }
+            Some(origin) => set_internal_xattr(
+                work,
+                &tmp,
+                u.fmt.xattr(super::whiteout::OvlXattr::Origin).as_bytes(),
+                &origin,
+            ),
             None => Ok(()),
         },
     });
@@ -356,7 +362,13 @@ fn make_meta_copy(
     )
     .map_err(errno)?;
     sys::ftruncate(dfd.as_fd(), st.st_size as u64).map_err(errno)?;
-    sys::set_xattr(dfd.as_fd(), u.fmt.xattr("metacopy").as_bytes(), b"", 0).map_err(errno)?;
+    sys::set_xattr(
+        dfd.as_fd(),
+        u.fmt.xattr(super::whiteout::OvlXattr::Metacopy).as_bytes(),
+        b"",
+        0,
+    )
+    .map_err(errno)?;
     copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
 }
 

@@ -240,7 +240,7 @@ impl Union {
         match sys::set_xattr_at(
             dir,
             OsStr::new(""),
-            self.fmt.xattr("impure").as_bytes(),
+            self.fmt.xattr(super::whiteout::OvlXattr::Impure).as_bytes(),
             b"y",
         ) {
             Ok(()) => {}
@@ -274,7 +274,7 @@ impl Union {
         let Ok(fd) = sys::open_at(dir, &key.name, libc::O_PATH, 0) else {
             return fallback;
         };
-        match sys::get_xattr(fd.as_fd(), &self.fmt.xattr("nlink")) {
+        match sys::get_xattr(fd.as_fd(), self.fmt.xattr(super::whiteout::OvlXattr::Nlink)) {
             Ok(Some(v)) => union_nlink(&v, st.st_nlink, None).unwrap_or(fallback),
             _ => fallback,
         }
@@ -293,7 +293,7 @@ impl Union {
         let st = sys::fstat(fd.as_fd()).map_err(errno)?;
         sys::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr("nlink").as_bytes(),
+            self.fmt.xattr(super::whiteout::OvlXattr::Nlink).as_bytes(),
             nlink_value(union, st.st_nlink).as_bytes(),
             0,
         )
@@ -335,7 +335,7 @@ impl Union {
         let fd = sys::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
         sys::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr("origin").as_bytes(),
+            self.fmt.xattr(super::whiteout::OvlXattr::Origin).as_bytes(),
             &key.origin,
             0,
         )
@@ -343,7 +343,7 @@ impl Union {
         // Once in the index and under its name the upper inode has two links.
         sys::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr("nlink").as_bytes(),
+            self.fmt.xattr(super::whiteout::OvlXattr::Nlink).as_bytes(),
             nlink_value(union, 2).as_bytes(),
             0,
         )

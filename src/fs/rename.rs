@@ -157,7 +157,9 @@ impl Union {
                 value.extend_from_slice(origin.as_bytes());
                 sys::set_xattr(
                     udir.as_fd(),
-                    self.fmt.xattr("redirect").as_bytes(),
+                    self.fmt
+                        .xattr(super::whiteout::OvlXattr::Redirect)
+                        .as_bytes(),
                     &value,
                     0,
                 )

@@ -212,7 +212,15 @@ impl Union {
         let fd = sys::open_at(e.dir(), &e.name, libc::O_PATH, 0).map_err(errno)?;
         let mut value = b"/".to_vec();
         value.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()));
-        sys::set_xattr(fd.as_fd(), self.fmt.xattr("redirect").as_bytes(), &value, 0).map_err(errno)
+        sys::set_xattr(
+            fd.as_fd(),
+            self.fmt
+                .xattr(super::whiteout::OvlXattr::Redirect)
+                .as_bytes(),
+            &value,
+            0,
+        )
+        .map_err(errno)
     }
 
     /// stat of the real object behind `node`.

@@ -171,10 +171,43 @@ pub struct Format {
     pub whiteout_dev: bool,
 }
 
+/// The overlay xattrs strata writes (the kernel's names, without their namespace prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvlXattr {
+    Opaque,
+    Redirect,
+    Origin,
+    Metacopy,
+    Impure,
+    Nlink,
+}
+
+impl OvlXattr {
+    /// The full name in the `trusted.` (root) or `user.` (rootless, kernel `userxattr`)
+    /// namespace.
+    pub fn name(self, trusted: bool) -> &'static str {
+        use OvlXattr::*;
+        match (self, trusted) {
+            (Opaque, true) => "trusted.overlay.opaque",
+            (Opaque, false) => "user.overlay.opaque",
+            (Redirect, true) => "trusted.overlay.redirect",
+            (Redirect, false) => "user.overlay.redirect",
+            (Origin, true) => "trusted.overlay.origin",
+            (Origin, false) => "user.overlay.origin",
+            (Metacopy, true) => "trusted.overlay.metacopy",
+            (Metacopy, false) => "user.overlay.metacopy",
+            (Impure, true) => "trusted.overlay.impure",
+            (Impure, false) => "user.overlay.impure",
+            (Nlink, true) => "trusted.overlay.nlink",
+            (Nlink, false) => "user.overlay.nlink",
+        }
+    }
+}
+
 impl Format {
-    /// The name of overlay xattr `key` (`opaque`, `redirect`, ...) in this mount's namespace.
-    pub fn xattr(&self, key: &str) -> String {
-        format!("{}{}", self.xattr_prefix, key)
+    /// The name of overlay xattr `x` in this mount's namespace.
+    pub fn xattr(&self, x: OvlXattr) -> &'static str {
+        x.name(self.xattr_prefix.starts_with("trusted."))
     }
 
     /// Create a whiteout for `name` in `dir` (which must not hold `name`).
@@ -212,7 +245,7 @@ impl Format {
 
     /// Mark the directory behind `fd` opaque.
     pub fn set_opaque(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        sys::set_xattr(fd, self.xattr("opaque").as_bytes(), b"y", 0)
+        sys::set_xattr(fd, self.xattr(OvlXattr::Opaque).as_bytes(), b"y", 0)
     }
 }
 
