@@ -314,6 +314,7 @@ fn serve(
             };
         }
     };
+    super::sys::raise_nofile_limit();
     let union = match build(cfg, lowers, upper, work) {
         Ok(u) => Arc::new(u),
         Err(e) => {
