@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a Debian/Ubuntu machine for strata: install the system packages the tests and the
-# demo use (only what is missing) and pjdfstest (if missing), build the project, then run the
-# demo.
+# demo use (only what is missing), pjdfstest and the unionmount-testsuite (if missing), build
+# the project, then run the demo.
 #
 #   scripts/setup.sh            install, build (release), run scripts/demo.sh
 #   scripts/setup.sh --no-demo  install and build only (CI)
@@ -71,6 +71,13 @@ if command -v pjdfstest >/dev/null 2>&1 || [ -x /opt/pjdfstest/bin/pjdfstest ] \
 else
     echo "==> installing pjdfstest (cargo install pjdfstest --locked --root $HOME/.cargo)"
     cargo install pjdfstest --locked --root "$HOME/.cargo"
+fi
+
+# unionmount-testsuite (fuse-tests/unionmount.rs, scripts/unionmount.sh): a git checkout in
+# ${STRATA_TEST_CACHE:-/var/cache/strata-test}/unionmount-testsuite (or $UNIONMOUNT_TESTSUITE),
+# never part of this repository. Not fatal: without network the test reports the missing suite.
+if ! scripts/unionmount.sh --fetch-only; then
+    echo "setup.sh: warning: unionmount-testsuite unavailable (set STRATA_TEST_NO_UNIONMOUNT=1 to leave its test out)" >&2
 fi
 
 echo "==> building (cargo build --release)"

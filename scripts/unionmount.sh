@@ -11,7 +11,8 @@
 #   --bin PATH   the mount program for strata / fuse-overlayfs (default: strata-fuse from
 #                $STRATA_FUSE_BIN, else $CARGO_TARGET_DIR or target/ release build, built first)
 #   --out DIR    where logs and results go (default: a new temporary directory)
-#   --jobs N     tests run at once (default 2)
+#   --jobs N     tests run at once (default: twice the CPUs; the suite often waits on
+#                sync, mount and python start-up)
 #   --timeout S  seconds one test may take before it is killed (default 300)
 #   --mode ARGS  one suite configuration, e.g. '--ov=2 --samefs --meta' (repeatable); the
 #                suite arguments given directly form one more; default '--ov --samefs'
@@ -24,16 +25,23 @@
 #
 # Everything runs in a private mount namespace (unshare -m), each test in a nested one: the
 # layers and the union live in a tmpfs in a temporary directory (UNIONMOUNT_BASEDIR and
-# UNIONMOUNT_MNTPOINT), never /base or /mnt. The suite mounts FUSE implementations with
-# `mount -t fuse.SUBTYPE`; inside the namespace a read-only overlay on /usr/sbin adds
-# /sbin/mount.fuse.SUBTYPE, a wrapper around scripts/unionmount-mount-helper which runs
-# `BIN -o OPTS MNT`. With --meta the suite adds metacopy=on for the kernel only (it ignores
-# --meta with --fuse), so for FUSE impls the helper appends metacopy=on itself.
+# UNIONMOUNT_MNTPOINT), never /base or /mnt.
 #
-# Output: per impl and mode, DIR/IMPL/MODE/TEST.log (suite output, the mount command lines,
-# and on failure TEST.layers/, a copy of the layers), DIR/IMPL/MODE/results.tsv (test, status,
-# seconds, last line of the log) and one summary line, also in DIR/summary.txt:
-#   strata --ov --samefs: 57/58 passed, 1 failed: rename-mass-3
+# Mount options. For the kernel the suite itself adds redirect_dir=on (the module default here
+# is off), index=on with --verify and metacopy=on with --meta. With --fuse=SUBTYPE it runs
+#   mount -t fuse.SUBTYPE SUBTYPE MNT -orw -olowerdir=L1:L2,upperdir=U,workdir=W
+# and nothing else: it ignores --meta ("metacopy not supported") and adds no index, xino or
+# redirect_dir option (--verify still turns on its stricter inode-number checks). mount(8)
+# runs /sbin/mount.fuse.SUBTYPE SUBTYPE MNT -o rw,lowerdir=... -t fuse.SUBTYPE, with PATH
+# cleared; inside the namespace a read-only overlay on /usr/sbin adds that file, a wrapper
+# around scripts/unionmount-mount-helper, which runs `BIN -o OPTS MNT` (appending metacopy=on
+# for --meta). strata works as redirect_dir=on,index=on whatever it is given.
+#
+# Output: per impl and mode, DIR/IMPL/MODE/TEST.log (suite output and the mount command
+# lines; on failure also TEST.layers/, a copy of the layers), DIR/IMPL/MODE/results.tsv
+# (test, pass|fail|timeout, seconds, last line of the log) and one summary line, printed and
+# kept in DIR/IMPL/MODE/summary (DIR/summary.txt collects those of every run kept in DIR):
+#   strata --ov=2 --samefs: 57/58 passed, 1 failed: rename-file (41 s)
 # Exit status 1 if any test failed, 2 on usage or setup errors. Needs root.
 set -euo pipefail
 
@@ -108,7 +116,7 @@ stage_test() {
     else
         status=fail
         [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && status=timeout
-        msg=$(grep -a -v -e '^[[:space:]]*$' -e '=> exit 0$' "$log" | tail -n 1 | tr '\t' ' ' || true)
+        msg=$(grep -a -v -e '^[[:space:]]*$' -e '=> exit 0$' "$log" | tail -n 1 | tr '\t' ' ' | cat -v || true)
         [ "$status" = timeout ] && msg="killed after ${UM_TIMEOUT}s; last line: $msg"
         cp -a "$w/base" "$dir/$test.layers" 2>/dev/null || true
     fi
@@ -241,10 +249,12 @@ stage_ns() {
             fi
             line+=" ($((t1 - t0)) s)"
             echo "$line"
-            echo "$line" >>"$UM_OUT/summary.txt"
+            echo "$line" >"$dir/summary"
         done
     done
     umount "$UM_TMP" 2>/dev/null || true
+    # every run kept in this output directory, this one's and earlier ones
+    cat "$UM_OUT"/*/*/summary >"$UM_OUT/summary.txt" 2>/dev/null || true
     [ "$total_fail" -eq 0 ]
 }
 
@@ -260,7 +270,7 @@ fi
 impls=()
 bin=""
 out=""
-jobs=2
+jobs=$((2 * $(nproc)))
 timeout_s=300
 modes=()
 suite_args=()
@@ -275,7 +285,7 @@ while [ $# -gt 0 ]; do
         --timeout) timeout_s=$2; shift 2 ;;
         --mode) modes+=("$2"); shift 2 ;;
         --fetch-only) fetch_only=1; shift ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         --fuse*) die "--fuse is added by this script (use --impl)" ;;
         --) shift; suite_args+=("$@"); break ;;
         *) suite_args+=("$1"); shift ;;
@@ -341,7 +351,6 @@ if [ -z "$out" ]; then
 fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-: >"$out/summary.txt"
 tmp=$(mktemp -d /tmp/strata-unionmount.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 echo "==> suite $suite ($(git -C "$suite" log -1 --format=%h 2>/dev/null || echo '?')), logs in $out"
