@@ -55,7 +55,7 @@ impl MountConfig {
             mountpoint,
             foreground: false,
             debug: false,
-            timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(86_400),
             control_socket: None,
             fuse_options: Vec::new(),
             passthrough: super::passthrough::Mode::Upper,

@@ -283,9 +283,17 @@ pub fn mount(cfg: &MountConfig) -> Result<(), MountError> {
 }
 
 fn detach_stdio() {
+    // The daemon must not hold its caller's stdout and stderr (a caller reading them to the
+    // end would wait for the mount's lifetime): /dev/null, or an empty memory file where
+    // /dev/null cannot be opened.
     let devnull = std::ffi::CString::new("/dev/null").unwrap_or_default();
+    let name = std::ffi::CString::new("strata-null").unwrap_or_default();
+    // SAFETY: plain fd calls on fds this process owns; the strings are NUL-terminated.
     unsafe {
-        let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
+        let mut fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
+        if fd < 0 {
+            fd = libc::memfd_create(name.as_ptr(), 0);
+        }
         if fd >= 0 {
             libc::dup2(fd, 0);
             libc::dup2(fd, 1);

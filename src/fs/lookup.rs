@@ -20,6 +20,9 @@ use super::sys;
 use super::union::{FsResult, Union, errno};
 use super::whiteout::{self, Marks};
 
+/// The longest name a layer's filesystem holds (every Linux filesystem strata runs on).
+const NAME_MAX: usize = 255;
+
 /// What one layer holds at a name.
 enum Found {
     Nothing,
@@ -320,6 +323,10 @@ impl Union {
     ) -> FsResult<(Arc<Node>, fuser::FileAttr)> {
         if !parent.is_dir() {
             return Err(Errno::ENOTDIR);
+        }
+        // Longer than any layer's names (the kernel's `namelen` check comes first).
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
         }
         if whiteout::is_reserved_name(name.as_bytes()) {
             return Err(Errno::ENOENT);

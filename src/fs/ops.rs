@@ -462,7 +462,12 @@ impl Filesystem for StrataFs {
         });
         trace(self.debug, "opendir", ino.0, None, t, &r);
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may keep listings in its page cache: every change to a directory
+            // comes through this daemon, and the kernel drops its cache when one does.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(e),
         }
     }
