@@ -83,7 +83,7 @@ pub fn ps(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> 
                 if tags.get(&crate::image::spec::normalize_ref(&c.image_ref)) == Some(&c.image) {
                     c.image_ref.clone()
                 } else {
-                    c.image[7..19].to_string()
+                    c.image.short().to_string()
                 };
             (c, image, mounted)
         })
@@ -146,8 +146,8 @@ pub fn commit(
 /// `strata diff CONTAINER`.
 pub fn diff(store: &Store, container: &str, format: OutFormat) -> anyhow::Result<i32> {
     let c = store.container(container)?;
-    let img = store.image(&crate::image::Digest::parse(&c.image).context("bad image id")?)?;
-    let lowers = store.image_lowerdirs(&img)?;
+    let img = store.image(&c.image)?;
+    let lowers = store.image_lowerdirs(&img);
     let changes = diff::changes(&store.container_dir(&c).join("upper"), &lowers)?;
     if format == OutFormat::Json {
         let v: Vec<_> = changes

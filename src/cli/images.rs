@@ -41,7 +41,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
         let mut seen = std::collections::HashSet::new();
         for r in &rows {
             if seen.insert(r.2.clone()) {
-                println!("{}", &r.2[7..19]);
+                println!("{}", r.2.short());
             }
         }
         return Ok(0);
@@ -63,7 +63,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
             "{:<40} {:<16} {:<14} {:<22} {}",
             r.0,
             r.1,
-            &r.2[7..19],
+            r.2.short(),
             r.3.get(..19).unwrap_or(&r.3),
             human_size(r.4)
         );
@@ -79,7 +79,7 @@ pub fn inspect(store: &Store, images: &[String]) -> anyhow::Result<i32> {
         let cfg = store.image_config(&img)?;
         let tags = store.tags_of(&img.id)?;
         out.push(inspect::inspect_json(
-            &img.id,
+            img.id.as_str(),
             &tags,
             &img.repo_digests,
             &cfg,

@@ -3,9 +3,9 @@
 //! and the store imports it; a push exports the image as an OCI layout and uploads it.
 
 use super::progress::CliProgress;
-use crate::image::Digest;
 use crate::image::docker_archive::DirSink;
 use crate::image::oci_layout;
+use crate::oci::Digest;
 use crate::registry::auth::Credentials;
 use crate::registry::{self, ClientOptions, Platform, PullOptions, PushOptions, Reference};
 use crate::store::Store;
@@ -111,10 +111,10 @@ pub fn pull(
         .tempdir_in(store.root().join("tmp"))
         .context("create a scratch layout in the store")?;
     let bridge = Bridge(Mutex::new(CliProgress::new(quiet)));
-    let have = |d: &str| Digest::parse(d).is_some_and(|d| store.has_blob(&d));
+    let have = |d: &Digest| store.has_blob(d);
     let res = registry::pull(&r, &opts, tmp.path(), &have, &bridge)
         .with_context(|| format!("pull {r}"))?;
-    let md = Digest::parse(&res.manifest_digest).context("registry gave a bad manifest digest")?;
+    let md = res.manifest_digest;
     let mut prog = bridge.0.into_inner().unwrap_or_else(|e| e.into_inner());
     let loaded = store
         .import_pulled_layout(tmp.path(), &r.to_string(), &md, &mut prog)

@@ -3,9 +3,10 @@
 
 use super::archive::member;
 use super::compress;
-use super::digest::Digest;
 use super::spec::{self, ExportImage, SourceImage, SourceLayer};
 use super::{ImageError, Result};
+use crate::oci::Digest;
+use crate::progress::CountReader;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
@@ -29,7 +30,7 @@ pub struct ArchiveManifest {
 fn digest_in_name(name: &str) -> Option<Digest> {
     let base = name.rsplit('/').next()?;
     let stem = base.split('.').next()?;
-    Digest::parse(stem)
+    Digest::from_hex(stem).ok()
 }
 
 /// The images in an unpacked docker-archive directory.
@@ -163,7 +164,7 @@ pub fn write(
                     .map_err(ImageError::io(format!("open blob {}", l.digest)))?;
                 let (_, r) = compress::decompress(f)
                     .map_err(ImageError::io(format!("read blob {}", l.digest)))?;
-                let mut counted = super::digest::CountReader::new(r, &mut *progress);
+                let mut counted = CountReader::new(r, &mut *progress);
                 sink.add(&lname, l.diff_size, &mut counted)?;
             }
             layers.push(lname);

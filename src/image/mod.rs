@@ -5,15 +5,12 @@ pub mod apply;
 pub mod archive;
 pub mod compress;
 pub mod diff;
-pub mod digest;
 pub mod docker_archive;
 pub mod fsutil;
 pub mod inspect;
 pub mod oci_layout;
 pub mod spec;
 pub mod union;
-
-pub use digest::Digest;
 
 /// Errors of the image formats.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +32,8 @@ pub enum ImageError {
     #[error("{what}: digest mismatch: expected {expected}, content has {actual}")]
     DigestMismatch {
         what: String,
-        expected: String,
-        actual: String,
+        expected: crate::oci::Digest,
+        actual: crate::oci::Digest,
     },
 }
 

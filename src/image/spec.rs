@@ -1,77 +1,10 @@
-//! OCI image spec structures (descriptor, manifest, index) and image-config helpers, plus the
-//! neutral "source image" and "export image" records that importers and exporters exchange.
+//! Image-config helpers, plus the neutral "source image" and "export image" records that
+//! importers and exporters exchange.
 
-use super::digest::Digest;
 use super::{ImageError, Result};
-use serde::{Deserialize, Serialize};
+use crate::oci::{Digest, MediaType};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-/// OCI media types.
-pub mod media {
-    /// OCI manifest.
-    pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    /// OCI index.
-    pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    /// OCI config.
-    pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    /// Docker v2 manifest list.
-    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-    /// Annotation with the tag of a manifest in an index.
-    pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-    /// Annotation with the full image name (containerd).
-    pub const IMAGE_NAME: &str = "io.containerd.image.name";
-}
-
-/// An OCI content descriptor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Descriptor {
-    /// Media type.
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    /// Digest of the content.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// Platform (in indexes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Value>,
-}
-
-/// An OCI image manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Always 2.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// Media type of the manifest.
-    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// The config blob.
-    pub config: Descriptor,
-    /// The layer blobs, bottom first.
-    pub layers: Vec<Descriptor>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-/// An OCI index (also `index.json` of a layout).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Index {
-    /// Always 2.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// Media type.
-    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// The manifests.
-    pub manifests: Vec<Descriptor>,
-}
 
 /// The diff IDs listed in an image config.
 pub fn config_diff_ids(config: &Value) -> Result<Vec<Digest>> {
@@ -82,7 +15,7 @@ pub fn config_diff_ids(config: &Value) -> Result<Vec<Digest>> {
     ids.iter()
         .map(|v| {
             v.as_str()
-                .and_then(Digest::parse)
+                .and_then(|s| Digest::parse(s).ok())
                 .ok_or_else(|| ImageError::Format(format!("invalid diff ID {v} in image config")))
         })
         .collect()
@@ -106,7 +39,7 @@ pub struct SourceLayer {
     /// The blob size, when the source states it.
     pub size: Option<u64>,
     /// The media type, when the source states it.
-    pub media_type: Option<String>,
+    pub media_type: Option<MediaType>,
 }
 
 /// An image offered by an importer.
@@ -140,7 +73,7 @@ pub struct ExportLayer {
     /// The blob size.
     pub size: u64,
     /// The blob media type.
-    pub media_type: String,
+    pub media_type: MediaType,
 }
 
 /// An image handed to an exporter.
@@ -180,7 +113,7 @@ pub fn validate_ref(r: &str) -> std::result::Result<String, String> {
     if name.is_empty() || name.len() > 255 {
         return bad("empty or too long name");
     }
-    if name.starts_with("sha256:") || Digest::parse(&name).is_some() {
+    if name.starts_with("sha256:") || Digest::from_hex(&name).is_ok() {
         return bad("a name cannot look like an image ID");
     }
     for (i, comp) in name.split('/').enumerate() {

@@ -18,7 +18,6 @@
 
 pub mod auth;
 pub mod client;
-pub mod digest;
 pub mod error;
 pub mod layout;
 pub mod manifest;
@@ -27,10 +26,10 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 
+pub use crate::oci::Platform;
 pub use auth::{login, logout};
 pub use client::ClientOptions;
 pub use error::{Error, Result};
-pub use manifest::Platform;
 pub use progress::{NoProgress, PlainProgress, Progress};
 pub use pull::{PullOptions, PullResult, pull};
 pub use push::{PushOptions, push};

@@ -4,7 +4,7 @@
 //! otherwise the registry is `docker.io`, where a one-component name gets `library/`.
 //! Without tag or digest the tag is `latest`.
 
-use crate::registry::digest::sha256_hex;
+use crate::oci::Digest;
 use crate::registry::error::{Error, Result};
 use std::fmt;
 
@@ -38,7 +38,7 @@ impl Reference {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                sha256_hex(d).map_err(|_| bad("digest must be sha256:<64 hex digits>"))?;
+                Digest::parse(d).map_err(|_| bad("digest must be sha256:<64 hex digits>"))?;
                 (r, Some(d.to_string()))
             }
             None => (s, None),

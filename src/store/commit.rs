@@ -11,8 +11,9 @@ use crate::image::ImageError;
 use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::compress::{self, Compression};
 use crate::image::diff::{DiffOptions, write_layer_tar};
-use crate::image::digest::{Digest, HashReader, HashWriter};
 use crate::image::spec;
+use crate::oci::Digest;
+use crate::oci::digest::{HashReader, HashWriter};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -135,13 +136,11 @@ impl Store {
             spec::validate_ref(t).map_err(StoreError::Conflict)?;
         }
         let _lock = self.lock()?;
-        let parent = self.image(
-            &Digest::parse(&c.image).ok_or_else(|| StoreError::Corrupt("bad image id".into()))?,
-        )?;
+        let parent = self.image(&c.image)?;
         let mut config = self.image_config(&parent)?;
         let staging = Staging::new(&self.path("tmp"))?;
         let upper = self.container_dir(c).join("upper");
-        let lowers = self.image_lowerdirs(&parent)?;
+        let lowers = self.image_lowerdirs(&parent);
         let tar_path = staging.dir.join("layer.tar");
         progress.begin("commit", "Committing", None);
         {
@@ -231,7 +230,7 @@ impl Store {
         let now = spec::now_rfc3339();
         let mut config = json!({
             "created": now,
-            "architecture": crate::image::oci_layout::host_arch(),
+            "architecture": crate::oci::Platform::host().architecture,
             "os": "linux",
             "config": {},
             "rootfs": {"type": "layers", "diff_ids": []},
@@ -284,7 +283,7 @@ impl Store {
             progress.finish(diff_id.short(), "Already exists");
         } else {
             let rec = LayerRecord {
-                diff_id: diff_id.to_string(),
+                diff_id: diff_id.clone(),
                 diff_size: size,
                 rootless: self.rootless(),
                 created: spec::now_rfc3339(),
@@ -296,10 +295,10 @@ impl Store {
             progress.finish(diff_id.short(), "Layer written");
         }
         Ok(LayerRef {
-            digest: diff_id.to_string(),
-            media_type: Compression::None.oci_layer_media_type().into(),
+            digest: diff_id.clone(),
+            media_type: Compression::None.oci_layer_media_type(),
             size,
-            diff_id: diff_id.to_string(),
+            diff_id,
             diff_size: size,
         })
     }
@@ -319,11 +318,10 @@ impl Store {
         let top = layers
             .last()
             .ok_or_else(|| StoreError::Corrupt("image without layers".into()))?;
-        let top_id =
-            Digest::parse(&top.diff_id).ok_or_else(|| StoreError::Corrupt("bad diff id".into()))?;
+        let top_id = &top.diff_id;
         install(
             &staging.dir.join("blobs").join(top_id.hex()),
-            &self.blob_path(&top_id),
+            &self.blob_path(top_id),
         )?;
         install(&cp, &self.blob_path(&cd))?;
         install(&mp, &self.blob_path(&md))?;
@@ -333,8 +331,8 @@ impl Store {
             install(&unpacked, &self.path("layers").join(top_id.hex()))?;
         }
         let rec = ImageRecord {
-            id: cd.to_string(),
-            manifest_digest: md.to_string(),
+            id: cd,
+            manifest_digest: md,
             layers,
             repo_digests: Vec::new(),
             stored: spec::now_rfc3339(),
@@ -354,7 +352,7 @@ impl Store {
 
 fn push_layer(
     config: &mut Value,
-    diff_id: &str,
+    diff_id: &Digest,
     now: &str,
     created_by: &str,
     author: Option<&str>,
@@ -373,7 +371,7 @@ fn push_layer(
         .or_insert_with(|| json!([]));
     ids.as_array_mut()
         .ok_or_else(|| StoreError::Corrupt("diff_ids is not a list".into()))?
-        .push(json!(diff_id));
+        .push(json!(diff_id.as_str()));
     let mut h = json!({"created": now, "created_by": created_by});
     if let Some(a) = author {
         h["author"] = json!(a);

@@ -5,8 +5,8 @@ use super::atomic::write_atomic;
 use super::records::ContainerRecord;
 use super::{Result, Store, StoreError};
 use crate::fs::MountConfig;
-use crate::image::digest::Digest;
 use crate::image::spec;
+use crate::oci::Digest;
 use std::path::{Path, PathBuf};
 
 impl Store {
@@ -79,12 +79,10 @@ impl Store {
 
     /// The mount configuration of a container (layers of its image under its upper dir).
     pub fn mount_config(&self, rec: &ContainerRecord) -> Result<MountConfig> {
-        let img = self.image(&Digest::parse(&rec.image).ok_or_else(|| {
-            StoreError::Corrupt(format!("bad image id in container {}", rec.name))
-        })?)?;
+        let img = self.image(&rec.image)?;
         let dir = self.container_dir(rec);
         let mut cfg = MountConfig::new(
-            self.image_lowerdirs(&img)?,
+            self.image_lowerdirs(&img),
             Some(dir.join("upper")),
             Some(dir.join("work")),
             PathBuf::from(&rec.mountpoint),

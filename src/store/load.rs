@@ -9,10 +9,13 @@ use super::records::{ImageRecord, LayerRecord, LayerRef};
 use super::{Progress, Result, Store, StoreError};
 use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::archive::{self, Format};
-use crate::image::compress::{self, Compression};
-use crate::image::digest::{CountReader, Digest, HashReader};
-use crate::image::spec::{self, Descriptor, Manifest, SourceImage, media};
+use crate::image::compress;
+use crate::image::spec::{self, SourceImage};
 use crate::image::{ImageError, docker_archive, oci_layout};
+use crate::oci::digest::HashReader;
+use crate::oci::{self, Digest, MediaType};
+use crate::progress::CountReader;
+use oci_spec::image::ImageManifestBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -127,10 +130,10 @@ impl Store {
         progress: &mut dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let staging = Staging::new(&self.path("tmp"))?;
-        let mut staged_layers: HashMap<String, StagedLayer> = HashMap::new();
+        let mut staged_layers: HashMap<Digest, StagedLayer> = HashMap::new();
         let mut staged_blobs: BTreeMap<Digest, PathBuf> = BTreeMap::new();
         let mut records = Vec::new();
-        let mut all_tags: Vec<(String, String)> = Vec::new();
+        let mut all_tags: Vec<(String, Digest)> = Vec::new();
         for (n, src) in sources.iter().enumerate() {
             let label = src
                 .tags
@@ -143,8 +146,8 @@ impl Store {
             {
                 return Err(ImageError::DigestMismatch {
                     what: format!("config of {label}"),
-                    expected: exp.to_string(),
-                    actual: config_digest.to_string(),
+                    expected: exp.clone(),
+                    actual: config_digest,
                 }
                 .into());
             }
@@ -172,9 +175,9 @@ impl Store {
                     progress,
                 )?;
                 if let Some(b) = staged_layers.get(&r.diff_id).and_then(|s| s.blob.clone())
-                    && let (Some(d), None) = (Digest::parse(&r.digest), &existing)
+                    && existing.is_none()
                 {
-                    staged_blobs.insert(d, b);
+                    staged_blobs.insert(r.digest.clone(), b);
                 }
                 layer_refs.push(r);
             }
@@ -203,8 +206,8 @@ impl Store {
             let (md, mp) = stage_bytes(&staging.dir, &manifest)?;
             staged_blobs.insert(md.clone(), mp);
             let rec = ImageRecord {
-                id: config_digest.to_string(),
-                manifest_digest: md.to_string(),
+                id: config_digest,
+                manifest_digest: md,
                 layers: layer_refs,
                 repo_digests: src.repo_digests.clone(),
                 stored: spec::now_rfc3339(),
@@ -224,9 +227,7 @@ impl Store {
         for s in staged_layers.values() {
             if let Some(dir) = &s.unpacked {
                 fsync_tree(dir)?;
-                let d = Digest::parse(&s.layer_ref.diff_id)
-                    .ok_or_else(|| StoreError::Corrupt("bad diff id".into()))?;
-                install(dir, &self.path("layers").join(d.hex()))?;
+                install(dir, &self.path("layers").join(s.layer_ref.diff_id.hex()))?;
             }
         }
         for r in &records {
@@ -247,7 +248,7 @@ impl Store {
         staging: &Path,
         l: &spec::SourceLayer,
         diff_id: &Digest,
-        staged: &mut HashMap<String, StagedLayer>,
+        staged: &mut HashMap<Digest, StagedLayer>,
         what: &str,
         progress: &mut dyn Progress,
     ) -> Result<LayerRef> {
@@ -264,10 +265,8 @@ impl Store {
         let file = std::fs::File::open(&path)
             .map_err(|e| err(ImageError::io(format!("open {}", path.display()))(e)))?;
         let total = file.metadata().ok().map(|m| m.len());
-        let have_layer = self.has_layer(diff_id)
-            || staged
-                .get(diff_id.as_str())
-                .is_some_and(|s| s.unpacked.is_some());
+        let have_layer =
+            self.has_layer(diff_id) || staged.get(diff_id).is_some_and(|s| s.unpacked.is_some());
         let have_blob = l.digest.as_ref().is_some_and(|d| self.has_blob(d));
         progress.begin(
             &id,
@@ -320,13 +319,13 @@ impl Store {
             if actual_diff != *diff_id {
                 return Err(err(ImageError::DigestMismatch {
                     what: "diff ID".into(),
-                    expected: diff_id.to_string(),
-                    actual: actual_diff.to_string(),
+                    expected: diff_id.clone(),
+                    actual: actual_diff,
                 }));
             }
             if let Some(dir) = &unpacked {
                 let rec = LayerRecord {
-                    diff_id: diff_id.to_string(),
+                    diff_id: diff_id.clone(),
                     diff_size,
                     rootless: self.rootless(),
                     created: spec::now_rfc3339(),
@@ -350,8 +349,8 @@ impl Store {
         {
             return Err(err(ImageError::DigestMismatch {
                 what: "blob digest".into(),
-                expected: exp.to_string(),
-                actual: actual.to_string(),
+                expected: exp.clone(),
+                actual,
             }));
         }
         if let Some(exp) = l.size
@@ -369,12 +368,15 @@ impl Store {
             std::fs::rename(&blob_tmp, &p).map_err(StoreError::io("stage blob"))?;
             Some(p)
         };
-        let media_type = l.media_type.clone().unwrap_or_else(|| media_type_for(c));
+        let media_type = l
+            .media_type
+            .clone()
+            .unwrap_or_else(|| c.oci_layer_media_type());
         let layer_ref = LayerRef {
-            digest: actual.to_string(),
+            digest: actual,
             media_type,
             size,
-            diff_id: diff_id.to_string(),
+            diff_id: diff_id.clone(),
             diff_size,
         };
         progress.finish(
@@ -385,7 +387,7 @@ impl Store {
                 "Loaded"
             },
         );
-        let entry = staged.entry(diff_id.to_string()).or_insert(StagedLayer {
+        let entry = staged.entry(diff_id.clone()).or_insert(StagedLayer {
             layer_ref: layer_ref.clone(),
             unpacked: None,
             blob: None,
@@ -399,33 +401,56 @@ impl Store {
     }
 }
 
-fn media_type_for(c: Compression) -> String {
-    c.oci_layer_media_type().to_string()
-}
-
 /// An OCI manifest for a config and layers (for images that came without one).
 pub fn synth_manifest(config: &[u8], layers: &[LayerRef]) -> Result<Vec<u8>> {
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(media::MANIFEST.into()),
-        config: Descriptor {
-            media_type: media::CONFIG.into(),
-            digest: Digest::of(config).to_string(),
-            size: config.len() as u64,
-            annotations: None,
-            platform: None,
-        },
-        layers: layers
-            .iter()
-            .map(|l| Descriptor {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.size,
-                annotations: None,
-                platform: None,
-            })
-            .collect(),
-        annotations: None,
-    };
-    serde_json::to_vec(&m).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let bad = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
+    let config = oci::descriptor(
+        MediaType::ImageConfig,
+        &Digest::of(config),
+        config.len() as u64,
+    )
+    .map_err(|e| bad(&e))?;
+    let layers = layers
+        .iter()
+        .map(|l| oci::descriptor(l.media_type.clone(), &l.digest, l.size))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let m = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .build()
+        .map_err(|e| bad(&e))?;
+    serde_json::to_vec(&m).map_err(|e| bad(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The manifest of an image that came without one (docker-archive, commit) is written
+    /// byte for byte as before: its digest is the image's manifest digest.
+    #[test]
+    fn synthesized_manifest_bytes() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let layer = LayerRef {
+            digest: Digest::of(b"blob"),
+            media_type: MediaType::ImageLayerGzip,
+            size: 4,
+            diff_id: Digest::of(b"tar"),
+            diff_size: 3,
+        };
+        let m = synth_manifest(b"{}", std::slice::from_ref(&layer))?;
+        let want = format!(
+            concat!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
+                r#""config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"#,
+                r#""layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":4}}]}}"#
+            ),
+            Digest::of(b"{}"),
+            layer.digest
+        );
+        assert_eq!(String::from_utf8(m)?, want);
+        Ok(())
+    }
 }
