@@ -4,7 +4,8 @@
 mod common;
 use common::*;
 use std::io::Read;
-use strata::image::spec::{self, SourceImage, SourceLayer};
+use strata::image::exchange::{SourceImage, SourceLayer};
+use strata::image::spec;
 use strata::oci::{Digest, ImageIndex, ImageManifest, MediaType};
 use strata::store::{NoProgress, Store};
 

@@ -13,11 +13,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
     let mut rows = Vec::new();
     for img in store.images()? {
         let cfg = store.image_config(&img)?;
-        let created = cfg
-            .get("created")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
+        let created = cfg.oci().created().clone().unwrap_or_default();
         let names: Vec<&String> = tags
             .iter()
             .filter(|(_, v)| **v == img.id)

@@ -3,7 +3,8 @@
 
 use super::archive::member;
 use super::compress;
-use super::spec::{self, ExportImage, SourceImage, SourceLayer};
+use super::exchange::{ExportImage, SourceImage, SourceLayer};
+use super::spec;
 use super::{ImageError, Result};
 use crate::oci::Digest;
 use crate::progress::CountReader;

@@ -4,12 +4,15 @@
 pub mod apply;
 pub mod archive;
 pub mod compress;
+pub mod config;
 pub mod diff;
 pub mod docker_archive;
+pub mod exchange;
 pub mod fsutil;
 pub mod inspect;
 pub mod oci_layout;
 pub mod spec;
+pub mod time;
 pub mod union;
 
 /// Errors of the image formats.

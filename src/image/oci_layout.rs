@@ -3,7 +3,8 @@
 
 use super::archive::member;
 use super::docker_archive::Sink;
-use super::spec::{self, ExportImage, SourceImage, SourceLayer};
+use super::exchange::{ExportImage, SourceImage, SourceLayer};
+use super::spec;
 use super::{ImageError, Result};
 use crate::oci::media::{self, IMAGE_NAME, REF_NAME};
 use crate::oci::{self, Descriptor, Digest, ImageIndex, ImageManifest, MediaType, Platform};

@@ -5,7 +5,7 @@ use super::atomic::write_atomic;
 use super::records::ContainerRecord;
 use super::{Result, Store, StoreError};
 use crate::fs::MountConfig;
-use crate::image::spec;
+use crate::image::time;
 use crate::oci::Digest;
 use std::path::{Path, PathBuf};
 
@@ -58,7 +58,7 @@ impl Store {
             name,
             image: img.id.clone(),
             image_ref: image_ref.to_string(),
-            created: spec::now_rfc3339(),
+            created: time::now_rfc3339(),
             mountpoint: mp.to_string_lossy().into_owned(),
         };
         self.write_container(&rec)?;

@@ -1,7 +1,8 @@
 //! Export images from the store (for `save`): gather configs, manifests and layer blobs.
 
 use super::{Result, Store};
-use crate::image::spec::{self, ExportImage, ExportLayer};
+use crate::image::exchange::{ExportImage, ExportLayer};
+use crate::image::spec;
 
 impl Store {
     /// Collect what exporters need for the given references. A reference by tag exports that

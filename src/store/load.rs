@@ -10,8 +10,10 @@ use super::{Progress, Result, Store, StoreError};
 use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::archive::{self, Format};
 use crate::image::compress;
-use crate::image::spec::{self, SourceImage};
+use crate::image::config::ImageConfig;
+use crate::image::exchange::{SourceImage, SourceLayer};
 use crate::image::{ImageError, docker_archive, oci_layout};
+use crate::image::{spec, time};
 use crate::oci::digest::HashReader;
 use crate::oci::{self, Digest, MediaType};
 use crate::progress::CountReader;
@@ -151,8 +153,7 @@ impl Store {
                 }
                 .into());
             }
-            let config = spec::parse_config(&src.config)?;
-            let diff_ids = spec::config_diff_ids(&config)?;
+            let diff_ids = ImageConfig::parse(&src.config)?.diff_ids()?;
             if diff_ids.len() != src.layers.len() {
                 return Err(ImageError::Format(format!(
                     "{label}: config lists {} diff IDs but there are {} layers",
@@ -210,7 +211,7 @@ impl Store {
                 manifest_digest: md,
                 layers: layer_refs,
                 repo_digests: src.repo_digests.clone(),
-                stored: spec::now_rfc3339(),
+                stored: time::now_rfc3339(),
             };
             for t in &src.tags {
                 all_tags.push((t.clone(), rec.id.clone()));
@@ -246,7 +247,7 @@ impl Store {
     fn stage_layer(
         &self,
         staging: &Path,
-        l: &spec::SourceLayer,
+        l: &SourceLayer,
         diff_id: &Digest,
         staged: &mut HashMap<Digest, StagedLayer>,
         what: &str,
@@ -328,7 +329,7 @@ impl Store {
                     diff_id: diff_id.clone(),
                     diff_size,
                     rootless: self.rootless(),
-                    created: spec::now_rfc3339(),
+                    created: time::now_rfc3339(),
                 };
                 let b = serde_json::to_vec_pretty(&rec)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;

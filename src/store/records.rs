@@ -3,6 +3,7 @@
 
 use super::atomic::write_atomic;
 use super::{Result, Store, StoreError};
+use crate::image::config::ImageConfig;
 use crate::image::spec;
 use crate::oci::{Digest, MediaType};
 use serde::{Deserialize, Serialize};
@@ -207,10 +208,9 @@ impl Store {
         Err(StoreError::NotFound(format!("no such image: {r}")))
     }
 
-    /// The parsed config of an image.
-    pub fn image_config(&self, rec: &ImageRecord) -> Result<serde_json::Value> {
-        let b = self.read_blob(&rec.id)?;
-        Ok(spec::parse_config(&b)?)
+    /// The config of an image.
+    pub fn image_config(&self, rec: &ImageRecord) -> Result<ImageConfig> {
+        Ok(ImageConfig::parse(&self.read_blob(&rec.id)?)?)
     }
 
     /// The layer directories of an image, topmost first (as a mount wants them).
