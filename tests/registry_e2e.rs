@@ -35,7 +35,7 @@ fn pull_opts(client: ClientOptions) -> PullOptions {
 }
 
 fn r(s: &str) -> Result<Reference, Error> {
-    Reference::parse(s)
+    Ok(Reference::parse(s)?)
 }
 
 fn never(_: &Digest) -> bool {

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::io::Read;
 use strata::image::exchange::{SourceImage, SourceLayer};
-use strata::image::spec;
+use strata::image::names;
 use strata::oci::{Digest, ImageIndex, ImageManifest, MediaType};
 use strata::store::{NoProgress, Store};
 
@@ -100,7 +100,7 @@ fn zstd_layers_and_put_blob_then_import_images() {
         config: config.clone(),
         config_digest: Some(digest(m.config())),
         manifest: Some(mb.clone()),
-        tags: vec![spec::normalize_ref("registry.example/x/y:1")],
+        tags: vec![names::key("registry.example/x/y:1").unwrap()],
         layers,
         repo_digests: vec![format!("registry.example/x/y@{md}")],
     };

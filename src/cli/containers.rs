@@ -80,7 +80,7 @@ pub fn ps(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> 
         .map(|c| {
             let mounted = is_mounted(Path::new(&c.mountpoint));
             let image =
-                if tags.get(&crate::image::spec::normalize_ref(&c.image_ref)) == Some(&c.image) {
+                if tags.get(&crate::image::names::lookup_key(&c.image_ref)) == Some(&c.image) {
                     c.image_ref.clone()
                 } else {
                     c.image.short().to_string()

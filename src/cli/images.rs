@@ -3,7 +3,7 @@
 
 use super::{OutFormat, human_size};
 use crate::image::inspect;
-use crate::image::spec;
+use crate::image::names;
 use crate::store::Store;
 use serde_json::json;
 
@@ -29,7 +29,8 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
             ));
         }
         for n in names {
-            let (r, t) = spec::split_ref(n);
+            let (r, t) = names::split_key(n);
+            let t = t.unwrap_or_else(|| "<none>".to_string());
             rows.push((r, t, img.id.clone(), created.clone(), img.size()));
         }
     }

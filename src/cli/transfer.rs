@@ -19,10 +19,11 @@ fn name_hint(p: Option<&Path>) -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c))
         .collect();
-    if clean.is_empty() {
-        "image".into()
-    } else {
+    // The name of images an OCI layout names by tag only: it must be a reference's name.
+    if crate::oci::Reference::parse_tag(&clean).is_ok() {
         clean
+    } else {
+        "image".into()
     }
 }
 

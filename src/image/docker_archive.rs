@@ -4,7 +4,7 @@
 use super::archive::member;
 use super::compress;
 use super::exchange::{ExportImage, SourceImage, SourceLayer};
-use super::spec;
+use super::names;
 use super::{ImageError, Result};
 use crate::oci::Digest;
 use crate::progress::CountReader;
@@ -67,8 +67,8 @@ pub fn read(dir: &Path) -> Result<Vec<SourceImage>> {
             .repo_tags
             .unwrap_or_default()
             .iter()
-            .map(|t| spec::normalize_ref(t))
-            .collect();
+            .map(|t| names::key(t))
+            .collect::<std::result::Result<_, _>>()?;
         out.push(SourceImage {
             config,
             config_digest,
@@ -171,11 +171,12 @@ pub fn write(
             layers.push(lname);
         }
         for t in &img.tags {
-            let (n, tag) = spec::split_ref(t);
-            repos
-                .entry(n)
-                .or_default()
-                .insert(tag, id.hex().to_string());
+            if let (n, Some(tag)) = names::split_key(t) {
+                repos
+                    .entry(n)
+                    .or_default()
+                    .insert(tag, id.hex().to_string());
+            }
         }
         manifest.push(ArchiveManifest {
             config: cname,

@@ -10,8 +10,8 @@ pub mod docker_archive;
 pub mod exchange;
 pub mod fsutil;
 pub mod inspect;
+pub mod names;
 pub mod oci_layout;
-pub mod spec;
 pub mod time;
 pub mod union;
 
@@ -28,6 +28,9 @@ pub enum ImageError {
     /// The input is not in the expected format.
     #[error("{0}")]
     Format(String),
+    /// An image name in the input is not a reference.
+    #[error(transparent)]
+    Reference(#[from] crate::oci::ReferenceError),
     /// A layer tar entry was refused (hostile or unsupported input).
     #[error("refused tar entry {path:?}: {reason}")]
     Refused { path: String, reason: String },

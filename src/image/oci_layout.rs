@@ -4,7 +4,7 @@
 use super::archive::member;
 use super::docker_archive::Sink;
 use super::exchange::{ExportImage, SourceImage, SourceLayer};
-use super::spec;
+use super::names;
 use super::{ImageError, Result};
 use crate::oci::media::{self, IMAGE_NAME, REF_NAME};
 use crate::oci::{self, Descriptor, Digest, ImageIndex, ImageManifest, MediaType, Platform};
@@ -50,16 +50,19 @@ fn read_verified(dir: &Path, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn tag_for(d: &Descriptor, layout_name: &str) -> Option<String> {
+fn tag_for(d: &Descriptor, layout_name: &str) -> Result<Option<String>> {
     if let Some(n) = oci::annotation(d, IMAGE_NAME) {
-        return Some(spec::normalize_ref(n));
+        return Ok(Some(names::key(n)?));
     }
-    let r = oci::annotation(d, REF_NAME)?;
-    if r.contains('/') || r.contains(':') {
-        Some(spec::normalize_ref(r))
+    let Some(r) = oci::annotation(d, REF_NAME) else {
+        return Ok(None);
+    };
+    let name = if r.contains('/') || r.contains(':') {
+        names::key(r)?
     } else {
-        Some(format!("{layout_name}:{r}"))
-    }
+        names::key(&format!("{layout_name}:{r}"))?
+    };
+    Ok(Some(name))
 }
 
 /// The images of an OCI layout directory. `layout_name` names images whose index entry only
@@ -71,7 +74,7 @@ pub fn read(dir: &Path, layout_name: &str) -> Result<Vec<SourceImage>> {
         .map_err(|e| ImageError::Format(format!("invalid index.json: {e}")))?;
     let mut out = Vec::new();
     for d in index.manifests() {
-        let tag = tag_for(d, layout_name);
+        let tag = tag_for(d, layout_name)?;
         read_descriptor(dir, d, tag, &mut out, 0)?;
     }
     if out.is_empty() {
@@ -178,7 +181,8 @@ pub fn write(
             manifests.push(base.clone());
         }
         for t in &img.tags {
-            let (_, tag) = spec::split_ref(t);
+            let (_, tag) = names::split_key(t);
+            let tag = tag.unwrap_or_else(|| mdg.to_string());
             let mut d = base.clone();
             d.set_annotations(Some(HashMap::from([
                 (REF_NAME.to_string(), tag),

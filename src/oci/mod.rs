@@ -1,14 +1,17 @@
-//! The OCI vocabulary the image half shares (image/, store/, registry/, cli/): digests,
-//! media types and platforms, and oci-spec's document types with the few helpers they need.
+//! The OCI vocabulary the image half shares (image/, store/, registry/, cli/): digests, image
+//! references, media types and platforms, and oci-spec's document types with the few helpers
+//! they need.
 
 pub mod digest;
 pub mod media;
 pub mod platform;
+pub mod reference;
 
 pub use digest::{Digest, DigestError};
 pub use media::MediaType;
 pub use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 pub use platform::Platform;
+pub use reference::{Reference, ReferenceError};
 
 /// A descriptor of `size` bytes of `media_type` content with `digest`.
 pub fn descriptor(

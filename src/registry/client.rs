@@ -2,11 +2,11 @@
 //! `HTTPS_PROXY`/`NO_PROXY`), scheme selection (`tls_verify=false`: unverified HTTPS, falling
 //! back to plain HTTP), and authentication (anonymous, Basic, Bearer tokens cached per scope).
 
+use crate::oci::reference::registry_api_host;
 use crate::registry::auth::{
     Challenge, Credentials, find_credentials, parse_challenge, read_credentials,
 };
 use crate::registry::error::{Error, Result};
-use crate::registry::reference::registry_api_host;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};

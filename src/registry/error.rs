@@ -10,8 +10,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The image reference does not parse.
-    #[error("invalid image reference {reference:?}: {reason}")]
-    InvalidReference { reference: String, reason: String },
+    #[error(transparent)]
+    InvalidReference(#[from] crate::oci::ReferenceError),
     /// No TCP connection could be made (refused, unresolvable, timed out).
     #[error("registry {host} is unreachable: {detail}")]
     Unreachable { host: String, detail: String },

@@ -24,13 +24,12 @@ pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod push;
-pub mod reference;
 
 pub use crate::oci::Platform;
+pub use crate::oci::Reference;
 pub use auth::{login, logout};
 pub use client::ClientOptions;
 pub use error::{Error, Result};
 pub use progress::{NoProgress, PlainProgress, Progress};
 pub use pull::{PullOptions, PullResult, pull};
 pub use push::{PushOptions, push};
-pub use reference::Reference;

@@ -2,6 +2,7 @@
 //! caller already has, downloading the others in parallel, each streamed to a temporary file
 //! while hashed and renamed into place only once verified.
 
+use crate::oci::Reference;
 use crate::oci::digest::Hasher;
 use crate::oci::media::{IMAGE_NAME, REF_NAME};
 use crate::oci::{self, Descriptor, Digest, MediaType, Platform};
@@ -10,7 +11,6 @@ use crate::registry::error::{Error, Result};
 use crate::registry::layout;
 use crate::registry::manifest::{self, Manifest};
 use crate::registry::progress::Progress;
-use crate::registry::reference::Reference;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -84,17 +84,17 @@ pub fn pull(
     have_blob: &dyn Fn(&Digest) -> bool,
     progress: &dyn Progress,
 ) -> Result<PullResult> {
-    let source = opts.mirror.as_deref().unwrap_or(&reference.registry);
+    let source = opts.mirror.as_deref().unwrap_or(reference.registry());
     let client =
-        Client::new(source, &opts.client)?.for_repository(&reference.repository, &opts.client)?;
-    let repo = reference.repository.as_str();
+        Client::new(source, &opts.client)?.for_repository(reference.repository(), &opts.client)?;
+    let repo = reference.repository();
     layout::init(dest)?;
     let bytes_total = AtomicU64::new(0);
 
     let (bytes, media_type) = get_manifest(&client, repo, reference.manifest_ref(), reference)?;
     bytes_total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    if let Some(d) = &reference.digest {
-        layout::verify(&Digest::parse(d)?, &bytes)?;
+    if let Some(d) = reference.digest() {
+        layout::verify(d, &bytes)?;
     }
     let what = reference.to_string();
     let (media_type, parsed) = manifest::parse(&bytes, Some(&media_type), &what)?;
@@ -199,9 +199,9 @@ pub fn pull(
     layout::write_blob(dest, &manifest_digest, &bytes)?;
     let ref_name = opts.ref_name.clone().unwrap_or_else(|| {
         reference
-            .tag
-            .clone()
-            .or_else(|| reference.digest.clone())
+            .tag()
+            .map(str::to_string)
+            .or_else(|| reference.digest().map(Digest::to_string))
             .unwrap_or_else(|| "latest".to_string())
     });
     let mut entry = oci::descriptor(media_type.clone(), &manifest_digest, bytes.len() as u64)?;
@@ -261,7 +261,7 @@ pub(crate) fn get_manifest(
     if status == StatusCode::NOT_FOUND {
         return Err(Error::ManifestUnknown {
             host: client.host().to_string(),
-            reference: format!("{}/{}:{}", full.registry, repo, reference)
+            reference: format!("{}/{}:{}", full.registry(), repo, reference)
                 .replace(":sha256:", "@sha256:"),
         });
     }

@@ -2,13 +2,13 @@
 //! HEAD first and skipped when present; missing ones go up as one streamed monolithic upload
 //! (POST, then PUT with the digest); the manifest goes last with its own media type.
 
+use crate::oci::Reference;
 use crate::oci::{self, Descriptor, Digest, MediaType};
 use crate::registry::client::{Client, ClientOptions, ReqBody, Scope};
 use crate::registry::error::{Error, Result};
 use crate::registry::layout;
 use crate::registry::manifest::{self, Manifest};
 use crate::registry::progress::Progress;
-use crate::registry::reference::Reference;
 use std::path::Path;
 use ureq::http::{self, StatusCode};
 
@@ -35,9 +35,9 @@ pub fn push(
 ) -> Result<Digest> {
     let desc = layout::resolve(layout_dir, image)?;
     let desc_digest = oci::digest_of(&desc)?;
-    let client = Client::new(&dest.registry, &opts.client)?
-        .for_repository(&dest.repository, &opts.client)?;
-    let repo = dest.repository.as_str();
+    let client = Client::new(dest.registry(), &opts.client)?
+        .for_repository(dest.repository(), &opts.client)?;
+    let repo = dest.repository();
     let mount_from = opts.mount_from.clone().filter(|m| m != repo);
     let target = Target {
         client: &client,
@@ -69,16 +69,17 @@ pub fn push(
         push_blobs(&target, layout_dir, m.config(), m.layers(), progress)?;
     }
     let digest = Digest::of(&bytes);
-    let wanted = dest.digest.as_deref().map(Digest::parse).transpose()?;
-    if let Some(d) = wanted
-        && d != digest
+    if let Some(d) = dest.digest()
+        && *d != digest
     {
         return Err(Error::DigestMismatch {
-            digest: d,
+            digest: d.clone(),
             actual: digest,
         });
     }
-    let target = dest.tag.clone().unwrap_or_else(|| digest.to_string());
+    let target = dest
+        .tag()
+        .map_or_else(|| digest.to_string(), str::to_string);
     progress.message(&format!("Writing manifest {target}"));
     put_manifest(&client, repo, &target, &media_type, &bytes)?;
     progress.message(&format!("{target}: digest: {digest} size: {}", bytes.len()));

@@ -12,9 +12,9 @@ use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::compress::{self, Compression};
 use crate::image::config::ImageConfig;
 use crate::image::diff::{DiffOptions, write_layer_tar};
-use crate::image::{spec, time};
+use crate::image::time;
 use crate::oci::digest::{HashReader, HashWriter};
-use crate::oci::{Digest, ImageConfiguration, Platform};
+use crate::oci::{Digest, ImageConfiguration, Platform, Reference};
 use oci_spec::image::{Arch, Config, History, Os};
 use std::path::{Path, PathBuf};
 
@@ -121,7 +121,7 @@ impl Store {
         progress: &mut dyn Progress,
     ) -> Result<ImageRecord> {
         if let Some(t) = &opts.tag {
-            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+            Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?;
         }
         let _lock = self.lock()?;
         let parent = self.image(&c.image)?;
@@ -190,7 +190,7 @@ impl Store {
         progress: &mut dyn Progress,
     ) -> Result<ImageRecord> {
         if let Some(t) = tag {
-            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+            Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?;
         }
         let _lock = self.lock()?;
         let staging = Staging::new(&self.path("tmp"))?;
@@ -328,7 +328,7 @@ impl Store {
         if let Some(t) = tag {
             let mut tags = self.tags()?;
             tags.insert(
-                spec::validate_ref(t).map_err(StoreError::Conflict)?,
+                Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?,
                 rec.id.clone(),
             );
             self.write_tags(&tags)?;

@@ -2,7 +2,7 @@
 
 use super::{Result, Store};
 use crate::image::exchange::{ExportImage, ExportLayer};
-use crate::image::spec;
+use crate::image::names;
 
 impl Store {
     /// Collect what exporters need for the given references. A reference by tag exports that
@@ -12,7 +12,7 @@ impl Store {
         let mut out = Vec::new();
         for r in refs {
             let rec = self.resolve_image(r)?;
-            let norm = spec::normalize_ref(r);
+            let norm = names::lookup_key(r);
             let names = if tags.get(&norm) == Some(&rec.id) {
                 vec![norm]
             } else {

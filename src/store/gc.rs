@@ -1,8 +1,9 @@
 //! Tags and garbage: `tag`, `rmi` (untag, then drop what nothing references) and `prune`.
 
 use super::{Result, Store, StoreError};
-use crate::image::spec;
+use crate::image::names;
 use crate::oci::Digest;
+use crate::oci::Reference;
 use std::collections::HashSet;
 
 /// What a removal or prune did.
@@ -25,7 +26,7 @@ impl Store {
     pub fn tag(&self, src: &str, dst: &str) -> Result<String> {
         let _lock = self.lock()?;
         let rec = self.resolve_image(src)?;
-        let dst = spec::validate_ref(dst).map_err(StoreError::Conflict)?;
+        let dst = Reference::parse_tag(dst).map_err(|e| StoreError::Conflict(e.to_string()))?;
         let mut tags = self.tags()?;
         tags.insert(dst.clone(), rec.id.clone());
         self.write_tags(&tags)?;
@@ -38,7 +39,7 @@ impl Store {
         let _lock = self.lock()?;
         let rec = self.resolve_image(r)?;
         let mut tags = self.tags()?;
-        let norm = spec::normalize_ref(r);
+        let norm = names::lookup_key(r);
         let mut out = Removed::default();
         if tags.get(&norm) == Some(&rec.id) {
             tags.remove(&norm);

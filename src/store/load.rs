@@ -12,8 +12,9 @@ use crate::image::archive::{self, Format};
 use crate::image::compress;
 use crate::image::config::ImageConfig;
 use crate::image::exchange::{SourceImage, SourceLayer};
+use crate::image::time;
 use crate::image::{ImageError, docker_archive, oci_layout};
-use crate::image::{spec, time};
+use crate::oci::Reference;
 use crate::oci::digest::HashReader;
 use crate::oci::{self, Digest, MediaType};
 use crate::progress::CountReader;
@@ -105,9 +106,9 @@ impl Store {
         progress: &mut dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
-        let base = reference.split('@').next().unwrap_or(reference);
-        let (name, _) = spec::split_ref(base);
-        let mut sources = oci_layout::read(dir, &name)?;
+        let r = Reference::parse(reference).map_err(ImageError::from)?;
+        let name = r.written_name();
+        let mut sources = oci_layout::read(dir, name)?;
         for s in &mut sources {
             if s.manifest.as_deref().map(Digest::of).as_ref() == Some(manifest_digest) {
                 s.repo_digests.push(format!("{name}@{manifest_digest}"));

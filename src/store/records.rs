@@ -4,7 +4,7 @@
 use super::atomic::write_atomic;
 use super::{Result, Store, StoreError};
 use crate::image::config::ImageConfig;
-use crate::image::spec;
+use crate::image::names;
 use crate::oci::{Digest, MediaType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -180,7 +180,7 @@ impl Store {
     /// Resolve a reference: `name[:tag]`, a full ID (`sha256:...` or hex) or a unique ID prefix.
     pub fn resolve_image(&self, r: &str) -> Result<ImageRecord> {
         let tags = self.tags()?;
-        if let Some(id) = tags.get(&spec::normalize_ref(r)) {
+        if let Some(id) = tags.get(&names::lookup_key(r)) {
             return self.image(id);
         }
         let hex = r.strip_prefix("sha256:").unwrap_or(r);
