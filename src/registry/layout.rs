@@ -1,6 +1,7 @@
 //! The OCI image layout on disk (`oci-layout`, `index.json`, `blobs/sha256/<hex>`): atomic
 //! writes, blob paths and checks, and `index.json` entries by ref name.
 
+use crate::lockfile::{self, Mode};
 use crate::oci::digest::hash_file;
 use crate::oci::media::{IMAGE_NAME, REF_NAME};
 use crate::oci::{self, Descriptor, Digest, ImageIndex, MediaType};
@@ -153,7 +154,7 @@ pub fn add_to_index(dir: &Path, desc: Descriptor) -> Result<()> {
     // `oci-layout` is never replaced, so its lock serialises index.json updates.
     let marker = dir.join("oci-layout");
     let guard = std::fs::File::open(&marker).map_err(|e| Error::io("open", &marker, e))?;
-    lock(&guard).map_err(|e| Error::io("lock", &marker, e))?;
+    lockfile::lock(&guard, Mode::Exclusive).map_err(|e| Error::io("lock", &marker, e))?;
     let mut index = match read_index(dir) {
         Ok(i) => i,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -209,21 +210,5 @@ pub fn resolve(dir: &Path, selector: Option<&str>) -> Result<Descriptor> {
                 selector.map(|s| format!(" {s:?}")).unwrap_or_default()
             ),
         }),
-    }
-}
-
-/// Takes an exclusive `flock` on the file, waiting for it; released when the file closes.
-pub(crate) fn lock(file: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: flock on a valid open descriptor has no memory effects.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! caller already has, downloading the others in parallel, each streamed to a temporary file
 //! while hashed and renamed into place only once verified.
 
+use crate::lockfile::{self, Mode};
 use crate::oci::Reference;
 use crate::oci::digest::Hasher;
 use crate::oci::media::{IMAGE_NAME, REF_NAME};
@@ -473,7 +474,7 @@ fn open_locked(partial: &Path) -> Result<File> {
             .truncate(false)
             .open(partial)
             .map_err(|e| Error::io("create", partial, e))?;
-        layout::lock(&file).map_err(|e| Error::io("lock", partial, e))?;
+        lockfile::lock(&file, Mode::Exclusive).map_err(|e| Error::io("lock", partial, e))?;
         let held = file.metadata().map_err(|e| Error::io("stat", partial, e))?;
         match std::fs::metadata(partial) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
