@@ -7,8 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use strata::oci::Digest;
 use strata::oci::media::{DOCKER_LIST, DOCKER_MANIFEST};
+use strata::progress::NoProgress;
 use strata::registry::auth::Credentials;
-use strata::registry::{ClientOptions, Error, NoProgress, Platform, PullOptions, Reference, pull};
+use strata::registry::{ClientOptions, Error, Platform, PullOptions, Reference, pull};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

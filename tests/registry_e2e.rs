@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use strata::oci::Digest;
+use strata::progress::{NoProgress, Progress};
 use strata::registry::auth::Credentials;
 use strata::registry::layout;
 use strata::registry::{
-    ClientOptions, Error, NoProgress, Progress, PullOptions, PushOptions, Reference, login, pull,
-    push,
+    ClientOptions, Error, PullOptions, PushOptions, Reference, login, pull, push,
 };
 use support::{Events, Registry, TestImages, hash_ok, run, skip_reason};
 
@@ -441,7 +441,7 @@ struct KillAfter<'a> {
 }
 
 impl Progress for KillAfter<'_> {
-    fn start(&self, _: &str, _: &str, _: Option<u64>) {}
+    fn begin(&self, _: &str, _: &str, _: Option<u64>) {}
     fn advance(&self, _: &str, bytes: u64) {
         let total = self.seen.fetch_add(bytes, Ordering::SeqCst) + bytes;
         if total >= self.after
@@ -452,8 +452,8 @@ impl Progress for KillAfter<'_> {
             self.reg.kill();
         }
     }
-    fn finish(&self, _: &str) {}
-    fn already_exists(&self, _: &str, _: &str) {}
+    fn finish(&self, _: &str, _: &str) {}
+    fn message(&self, _: &str) {}
 }
 
 fn layout_blobs_valid(dir: &Path) -> Result<usize, Box<dyn std::error::Error>> {

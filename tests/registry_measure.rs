@@ -7,8 +7,9 @@ mod support;
 
 use std::path::Path;
 use std::time::Instant;
+use strata::progress::NoProgress;
 use strata::registry::{
-    ClientOptions, NoProgress, PullOptions, PullResult, PushOptions, Reference, layout, pull, push,
+    ClientOptions, PullOptions, PullResult, PushOptions, Reference, layout, pull, push,
 };
 use support::{Registry, TestImages, skip_reason};
 

@@ -7,7 +7,8 @@ use std::io::Read;
 use strata::image::exchange::{SourceImage, SourceLayer};
 use strata::image::names;
 use strata::oci::{Digest, ImageIndex, ImageManifest, MediaType};
-use strata::store::{NoProgress, Store};
+use strata::progress::NoProgress;
+use strata::store::Store;
 
 fn blob(dir: &std::path::Path, d: impl AsRef<str>) -> std::path::PathBuf {
     dir.join("blobs/sha256")
@@ -61,9 +62,7 @@ fn zstd_layers_and_put_blob_then_import_images() {
 
     let root = work.join("store");
     let store = Store::open(&root).unwrap();
-    let loaded = store
-        .import_oci_layout(&oci, "zst", &mut NoProgress)
-        .unwrap();
+    let loaded = store.import_oci_layout(&oci, "zst", &NoProgress).unwrap();
     assert_eq!(loaded[0].tags, vec!["zst:two".to_string()]);
     let theirs = tree(&umoci_rootfs(&src, "two", &work.join("bundle")));
     assert_eq!(union_tree(&image_layers(&root, "zst:two")), theirs);
@@ -104,7 +103,7 @@ fn zstd_layers_and_put_blob_then_import_images() {
         layers,
         repo_digests: vec![format!("registry.example/x/y@{md}")],
     };
-    let got = s2.import_images(vec![src_img], &mut NoProgress).unwrap();
+    let got = s2.import_images(vec![src_img], &NoProgress).unwrap();
     assert_eq!(got[0].image.manifest_digest, md);
     let ins: serde_json::Value =
         serde_json::from_str(&ok(&root2, &["inspect", "registry.example/x/y:1"])).unwrap();
@@ -135,7 +134,7 @@ fn zstd_layers_and_put_blob_then_import_images() {
     };
     let err = Store::open(&work.join("store3"))
         .unwrap()
-        .import_images(vec![img], &mut NoProgress)
+        .import_images(vec![img], &NoProgress)
         .unwrap_err()
         .to_string();
     assert!(
@@ -196,9 +195,7 @@ fn import_pulled_layout_without_the_blobs_the_store_has() {
     let store = Store::open(&root).unwrap();
     // The store has image one (bottom layer, same gzip blob as in image two).
     let src = fx.join("img.oci");
-    store
-        .import_oci_layout(&src, "img", &mut NoProgress)
-        .unwrap();
+    store.import_oci_layout(&src, "img", &NoProgress).unwrap();
     ok(&root, &["rmi", "img:two"]);
     // A "pulled" layout of image two without the blobs the store has.
     let pulled = work.join("pulled");
@@ -240,12 +237,7 @@ fn import_pulled_layout_without_the_blobs_the_store_has() {
     .unwrap();
     let md = digest(&two);
     let got = store
-        .import_pulled_layout(
-            &pulled,
-            "registry.example/lib/test:two",
-            &md,
-            &mut NoProgress,
-        )
+        .import_pulled_layout(&pulled, "registry.example/lib/test:two", &md, &NoProgress)
         .unwrap();
     assert_eq!(
         got[0].tags,

@@ -135,9 +135,9 @@ pub fn commit(
     quiet: bool,
 ) -> anyhow::Result<i32> {
     let c = store.container(container)?;
-    let mut prog = CliProgress::new(quiet);
+    let prog = CliProgress::new(quiet);
     let rec = store
-        .commit(&c, opts, &mut prog)
+        .commit(&c, opts, &prog)
         .with_context(|| format!("commit {}", c.name))?;
     println!("{}", rec.id);
     Ok(0)

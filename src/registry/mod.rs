@@ -21,15 +21,16 @@ pub mod client;
 pub mod error;
 pub mod layout;
 pub mod manifest;
-pub mod progress;
 pub mod pull;
 pub mod push;
 
 pub use crate::oci::Platform;
 pub use crate::oci::Reference;
+
+/// The status a blob's transfer ends with (see [`crate::progress::Progress::finish`]).
+pub const TRANSFER_COMPLETE: &str = "Transfer complete";
 pub use auth::{login, logout};
 pub use client::ClientOptions;
 pub use error::{Error, Result};
-pub use progress::{NoProgress, PlainProgress, Progress};
 pub use pull::{PullOptions, PullResult, pull};
 pub use push::{PushOptions, push};

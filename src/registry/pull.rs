@@ -7,11 +7,12 @@ use crate::oci::Reference;
 use crate::oci::digest::Hasher;
 use crate::oci::media::{IMAGE_NAME, REF_NAME};
 use crate::oci::{self, Descriptor, Digest, MediaType, Platform};
+use crate::progress::{ALREADY_EXISTS, Progress};
+use crate::registry::TRANSFER_COMPLETE;
 use crate::registry::client::{Client, ClientOptions, ReqBody, Scope};
 use crate::registry::error::{Error, Result};
 use crate::registry::layout;
 use crate::registry::manifest::{self, Manifest};
-use crate::registry::progress::Progress;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -150,7 +151,7 @@ pub fn pull(
             continue;
         }
         if have_blob(&l.digest) {
-            progress.already_exists(l.digest.as_str(), "layer");
+            progress.finish(l.digest.as_str(), ALREADY_EXISTS);
             skipped.push(l.digest);
         } else {
             queue.push(l);
@@ -307,7 +308,7 @@ fn fetch_blob(
     let digest = &desc.digest;
     let final_path = layout::blob_path(dest, digest);
     if layout::has_valid_blob(dest, digest, desc.size)? {
-        progress.already_exists(digest.as_str(), what);
+        progress.finish(digest.as_str(), ALREADY_EXISTS);
         return Ok(false);
     }
     let partial = partial_path(dest, digest);
@@ -315,7 +316,7 @@ fn fetch_blob(
     if layout::has_valid_blob(dest, digest, desc.size)? {
         // Another pull finished it while this one waited for the lock.
         let _ = std::fs::remove_file(&partial);
-        progress.already_exists(digest.as_str(), what);
+        progress.finish(digest.as_str(), ALREADY_EXISTS);
         return Ok(false);
     }
 
@@ -386,7 +387,11 @@ fn fetch_blob(
             .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
             .map_err(|e| Error::io("truncate", &partial, e))?;
     }
-    progress.start(digest.as_str(), what, Some(desc.size));
+    progress.begin(
+        digest.as_str(),
+        &format!("Transferring {what}"),
+        Some(desc.size),
+    );
     if append {
         progress.advance(digest.as_str(), hasher.len());
     }
@@ -457,7 +462,7 @@ fn finish_blob(
 ) -> Result<()> {
     std::fs::rename(partial, final_path).map_err(|e| Error::io("rename into", final_path, e))?;
     layout::sync_dir(final_path.parent().unwrap_or(dest))?;
-    progress.finish(digest.as_str());
+    progress.finish(digest.as_str(), TRANSFER_COMPLETE);
     Ok(())
 }
 

@@ -4,11 +4,12 @@
 
 use crate::oci::Reference;
 use crate::oci::{self, Descriptor, Digest, MediaType};
+use crate::progress::{ALREADY_EXISTS, Progress};
+use crate::registry::TRANSFER_COMPLETE;
 use crate::registry::client::{Client, ClientOptions, ReqBody, Scope};
 use crate::registry::error::{Error, Result};
 use crate::registry::layout;
 use crate::registry::manifest::{self, Manifest};
-use crate::registry::progress::Progress;
 use std::path::Path;
 use ureq::http::{self, StatusCode};
 
@@ -134,7 +135,7 @@ fn push_blob(
     let (client, repo) = (target.client, target.repo);
     let digest = &oci::digest_of(desc)?;
     if blob_exists(client, repo, digest)? {
-        progress.already_exists(digest.as_str(), what);
+        progress.finish(digest.as_str(), ALREADY_EXISTS);
         return Ok(());
     }
     let path = layout::blob_path(dir, digest);
@@ -148,7 +149,7 @@ fn push_blob(
             actual: size,
         });
     }
-    progress.start(digest.as_str(), what, Some(size));
+    progress.begin(digest.as_str(), &format!("Transferring {what}"), Some(size));
     let url = match target.mount_from {
         Some(from) => client.url(repo, &format!("blobs/uploads/?mount={digest}&from={from}")),
         None => client.url(repo, "blobs/uploads/"),
@@ -160,7 +161,7 @@ fn push_blob(
             digest.short(),
             target.mount_from.unwrap_or_default()
         ));
-        progress.finish(digest.as_str());
+        progress.finish(digest.as_str(), TRANSFER_COMPLETE);
         return Ok(());
     }
     if resp.status() != StatusCode::ACCEPTED {
@@ -191,7 +192,7 @@ fn push_blob(
         _ => return Err(client.status_error(resp, &format!("upload of blob {digest}"), repo)),
     }
     progress.advance(digest.as_str(), size);
-    progress.finish(digest.as_str());
+    progress.finish(digest.as_str(), TRANSFER_COMPLETE);
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use super::blobs::stage_bytes;
 use super::control::{self, PauseOutcome};
 use super::load::synth_manifest;
 use super::records::{ContainerRecord, ImageRecord, LayerRecord, LayerRef};
-use super::{Progress, Result, Store, StoreError};
+use super::{Result, Store, StoreError};
 use crate::image::ImageError;
 use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::compress::{self, Compression};
@@ -15,6 +15,7 @@ use crate::image::diff::{DiffOptions, write_layer_tar};
 use crate::image::time;
 use crate::oci::digest::{HashReader, HashWriter};
 use crate::oci::{Digest, ImageConfiguration, Platform, Reference};
+use crate::progress::{ALREADY_EXISTS, Progress};
 use oci_spec::image::{Arch, Config, History, Os};
 use std::path::{Path, PathBuf};
 
@@ -118,7 +119,7 @@ impl Store {
         &self,
         c: &ContainerRecord,
         opts: &CommitOptions,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<ImageRecord> {
         if let Some(t) = &opts.tag {
             Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?;
@@ -187,7 +188,7 @@ impl Store {
         &self,
         src: &Path,
         tag: Option<&str>,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<ImageRecord> {
         if let Some(t) = tag {
             Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?;
@@ -239,7 +240,7 @@ impl Store {
         &self,
         staging: &Staging,
         tar_path: &Path,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<LayerRef> {
         let f = std::fs::File::open(tar_path).map_err(StoreError::io("open layer tar"))?;
         let mut r = HashReader::new(f);
@@ -267,7 +268,7 @@ impl Store {
             let _ = f.sync_all();
         }
         if self.has_layer(&diff_id) {
-            progress.finish(diff_id.short(), "Already exists");
+            progress.finish(diff_id.as_str(), ALREADY_EXISTS);
         } else {
             let rec = LayerRecord {
                 diff_id: diff_id.clone(),
@@ -279,7 +280,7 @@ impl Store {
                 serde_json::to_vec_pretty(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             std::fs::write(unpack_dir.join("layer.json"), b)
                 .map_err(StoreError::io("write layer.json"))?;
-            progress.finish(diff_id.short(), "Layer written");
+            progress.finish(diff_id.as_str(), "Layer written");
         }
         Ok(LayerRef {
             digest: diff_id.clone(),

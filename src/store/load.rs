@@ -6,7 +6,7 @@
 use super::atomic::{Staging, fsync_tree, install};
 use super::blobs::{TeeReader, stage_bytes};
 use super::records::{ImageRecord, LayerRecord, LayerRef};
-use super::{Progress, Result, Store, StoreError};
+use super::{Result, Store, StoreError};
 use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::archive::{self, Format};
 use crate::image::compress;
@@ -17,7 +17,8 @@ use crate::image::{ImageError, docker_archive, oci_layout};
 use crate::oci::Reference;
 use crate::oci::digest::HashReader;
 use crate::oci::{self, Digest, MediaType};
-use crate::progress::CountReader;
+use crate::progress::Progress;
+use crate::progress::{ALREADY_EXISTS, CountReader};
 use oci_spec::image::ImageManifestBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -47,7 +48,7 @@ impl Store {
         &self,
         reader: R,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let staging = Staging::new(&self.path("tmp"))?;
@@ -64,7 +65,7 @@ impl Store {
         &self,
         dir: &Path,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         self.load_dir_locked(dir, name_hint, progress)
@@ -74,7 +75,7 @@ impl Store {
         &self,
         dir: &Path,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let sources = match archive::detect_format(dir)? {
             Format::DockerArchive => docker_archive::read(dir)?,
@@ -88,7 +89,7 @@ impl Store {
         &self,
         dir: &Path,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let sources = oci_layout::read(dir, name_hint)?;
@@ -103,7 +104,7 @@ impl Store {
         dir: &Path,
         reference: &str,
         manifest_digest: &Digest,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let r = Reference::parse(reference).map_err(ImageError::from)?;
@@ -121,7 +122,7 @@ impl Store {
     pub fn import_images(
         &self,
         sources: Vec<SourceImage>,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         self.import_images_locked(sources, progress)
@@ -130,7 +131,7 @@ impl Store {
     pub(crate) fn import_images_locked(
         &self,
         sources: Vec<SourceImage>,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let staging = Staging::new(&self.path("tmp"))?;
         let mut staged_layers: HashMap<Digest, StagedLayer> = HashMap::new();
@@ -252,13 +253,13 @@ impl Store {
         diff_id: &Digest,
         staged: &mut HashMap<Digest, StagedLayer>,
         what: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<LayerRef> {
         let err = |e: ImageError| StoreError::Layer {
             layer: what.to_string(),
             error: e,
         };
-        let id = diff_id.short().to_string();
+        let id = diff_id.to_string();
         // A pull leaves out of its layout the blobs the store said it has: read ours.
         let path = match &l.digest {
             Some(d) if !l.path.exists() && self.has_blob(d) => self.blob_path(d),
@@ -381,14 +382,7 @@ impl Store {
             diff_id: diff_id.clone(),
             diff_size,
         };
-        progress.finish(
-            &id,
-            if have_layer {
-                "Already exists"
-            } else {
-                "Loaded"
-            },
-        );
+        progress.finish(&id, if have_layer { ALREADY_EXISTS } else { "Loaded" });
         let entry = staged.entry(diff_id.clone()).or_insert(StagedLayer {
             layer_ref: layer_ref.clone(),
             unpacked: None,

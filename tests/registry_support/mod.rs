@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use strata::registry::Progress;
+use strata::progress::{ALREADY_EXISTS, Progress};
 
 pub type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -372,15 +372,16 @@ impl Events {
 }
 
 impl Progress for Events {
-    fn start(&self, digest: &str, _: &str, _: Option<u64>) {
+    fn begin(&self, digest: &str, _: &str, _: Option<u64>) {
         self.push(format!("start {digest}"));
     }
     fn advance(&self, _: &str, _: u64) {}
-    fn finish(&self, digest: &str) {
-        self.push(format!("finish {digest}"));
-    }
-    fn already_exists(&self, digest: &str, _: &str) {
-        self.push(format!("exists {digest}"));
+    fn finish(&self, digest: &str, status: &str) {
+        if status == ALREADY_EXISTS {
+            self.push(format!("exists {digest}"));
+        } else {
+            self.push(format!("finish {digest}"));
+        }
     }
     fn message(&self, line: &str) {
         self.push(format!("message {line}"));
