@@ -361,8 +361,12 @@ fn push_layer(
 impl Store {
     /// Rootless: the user's own uid:gid, written as 0:0 in layer tars.
     fn owner_map(&self) -> Option<(u32, u32)> {
-        self.rootless()
-            .then(|| unsafe { (libc::geteuid(), libc::getegid()) })
+        self.rootless().then(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        })
     }
 }
 

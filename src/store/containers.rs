@@ -150,12 +150,10 @@ pub fn is_mounted(mp: &Path) -> bool {
 
 /// Unmount `mp` (fusermount3 -u for users, umount2 for root).
 pub fn unmount(mp: &Path) -> Result<()> {
-    if crate::image::fsutil::is_root() {
-        let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())
-            .map_err(|_| StoreError::Conflict("NUL in mountpoint".into()))?;
-        if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-            return Ok(());
-        }
+    if crate::image::fsutil::is_root()
+        && rustix::mount::unmount(mp, rustix::mount::UnmountFlags::empty()).is_ok()
+    {
+        return Ok(());
     }
     for prog in ["fusermount3", "fusermount"] {
         match std::process::Command::new(prog).arg("-u").arg(mp).status() {
