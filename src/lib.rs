@@ -5,7 +5,7 @@
 //! (store, image formats, registry, CLI) keeps content-addressed layers and mounts images
 //! through [`fs`]; its shared vocabulary (digests, references, OCI documents) is [`oci`], long
 //! work reports through [`progress`], and file locks are [`lockfile`]'s. Data flows one way:
-//! CLI -> store/image -> fs and registry -> oci/progress/lockfile.
+//! CLI -> store/image -> fs/registry, with oci, progress and lockfile below them all.
 
 pub mod cli;
 pub mod fs;

@@ -24,13 +24,12 @@ pub mod manifest;
 pub mod pull;
 pub mod push;
 
-pub use crate::oci::Platform;
-pub use crate::oci::Reference;
-
-/// The status a blob's transfer ends with (see [`crate::progress::Progress::finish`]).
-pub const TRANSFER_COMPLETE: &str = "Transfer complete";
+pub use crate::oci::{Platform, Reference};
 pub use auth::{login, logout};
 pub use client::ClientOptions;
 pub use error::{Error, Result};
 pub use pull::{PullOptions, PullResult, pull};
 pub use push::{PushOptions, push};
+
+/// The status a blob's transfer ends with (see [`crate::progress::Progress::finish`]).
+pub const TRANSFER_COMPLETE: &str = "Transfer complete";
