@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use strata::oci::Digest;
+use strata::oci::media::{DOCKER_LIST, DOCKER_MANIFEST};
+use strata::progress::NoProgress;
 use strata::registry::auth::Credentials;
-use strata::registry::digest::sha256_digest;
-use strata::registry::manifest::{DOCKER_LIST, DOCKER_MANIFEST};
-use strata::registry::{ClientOptions, Error, NoProgress, Platform, PullOptions, Reference, pull};
+use strata::registry::{ClientOptions, Error, Platform, PullOptions, Reference, pull};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -139,12 +140,12 @@ impl Mock {
 fn manifest(config: &[u8], layers: &[&[u8]], note: &str) -> Vec<u8> {
     let ls: Vec<String> = layers
         .iter()
-        .map(|l| format!(r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":{},"digest":"{}"}}"#, l.len(), sha256_digest(l)))
+        .map(|l| format!(r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":{},"digest":"{}"}}"#, l.len(), Digest::of(l)))
         .collect();
     format!(
         r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{}"}},"layers":[{}],"annotations":{{"n":"{note}"}}}}"#,
         config.len(),
-        sha256_digest(config),
+        Digest::of(config),
         ls.join(",")
     )
     .into_bytes()
@@ -178,7 +179,7 @@ fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
     let arm = manifest(&config, &lrefs[..1], "arm64");
     let list = format!(
         r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","size":{},"digest":"{}","platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{DOCKER_MANIFEST}","size":{},"digest":"{}","platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#,
-        amd.len(), sha256_digest(&amd), arm.len(), sha256_digest(&arm)
+        amd.len(), Digest::of(&amd), arm.len(), Digest::of(&arm)
     ).into_bytes();
     let bad_layer = vec![9u8; 5000];
     let bad = manifest(&config, &[&bad_layer], "bad");
@@ -190,31 +191,31 @@ fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
         (DOCKER_LIST.to_string(), list.clone()),
     );
     routes.insert(
-        format!("/v2/lib/app/manifests/{}", sha256_digest(&amd)),
+        format!("/v2/lib/app/manifests/{}", Digest::of(&amd)),
         m(&amd),
     );
     routes.insert(
-        format!("/v2/lib/app/manifests/{}", sha256_digest(&arm)),
+        format!("/v2/lib/app/manifests/{}", Digest::of(&arm)),
         m(&arm),
     );
     routes.insert("/v2/lib/app/manifests/bad".into(), m(&bad));
     let blob = |b: &[u8]| ("application/octet-stream".to_string(), b.to_vec());
     routes.insert(
-        format!("/v2/lib/app/blobs/{}", sha256_digest(&config)),
+        format!("/v2/lib/app/blobs/{}", Digest::of(&config)),
         blob(&config),
     );
     for l in &layers {
-        routes.insert(format!("/v2/lib/app/blobs/{}", sha256_digest(l)), blob(l));
+        routes.insert(format!("/v2/lib/app/blobs/{}", Digest::of(l)), blob(l));
     }
     // Served content of the right size that does not match its digest.
     routes.insert(
-        format!("/v2/lib/app/blobs/{}", sha256_digest(&bad_layer)),
+        format!("/v2/lib/app/blobs/{}", Digest::of(&bad_layer)),
         blob(&[8u8; 5000]),
     );
     let mock = Mock::start(routes)?;
     let host = format!("127.0.0.1:{}", mock.port);
     let tmp = tempfile::tempdir()?;
-    let never = |_: &str| false;
+    let never = |_: &Digest| false;
 
     // Bearer flow: one token for the scope, shared by the parallel layer downloads.
     let res = pull(
@@ -224,7 +225,7 @@ fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
         &never,
         &NoProgress,
     )?;
-    assert_eq!(res.manifest_media_type, DOCKER_MANIFEST);
+    assert_eq!(res.manifest_media_type.as_ref(), DOCKER_MANIFEST);
     assert_eq!(res.layers.len(), 4);
     assert_eq!(res.downloaded.len(), 5);
     assert_eq!(mock.count("GET /token"), 1);
@@ -245,9 +246,9 @@ fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
         &NoProgress,
     )?;
     if Platform::host().to_string() == "linux/amd64" {
-        assert_eq!(res.manifest_digest, sha256_digest(&amd));
+        assert_eq!(res.manifest_digest, Digest::of(&amd));
     }
-    assert_eq!(res.index_digest, Some(sha256_digest(&list)));
+    assert_eq!(res.index_digest, Some(Digest::of(&list)));
     let arm_opts = PullOptions {
         platform: Some(Platform::parse("linux/arm64")?),
         ..opts(Some(("u", "p")))
@@ -259,7 +260,7 @@ fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
         &never,
         &NoProgress,
     )?;
-    assert_eq!(res.manifest_digest, sha256_digest(&arm));
+    assert_eq!(res.manifest_digest, Digest::of(&arm));
     assert_eq!(res.layers.len(), 1);
     let e = pull(
         &multi,
@@ -287,9 +288,9 @@ fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
     .err()
     .ok_or("a corrupt blob was accepted")?;
     assert!(matches!(e, Error::DigestMismatch { .. }), "{e:?}");
-    assert!(e.to_string().contains(&sha256_digest(&bad_layer)));
+    assert!(e.to_string().contains(Digest::of(&bad_layer).as_str()));
     assert!(
-        !strata::registry::layout::blob_path(&tmp.path().join("e"), &sha256_digest(&bad_layer))?
+        !strata::registry::layout::blob_path(&tmp.path().join("e"), &Digest::of(&bad_layer))
             .exists()
     );
 

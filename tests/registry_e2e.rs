@@ -7,11 +7,12 @@ mod support;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use strata::oci::Digest;
+use strata::progress::{NoProgress, Progress};
 use strata::registry::auth::Credentials;
 use strata::registry::layout;
 use strata::registry::{
-    ClientOptions, Error, NoProgress, Progress, PullOptions, PushOptions, Reference, login, pull,
-    push,
+    ClientOptions, Error, PullOptions, PushOptions, Reference, login, pull, push,
 };
 use support::{Events, Registry, TestImages, hash_ok, run, skip_reason};
 
@@ -34,10 +35,10 @@ fn pull_opts(client: ClientOptions) -> PullOptions {
 }
 
 fn r(s: &str) -> Result<Reference, Error> {
-    Reference::parse(s)
+    Ok(Reference::parse(s)?)
 }
 
-fn never(_: &str) -> bool {
+fn never(_: &Digest) -> bool {
     false
 }
 
@@ -88,7 +89,7 @@ fn pull_then_push_round_trip() -> TestResult {
     // A second pull where the caller has every layer downloads no layer.
     let l2 = tmp.path().join("l2");
     let events = Events::default();
-    let have_all = |_: &str| true;
+    let have_all = |_: &Digest| true;
     let res2 = pull(
         &r(&format!("{host}/test/busybox:1"))?,
         &pull_opts(insecure()),
@@ -98,7 +99,7 @@ fn pull_then_push_round_trip() -> TestResult {
     )?;
     assert_eq!(res2.skipped, res.layers);
     assert_eq!(res2.downloaded, vec![res.config_digest.clone()]);
-    assert!(events.has("exists", &res.layers[0]));
+    assert!(events.has("exists", res.layers[0].as_str()));
     // Again into the same layout: nothing at all is fetched but the manifest.
     let res3 = pull(
         &r(&format!("{host}/test/busybox:1"))?,
@@ -110,11 +111,7 @@ fn pull_then_push_round_trip() -> TestResult {
     assert!(res3.downloaded.is_empty(), "{res3:?}");
 
     // The derived image shares the base layer: only its new layer comes over the wire.
-    let in_l1 = |d: &str| {
-        layout::blob_path(&l1, d)
-            .map(|p| p.exists())
-            .unwrap_or(false)
-    };
+    let in_l1 = |d: &Digest| layout::blob_path(&l1, d).exists();
     let app = pull(
         &r(&format!("{host}/test/app:1"))?,
         &PullOptions {
@@ -243,7 +240,7 @@ fn pull_then_push_round_trip() -> TestResult {
         &events,
     )?;
     assert_eq!(events.count("start"), 2, "{:?}", events.lines());
-    assert!(events.has("exists", &res.layers[0]));
+    assert!(events.has("exists", res.layers[0].as_str()));
     Ok(())
 }
 
@@ -444,7 +441,7 @@ struct KillAfter<'a> {
 }
 
 impl Progress for KillAfter<'_> {
-    fn start(&self, _: &str, _: &str, _: Option<u64>) {}
+    fn begin(&self, _: &str, _: &str, _: Option<u64>) {}
     fn advance(&self, _: &str, bytes: u64) {
         let total = self.seen.fetch_add(bytes, Ordering::SeqCst) + bytes;
         if total >= self.after
@@ -455,8 +452,8 @@ impl Progress for KillAfter<'_> {
             self.reg.kill();
         }
     }
-    fn finish(&self, _: &str) {}
-    fn already_exists(&self, _: &str, _: &str) {}
+    fn finish(&self, _: &str, _: &str) {}
+    fn message(&self, _: &str) {}
 }
 
 fn layout_blobs_valid(dir: &Path) -> Result<usize, Box<dyn std::error::Error>> {
@@ -524,7 +521,7 @@ fn interrupted_pull_leaves_no_partial_blob_and_resumes() -> TestResult {
         .layer_digests("big")?
         .pop()
         .ok_or("big image has no layer")?;
-    let whole = std::fs::read(layout::blob_path(&imgs.layout, &big_digest)?)?;
+    let whole = std::fs::read(layout::blob_path(&imgs.layout, &big_digest))?;
     let mut got = Vec::new();
     std::io::Read::read_to_end(
         &mut client.fetch_range("test/big", &big_digest, 1_000_000, 4096)?,
@@ -539,8 +536,7 @@ fn interrupted_pull_leaves_no_partial_blob_and_resumes() -> TestResult {
         &never,
         &NoProgress,
     )?;
-    let big =
-        std::fs::metadata(layout::blob_path(&dest, &res.layers[res.layers.len() - 1])?)?.len();
+    let big = std::fs::metadata(layout::blob_path(&dest, &res.layers[res.layers.len() - 1]))?.len();
     eprintln!(
         "resumed pull moved {} of {big} layer bytes",
         res.bytes_downloaded

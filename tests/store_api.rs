@@ -4,13 +4,19 @@
 mod common;
 use common::*;
 use std::io::Read;
-use strata::image::Digest;
-use strata::image::spec::{self, Index, Manifest, SourceImage, SourceLayer};
-use strata::store::{NoProgress, Store};
+use strata::image::exchange::{SourceImage, SourceLayer};
+use strata::image::names;
+use strata::oci::{Digest, ImageIndex, ImageManifest, MediaType};
+use strata::progress::NoProgress;
+use strata::store::Store;
 
-fn blob(dir: &std::path::Path, d: &str) -> std::path::PathBuf {
+fn blob(dir: &std::path::Path, d: impl AsRef<str>) -> std::path::PathBuf {
     dir.join("blobs/sha256")
-        .join(d.trim_start_matches("sha256:"))
+        .join(d.as_ref().trim_start_matches("sha256:"))
+}
+
+fn digest(d: &strata::oci::Descriptor) -> Digest {
+    strata::oci::digest_of(d).unwrap()
 }
 
 #[test]
@@ -24,13 +30,14 @@ fn zstd_layers_and_put_blob_then_import_images() {
         .arg("-a")
         .arg(&src)
         .arg(&oci));
-    let idx: Index =
+    let idx: ImageIndex =
         serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
-    let d0 = &idx.manifests[0];
-    let mut m: Manifest =
-        serde_json::from_slice(&std::fs::read(blob(&oci, &d0.digest)).unwrap()).unwrap();
-    for l in &mut m.layers {
-        let gz = std::fs::File::open(blob(&oci, &l.digest)).unwrap();
+    let d0 = &idx.manifests()[0];
+    let mut m: ImageManifest =
+        serde_json::from_slice(&std::fs::read(blob(&oci, d0.digest())).unwrap()).unwrap();
+    let mut zlayers = m.layers().clone();
+    for l in &mut zlayers {
+        let gz = std::fs::File::open(blob(&oci, l.digest())).unwrap();
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(gz)
             .read_to_end(&mut raw)
@@ -38,28 +45,24 @@ fn zstd_layers_and_put_blob_then_import_images() {
         let z = zstd::encode_all(&raw[..], 3).unwrap();
         let d = Digest::of(&z);
         std::fs::write(blob(&oci, d.as_str()), &z).unwrap();
-        l.digest = d.to_string();
-        l.size = z.len() as u64;
-        l.media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into();
+        l.set_digest(d.to_oci().unwrap());
+        l.set_size(z.len() as u64);
+        l.set_media_type(MediaType::ImageLayerZstd);
     }
+    m.set_layers(zlayers);
     let mb = serde_json::to_vec(&m).unwrap();
     let md = Digest::of(&mb);
     std::fs::write(blob(&oci, md.as_str()), &mb).unwrap();
     let mut d = d0.clone();
-    d.digest = md.to_string();
-    d.size = mb.len() as u64;
-    let idx2 = Index {
-        schema_version: 2,
-        media_type: None,
-        manifests: vec![d],
-    };
+    d.set_digest(md.to_oci().unwrap());
+    d.set_size(mb.len() as u64);
+    let mut idx2 = ImageIndex::default();
+    idx2.set_manifests(vec![d]);
     std::fs::write(oci.join("index.json"), serde_json::to_vec(&idx2).unwrap()).unwrap();
 
     let root = work.join("store");
     let store = Store::open(&root).unwrap();
-    let loaded = store
-        .import_oci_layout(&oci, "zst", &mut NoProgress)
-        .unwrap();
+    let loaded = store.import_oci_layout(&oci, "zst", &NoProgress).unwrap();
     assert_eq!(loaded[0].tags, vec!["zst:two".to_string()]);
     let theirs = tree(&umoci_rootfs(&src, "two", &work.join("bundle")));
     assert_eq!(union_tree(&image_layers(&root, "zst:two")), theirs);
@@ -68,43 +71,40 @@ fn zstd_layers_and_put_blob_then_import_images() {
             .image
             .layers
             .iter()
-            .all(|l| l.media_type.ends_with("+zstd"))
+            .all(|l| l.media_type.as_ref().ends_with("+zstd"))
     );
 
     // Registry-style: blobs go in first (verified), then the image is imported from them.
     let root2 = work.join("store2");
     let s2 = Store::open(&root2).unwrap();
-    let config = std::fs::read(blob(&oci, &m.config.digest)).unwrap();
-    let bad = s2.put_blob(
-        &b"not the layer"[..],
-        &Digest::parse(&m.layers[0].digest).unwrap(),
-    );
+    let config = std::fs::read(blob(&oci, m.config().digest())).unwrap();
+    let bad = s2.put_blob(&b"not the layer"[..], &digest(&m.layers()[0]));
     assert!(bad.is_err(), "put_blob accepted wrong content");
     let mut layers = Vec::new();
-    for l in &m.layers {
-        let dg = Digest::parse(&l.digest).unwrap();
+    for l in m.layers() {
+        let dg = digest(l);
         let p = s2
-            .put_blob(std::fs::File::open(blob(&oci, &l.digest)).unwrap(), &dg)
+            .put_blob(std::fs::File::open(blob(&oci, &dg)).unwrap(), &dg)
             .unwrap();
         assert!(s2.has_blob(&dg) && p == s2.blob_path(&dg));
         layers.push(SourceLayer {
             path: p,
-            name: l.digest.clone(),
+            name: dg.to_string(),
             digest: Some(dg),
-            size: Some(l.size),
-            media_type: Some(l.media_type.clone()),
+            size: Some(l.size()),
+            media_type: Some(l.media_type().clone()),
         });
     }
     let src_img = SourceImage {
         config: config.clone(),
-        config_digest: Digest::parse(&m.config.digest),
+        config_digest: Some(digest(m.config())),
         manifest: Some(mb.clone()),
-        tags: vec![spec::normalize_ref("registry.example/x/y:1")],
+        tags: vec![names::key("registry.example/x/y:1").unwrap()],
         layers,
         repo_digests: vec![format!("registry.example/x/y@{md}")],
     };
-    let got = s2.import_images(vec![src_img], &mut NoProgress).unwrap();
-    assert_eq!(got[0].image.manifest_digest, md.to_string());
+    let got = s2.import_images(vec![src_img], &NoProgress).unwrap();
+    assert_eq!(got[0].image.manifest_digest, md);
     let ins: serde_json::Value =
         serde_json::from_str(&ok(&root2, &["inspect", "registry.example/x/y:1"])).unwrap();
     assert_eq!(
@@ -113,7 +113,7 @@ fn zstd_layers_and_put_blob_then_import_images() {
     );
     assert!(ok(&root2, &["fsck"]).contains("clean"));
     // A layer that does not match the config's diff ID is refused, naming it.
-    let mut wrong = m.layers.clone();
+    let mut wrong = m.layers().clone();
     wrong.swap(0, 1);
     let img = SourceImage {
         config,
@@ -123,8 +123,8 @@ fn zstd_layers_and_put_blob_then_import_images() {
         layers: wrong
             .iter()
             .map(|l| SourceLayer {
-                path: blob(&oci, &l.digest),
-                name: l.digest.clone(),
+                path: blob(&oci, l.digest()),
+                name: l.digest().to_string(),
                 digest: None,
                 size: None,
                 media_type: None,
@@ -134,11 +134,11 @@ fn zstd_layers_and_put_blob_then_import_images() {
     };
     let err = Store::open(&work.join("store3"))
         .unwrap()
-        .import_images(vec![img], &mut NoProgress)
+        .import_images(vec![img], &NoProgress)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains(&wrong[0].digest) && err.contains("diff ID"),
+        err.contains(wrong[0].digest().as_ref()) && err.contains("diff ID"),
         "{err}"
     );
 }
@@ -195,9 +195,7 @@ fn import_pulled_layout_without_the_blobs_the_store_has() {
     let store = Store::open(&root).unwrap();
     // The store has image one (bottom layer, same gzip blob as in image two).
     let src = fx.join("img.oci");
-    store
-        .import_oci_layout(&src, "img", &mut NoProgress)
-        .unwrap();
+    store.import_oci_layout(&src, "img", &NoProgress).unwrap();
     ok(&root, &["rmi", "img:two"]);
     // A "pulled" layout of image two without the blobs the store has.
     let pulled = work.join("pulled");
@@ -205,47 +203,41 @@ fn import_pulled_layout_without_the_blobs_the_store_has() {
         .arg("-a")
         .arg(&src)
         .arg(&pulled));
-    let idx: Index =
+    let idx: ImageIndex =
         serde_json::from_slice(&std::fs::read(pulled.join("index.json")).unwrap()).unwrap();
     let two = idx
-        .manifests
+        .manifests()
         .iter()
-        .find(|d| d.annotations.as_ref().unwrap()["org.opencontainers.image.ref.name"] == "two")
+        .find(|d| d.annotations().as_ref().unwrap()["org.opencontainers.image.ref.name"] == "two")
         .unwrap()
         .clone();
-    let m: Manifest =
-        serde_json::from_slice(&std::fs::read(blob(&pulled, &two.digest)).unwrap()).unwrap();
+    let m: ImageManifest =
+        serde_json::from_slice(&std::fs::read(blob(&pulled, two.digest())).unwrap()).unwrap();
     let mut skipped = 0;
-    for l in &m.layers {
-        if store.has_blob(&Digest::parse(&l.digest).unwrap()) {
-            std::fs::remove_file(blob(&pulled, &l.digest)).unwrap();
+    for l in m.layers() {
+        if store.has_blob(&digest(l)) {
+            std::fs::remove_file(blob(&pulled, l.digest())).unwrap();
             skipped += 1;
         }
     }
     assert_eq!(skipped, 1);
     let mut d = two.clone();
-    d.annotations.as_mut().unwrap().insert(
+    let mut ann = d.annotations().clone().unwrap();
+    ann.insert(
         "io.containerd.image.name".into(),
         "registry.example/lib/test:two".into(),
     );
-    let idx2 = Index {
-        schema_version: 2,
-        media_type: None,
-        manifests: vec![d],
-    };
+    d.set_annotations(Some(ann));
+    let mut idx2 = ImageIndex::default();
+    idx2.set_manifests(vec![d]);
     std::fs::write(
         pulled.join("index.json"),
         serde_json::to_vec(&idx2).unwrap(),
     )
     .unwrap();
-    let md = Digest::parse(&two.digest).unwrap();
+    let md = digest(&two);
     let got = store
-        .import_pulled_layout(
-            &pulled,
-            "registry.example/lib/test:two",
-            &md,
-            &mut NoProgress,
-        )
+        .import_pulled_layout(&pulled, "registry.example/lib/test:two", &md, &NoProgress)
         .unwrap();
     assert_eq!(
         got[0].tags,

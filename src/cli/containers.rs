@@ -80,10 +80,10 @@ pub fn ps(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> 
         .map(|c| {
             let mounted = is_mounted(Path::new(&c.mountpoint));
             let image =
-                if tags.get(&crate::image::spec::normalize_ref(&c.image_ref)) == Some(&c.image) {
+                if tags.get(&crate::image::names::lookup_key(&c.image_ref)) == Some(&c.image) {
                     c.image_ref.clone()
                 } else {
-                    c.image[7..19].to_string()
+                    c.image.short().to_string()
                 };
             (c, image, mounted)
         })
@@ -135,9 +135,9 @@ pub fn commit(
     quiet: bool,
 ) -> anyhow::Result<i32> {
     let c = store.container(container)?;
-    let mut prog = CliProgress::new(quiet);
+    let prog = CliProgress::new(quiet);
     let rec = store
-        .commit(&c, opts, &mut prog)
+        .commit(&c, opts, &prog)
         .with_context(|| format!("commit {}", c.name))?;
     println!("{}", rec.id);
     Ok(0)
@@ -146,8 +146,8 @@ pub fn commit(
 /// `strata diff CONTAINER`.
 pub fn diff(store: &Store, container: &str, format: OutFormat) -> anyhow::Result<i32> {
     let c = store.container(container)?;
-    let img = store.image(&crate::image::Digest::parse(&c.image).context("bad image id")?)?;
-    let lowers = store.image_lowerdirs(&img)?;
+    let img = store.image(&c.image)?;
+    let lowers = store.image_lowerdirs(&img);
     let changes = diff::changes(&store.container_dir(&c).join("upper"), &lowers)?;
     if format == OutFormat::Json {
         let v: Vec<_> = changes

@@ -3,7 +3,7 @@
 
 use super::{OutFormat, human_size};
 use crate::image::inspect;
-use crate::image::spec;
+use crate::image::names;
 use crate::store::Store;
 use serde_json::json;
 
@@ -13,11 +13,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
     let mut rows = Vec::new();
     for img in store.images()? {
         let cfg = store.image_config(&img)?;
-        let created = cfg
-            .get("created")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
+        let created = cfg.oci().created().clone().unwrap_or_default();
         let names: Vec<&String> = tags
             .iter()
             .filter(|(_, v)| **v == img.id)
@@ -33,7 +29,8 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
             ));
         }
         for n in names {
-            let (r, t) = spec::split_ref(n);
+            let (r, t) = names::split_key(n);
+            let t = t.unwrap_or_else(|| "<none>".to_string());
             rows.push((r, t, img.id.clone(), created.clone(), img.size()));
         }
     }
@@ -41,7 +38,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
         let mut seen = std::collections::HashSet::new();
         for r in &rows {
             if seen.insert(r.2.clone()) {
-                println!("{}", &r.2[7..19]);
+                println!("{}", r.2.short());
             }
         }
         return Ok(0);
@@ -63,7 +60,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
             "{:<40} {:<16} {:<14} {:<22} {}",
             r.0,
             r.1,
-            &r.2[7..19],
+            r.2.short(),
             r.3.get(..19).unwrap_or(&r.3),
             human_size(r.4)
         );
@@ -79,7 +76,7 @@ pub fn inspect(store: &Store, images: &[String]) -> anyhow::Result<i32> {
         let cfg = store.image_config(&img)?;
         let tags = store.tags_of(&img.id)?;
         out.push(inspect::inspect_json(
-            &img.id,
+            img.id.as_str(),
             &tags,
             &img.repo_digests,
             &cfg,

@@ -3,15 +3,14 @@
 //! and the store imports it; a push exports the image as an OCI layout and uploads it.
 
 use super::progress::CliProgress;
-use crate::image::Digest;
 use crate::image::docker_archive::DirSink;
 use crate::image::oci_layout;
+use crate::oci::Digest;
 use crate::registry::auth::Credentials;
 use crate::registry::{self, ClientOptions, Platform, PullOptions, PushOptions, Reference};
 use crate::store::Store;
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 /// Connection options shared by pull, push and login.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,47 +47,6 @@ impl RegistryArgs {
     }
 }
 
-/// The registry's progress interface (shared, `&self`) onto the CLI's progress lines.
-struct Bridge(Mutex<CliProgress>);
-
-impl registry::Progress for Bridge {
-    fn start(&self, digest: &str, what: &str, total: Option<u64>) {
-        if let Ok(mut p) = self.0.lock() {
-            crate::store::Progress::begin(
-                &mut *p,
-                short(digest),
-                &format!("Transferring {what}"),
-                total,
-            );
-        }
-    }
-    fn advance(&self, digest: &str, bytes: u64) {
-        if let Ok(mut p) = self.0.lock() {
-            crate::store::Progress::advance(&mut *p, short(digest), bytes);
-        }
-    }
-    fn finish(&self, digest: &str) {
-        if let Ok(mut p) = self.0.lock() {
-            crate::store::Progress::finish(&mut *p, short(digest), "Transfer complete");
-        }
-    }
-    fn already_exists(&self, digest: &str, _what: &str) {
-        if let Ok(mut p) = self.0.lock() {
-            crate::store::Progress::finish(&mut *p, short(digest), "Already exists");
-        }
-    }
-    fn message(&self, line: &str) {
-        if let Ok(mut p) = self.0.lock() {
-            crate::store::Progress::message(&mut *p, line);
-        }
-    }
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    hex.get(..12).unwrap_or(hex)
-}
-
 /// `strata pull REF`: prints the image ID.
 pub fn pull(
     store: &Store,
@@ -110,14 +68,13 @@ pub fn pull(
         .prefix("pull-")
         .tempdir_in(store.root().join("tmp"))
         .context("create a scratch layout in the store")?;
-    let bridge = Bridge(Mutex::new(CliProgress::new(quiet)));
-    let have = |d: &str| Digest::parse(d).is_some_and(|d| store.has_blob(&d));
-    let res = registry::pull(&r, &opts, tmp.path(), &have, &bridge)
-        .with_context(|| format!("pull {r}"))?;
-    let md = Digest::parse(&res.manifest_digest).context("registry gave a bad manifest digest")?;
-    let mut prog = bridge.0.into_inner().unwrap_or_else(|e| e.into_inner());
+    let prog = CliProgress::new(quiet);
+    let have = |d: &Digest| store.has_blob(d);
+    let res =
+        registry::pull(&r, &opts, tmp.path(), &have, &prog).with_context(|| format!("pull {r}"))?;
+    let md = res.manifest_digest;
     let loaded = store
-        .import_pulled_layout(tmp.path(), &r.to_string(), &md, &mut prog)
+        .import_pulled_layout(tmp.path(), &r.to_string(), &md, &prog)
         .with_context(|| format!("import {r}"))?;
     for l in loaded {
         if !quiet {
@@ -156,12 +113,12 @@ pub fn push(
             &mut |_| {},
         )?;
     }
-    let bridge = Bridge(Mutex::new(CliProgress::new(quiet)));
+    let prog = CliProgress::new(quiet);
     let opts = PushOptions {
         client: args.client()?,
         mount_from: None,
     };
-    let digest = registry::push(tmp.path(), None, &dest, &opts, &bridge)
+    let digest = registry::push(tmp.path(), None, &dest, &opts, &prog)
         .with_context(|| format!("push {dest}"))?;
     println!("{digest}");
     Ok(0)

@@ -19,32 +19,33 @@ fn name_hint(p: Option<&Path>) -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c))
         .collect();
-    if clean.is_empty() {
-        "image".into()
-    } else {
+    // The name of images an OCI layout names by tag only: it must be a reference's name.
+    if crate::oci::Reference::parse_tag(&clean).is_ok() {
         clean
+    } else {
+        "image".into()
     }
 }
 
 /// `strata load [-i FILE]`.
 pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> anyhow::Result<i32> {
-    let mut prog = CliProgress::new(quiet);
+    let prog = CliProgress::new(quiet);
     let hint = name_hint(input);
     let recs = match input {
         Some(p) if p.is_dir() => store
-            .load_dir(p, &hint, &mut prog)
+            .load_dir(p, &hint, &prog)
             .with_context(|| format!("load {}", p.display()))?,
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
             store
-                .load_archive(f, &hint, &mut prog)
+                .load_archive(f, &hint, &prog)
                 .with_context(|| format!("load {}", p.display()))?
         }
         None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
             anyhow::bail!("refusing to read an archive from a terminal: use -i FILE or a pipe")
         }
         None => store
-            .load_archive(std::io::stdin().lock(), &hint, &mut prog)
+            .load_archive(std::io::stdin().lock(), &hint, &prog)
             .context("load from stdin")?,
     };
     for r in &recs {
@@ -73,7 +74,7 @@ pub fn save(
     // Held until the archive is written: no rmi/prune may delete a blob we still read.
     let _lock = store.lock_shared()?;
     let exports = store.export_images(images)?;
-    let mut prog = CliProgress::new(quiet);
+    let prog = CliProgress::new(quiet);
     let total: u64 = exports
         .iter()
         .flat_map(|e| e.layers.iter())
@@ -85,7 +86,7 @@ pub fn save(
             }
         })
         .sum();
-    use crate::store::Progress;
+    use crate::progress::Progress;
     prog.begin("save", "Writing", Some(total));
     let mut adv = |n: u64| prog.advance("save", n);
     let write = |sink: &mut dyn Sink, adv: &mut dyn FnMut(u64)| -> anyhow::Result<()> {
@@ -142,9 +143,9 @@ pub fn import(
     reference: Option<&str>,
     quiet: bool,
 ) -> anyhow::Result<i32> {
-    let mut prog = CliProgress::new(quiet);
+    let prog = CliProgress::new(quiet);
     let rec = store
-        .import_rootfs(source, reference, &mut prog)
+        .import_rootfs(source, reference, &prog)
         .with_context(|| format!("import {}", source.display()))?;
     println!("{}", rec.id);
     Ok(0)

@@ -36,15 +36,6 @@ fn canonical_dir(what: &str, p: &Path) -> Result<PathBuf, MountError> {
     Ok(c)
 }
 
-fn is_mountpoint(p: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = p.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
 fn dev_of(p: &Path) -> Result<u64, MountError> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p)
@@ -104,7 +95,7 @@ fn validate(cfg: &MountConfig) -> Result<Checked, MountError> {
             }
         }
     }
-    if is_mountpoint(&mnt) {
+    if super::mountinfo::is_mountpoint(&mnt) {
         return Err(invalid(format!(
             "mountpoint {} is already mounted",
             mnt.display()

@@ -50,19 +50,9 @@ pub fn key_of(uuid: &[u8; 16], dir: BorrowedFd<'_>, name: &OsStr) -> Option<Inde
     fh.extend_from_slice(uuid);
     fh.extend_from_slice(&fid);
     Some(IndexKey {
-        name: OsString::from(hex(&fh)),
+        name: OsString::from(hex::encode(&fh)),
         origin: fh,
     })
-}
-
-fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(2 * b.len());
-    for x in b {
-        s.push(DIGITS[usize::from(x >> 4)] as char);
-        s.push(DIGITS[usize::from(x & 0xf)] as char);
-    }
-    s
 }
 
 /// An `overlay.origin` value: the file handle of the lower object an upper one was copied
@@ -104,7 +94,7 @@ impl IndexKey {
         parse_origin(v)?;
         let fh = v[..usize::from(v[2])].to_vec();
         Some(IndexKey {
-            name: OsString::from(hex(&fh)),
+            name: OsString::from(hex::encode(&fh)),
             origin: fh,
         })
     }

@@ -72,15 +72,11 @@ pub fn mount_fuse(
 /// Raise the kernel readahead of the new mount (root only, best effort): FUSE starts at
 /// 128 KiB, which turns a sequential read into many small requests to the daemon.
 pub fn tune_readahead(mnt: &Path, kib: u32) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(mounts) = super::mountinfo::mounts() else {
         return;
     };
-    let want = mnt.to_string_lossy().replace(' ', "\\040");
-    let dev = info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.get(4) == Some(&want.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
-    });
-    if let Some(dev) = dev {
+    let dev = mounts.into_iter().rev().find(|m| m.mount_point == mnt);
+    if let Some(dev) = dev.map(|m| m.device) {
         let _ = std::fs::write(
             format!("/sys/class/bdi/{dev}/read_ahead_kb"),
             kib.to_string(),

@@ -16,6 +16,7 @@ mod kmount;
 mod layer;
 mod lookup;
 mod meta;
+pub mod mountinfo;
 mod namespace;
 mod node;
 mod ops;

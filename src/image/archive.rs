@@ -53,7 +53,7 @@ fn lexical_join(base: &Path, target: &Path) -> Option<PathBuf> {
 
 /// Extract `reader` into the empty directory `dest`; `progress` gets byte counts.
 pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -> Result<()> {
-    let counting = super::digest::CountReader::new(reader, progress);
+    let counting = crate::progress::CountReader::new(reader, progress);
     let (_, inner) = compress::decompress(counting).map_err(ImageError::io("read archive"))?;
     let mut ar = tar::Archive::new(inner);
     let root =

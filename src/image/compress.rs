@@ -15,11 +15,12 @@ pub enum Compression {
 
 impl Compression {
     /// The OCI layer media type for this compression.
-    pub fn oci_layer_media_type(self) -> &'static str {
+    pub fn oci_layer_media_type(self) -> crate::oci::MediaType {
+        use crate::oci::MediaType;
         match self {
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => MediaType::ImageLayer,
+            Compression::Gzip => MediaType::ImageLayerGzip,
+            Compression::Zstd => MediaType::ImageLayerZstd,
         }
     }
 }

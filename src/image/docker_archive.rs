@@ -3,9 +3,11 @@
 
 use super::archive::member;
 use super::compress;
-use super::digest::Digest;
-use super::spec::{self, ExportImage, SourceImage, SourceLayer};
+use super::exchange::{ExportImage, SourceImage, SourceLayer};
+use super::names;
 use super::{ImageError, Result};
+use crate::oci::Digest;
+use crate::progress::CountReader;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
@@ -29,7 +31,7 @@ pub struct ArchiveManifest {
 fn digest_in_name(name: &str) -> Option<Digest> {
     let base = name.rsplit('/').next()?;
     let stem = base.split('.').next()?;
-    Digest::parse(stem)
+    Digest::from_hex(stem).ok()
 }
 
 /// The images in an unpacked docker-archive directory.
@@ -65,8 +67,8 @@ pub fn read(dir: &Path) -> Result<Vec<SourceImage>> {
             .repo_tags
             .unwrap_or_default()
             .iter()
-            .map(|t| spec::normalize_ref(t))
-            .collect();
+            .map(|t| names::key(t))
+            .collect::<std::result::Result<_, _>>()?;
         out.push(SourceImage {
             config,
             config_digest,
@@ -163,17 +165,18 @@ pub fn write(
                     .map_err(ImageError::io(format!("open blob {}", l.digest)))?;
                 let (_, r) = compress::decompress(f)
                     .map_err(ImageError::io(format!("read blob {}", l.digest)))?;
-                let mut counted = super::digest::CountReader::new(r, &mut *progress);
+                let mut counted = CountReader::new(r, &mut *progress);
                 sink.add(&lname, l.diff_size, &mut counted)?;
             }
             layers.push(lname);
         }
         for t in &img.tags {
-            let (n, tag) = spec::split_ref(t);
-            repos
-                .entry(n)
-                .or_default()
-                .insert(tag, id.hex().to_string());
+            if let (n, Some(tag)) = names::split_key(t) {
+                repos
+                    .entry(n)
+                    .or_default()
+                    .insert(tag, id.hex().to_string());
+            }
         }
         manifest.push(ArchiveManifest {
             config: cname,

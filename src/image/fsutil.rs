@@ -155,7 +155,7 @@ pub fn is_whiteout_dev(meta: &std::fs::Metadata) -> bool {
 
 /// The effective uid is 0.
 pub fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Parse a `user.containers.override_stat` value `UID:GID:MODE[:TYPE]`.

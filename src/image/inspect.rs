@@ -1,5 +1,6 @@
 //! Docker-shaped views of an image config: `inspect` JSON and `history` rows.
 
+use super::config::ImageConfig;
 use serde_json::{Value, json};
 
 /// Docker's `inspect` JSON for one image.
@@ -7,39 +8,30 @@ pub fn inspect_json(
     id: &str,
     repo_tags: &[String],
     repo_digests: &[String],
-    config: &Value,
+    config: &ImageConfig,
     size: u64,
 ) -> Value {
-    let s = |k: &str| {
-        config
-            .get(k)
-            .cloned()
-            .unwrap_or(Value::String(String::new()))
-    };
-    let layers = config
-        .pointer("/rootfs/diff_ids")
-        .cloned()
-        .unwrap_or(json!([]));
-    let comment = config
-        .get("history")
-        .and_then(Value::as_array)
+    let c = config.oci();
+    let comment = c
+        .history()
+        .as_ref()
         .and_then(|h| h.last())
-        .and_then(|h| h.get("comment"))
-        .cloned()
-        .unwrap_or(Value::String(String::new()));
+        .and_then(|h| h.comment().clone())
+        .unwrap_or_default();
     json!({
         "Id": id,
         "RepoTags": repo_tags,
         "RepoDigests": repo_digests,
         "Parent": "",
         "Comment": comment,
-        "Created": s("created"),
-        "Author": s("author"),
-        "Config": config.get("config").cloned().unwrap_or(json!({})),
-        "Architecture": s("architecture"),
-        "Os": s("os"),
+        "Created": c.created().clone().unwrap_or_default(),
+        "Author": c.author().clone().unwrap_or_default(),
+        // As the image has it: Docker's fields that oci-spec's Config lacks included.
+        "Config": config.raw("config").cloned().unwrap_or(json!({})),
+        "Architecture": c.architecture().to_string(),
+        "Os": c.os().to_string(),
         "Size": size,
-        "RootFS": { "Type": "layers", "Layers": layers },
+        "RootFS": { "Type": "layers", "Layers": c.rootfs().diff_ids() },
     })
 }
 
@@ -63,29 +55,15 @@ pub struct HistoryRow {
 }
 
 /// History rows from the config (newest first); `sizes[i]` is the size of layer i.
-pub fn history(config: &Value, sizes: &[u64]) -> Vec<HistoryRow> {
-    let diff_ids: Vec<String> = config
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let empty = Vec::new();
-    let hist = config
-        .get("history")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
+pub fn history(config: &ImageConfig, sizes: &[u64]) -> Vec<HistoryRow> {
+    let c = config.oci();
+    let diff_ids = c.rootfs().diff_ids();
+    let hist = c.history().as_deref().unwrap_or_default();
     let mut rows = Vec::new();
     let mut li = 0usize;
-    let text = |h: &Value, k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
     for h in hist {
-        let empty_layer = h
-            .get("empty_layer")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let empty_layer = h.empty_layer().unwrap_or(false);
         let (layer, size) = if empty_layer {
             ("<missing>".to_string(), 0)
         } else {
@@ -101,10 +79,10 @@ pub fn history(config: &Value, sizes: &[u64]) -> Vec<HistoryRow> {
         };
         rows.push(HistoryRow {
             layer,
-            created: text(h, "created"),
-            created_by: text(h, "created_by"),
-            comment: text(h, "comment"),
-            author: text(h, "author"),
+            created: text(h.created()),
+            created_by: text(h.created_by()),
+            comment: text(h.comment()),
+            author: text(h.author()),
             size,
             empty_layer,
         });

@@ -4,16 +4,16 @@
 pub mod apply;
 pub mod archive;
 pub mod compress;
+pub mod config;
 pub mod diff;
-pub mod digest;
 pub mod docker_archive;
+pub mod exchange;
 pub mod fsutil;
 pub mod inspect;
+pub mod names;
 pub mod oci_layout;
-pub mod spec;
+pub mod time;
 pub mod union;
-
-pub use digest::Digest;
 
 /// Errors of the image formats.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,9 @@ pub enum ImageError {
     /// The input is not in the expected format.
     #[error("{0}")]
     Format(String),
+    /// An image name in the input is not a reference.
+    #[error(transparent)]
+    Reference(#[from] crate::oci::ReferenceError),
     /// A layer tar entry was refused (hostile or unsupported input).
     #[error("refused tar entry {path:?}: {reason}")]
     Refused { path: String, reason: String },
@@ -35,8 +38,8 @@ pub enum ImageError {
     #[error("{what}: digest mismatch: expected {expected}, content has {actual}")]
     DigestMismatch {
         what: String,
-        expected: String,
-        actual: String,
+        expected: crate::oci::Digest,
+        actual: crate::oci::Digest,
     },
 }
 

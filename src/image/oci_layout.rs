@@ -2,19 +2,19 @@
 //! directory offers (verifying manifests and configs), and write images as a layout.
 
 use super::archive::member;
-use super::digest::Digest;
 use super::docker_archive::Sink;
-use super::spec::{
-    self, Descriptor, ExportImage, Index, Manifest, SourceImage, SourceLayer, media,
-};
+use super::exchange::{ExportImage, SourceImage, SourceLayer};
+use super::names;
 use super::{ImageError, Result};
-use std::collections::{BTreeMap, HashSet};
+use crate::oci::media::{self, IMAGE_NAME, REF_NAME};
+use crate::oci::{self, Descriptor, Digest, ImageIndex, ImageManifest, MediaType, Platform};
+use crate::progress::CountReader;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 fn blob_path(dir: &Path, d: &Descriptor) -> Result<(Digest, std::path::PathBuf)> {
-    let dg = Digest::parse(&d.digest)
-        .filter(|_| d.digest.starts_with("sha256:"))
-        .ok_or_else(|| ImageError::Format(format!("unsupported digest {:?}", d.digest)))?;
+    let dg = oci::digest_of(d)
+        .map_err(|_| ImageError::Format(format!("unsupported digest {:?}", d.digest().as_ref())))?;
     let p = member(dir, &format!("blobs/sha256/{}", dg.hex()))?;
     Ok((dg, p))
 }
@@ -36,31 +36,33 @@ fn read_verified(dir: &Path, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
     if actual != dg {
         return Err(ImageError::DigestMismatch {
             what: format!("{what} {dg}"),
-            expected: dg.to_string(),
-            actual: actual.to_string(),
+            expected: dg,
+            actual,
         });
     }
-    if bytes.len() as u64 != d.size {
+    if bytes.len() as u64 != d.size() {
         return Err(ImageError::Format(format!(
             "{what} {dg}: size {} but descriptor says {}",
             bytes.len(),
-            d.size
+            d.size()
         )));
     }
     Ok(bytes)
 }
 
-fn tag_for(d: &Descriptor, layout_name: &str) -> Option<String> {
-    let ann = d.annotations.as_ref()?;
-    if let Some(n) = ann.get(media::IMAGE_NAME) {
-        return Some(spec::normalize_ref(n));
+fn tag_for(d: &Descriptor, layout_name: &str) -> Result<Option<String>> {
+    if let Some(n) = oci::annotation(d, IMAGE_NAME) {
+        return Ok(Some(names::key(n)?));
     }
-    let r = ann.get(media::REF_NAME)?;
-    if r.contains('/') || r.contains(':') {
-        Some(spec::normalize_ref(r))
+    let Some(r) = oci::annotation(d, REF_NAME) else {
+        return Ok(None);
+    };
+    let name = if r.contains('/') || r.contains(':') {
+        names::key(r)?
     } else {
-        Some(format!("{layout_name}:{r}"))
-    }
+        names::key(&format!("{layout_name}:{r}"))?
+    };
+    Ok(Some(name))
 }
 
 /// The images of an OCI layout directory. `layout_name` names images whose index entry only
@@ -68,11 +70,11 @@ fn tag_for(d: &Descriptor, layout_name: &str) -> Option<String> {
 pub fn read(dir: &Path, layout_name: &str) -> Result<Vec<SourceImage>> {
     let ibytes =
         std::fs::read(dir.join("index.json")).map_err(ImageError::io("read index.json"))?;
-    let index: Index = serde_json::from_slice(&ibytes)
+    let index: ImageIndex = serde_json::from_slice(&ibytes)
         .map_err(|e| ImageError::Format(format!("invalid index.json: {e}")))?;
     let mut out = Vec::new();
-    for d in &index.manifests {
-        let tag = tag_for(d, layout_name);
+    for d in index.manifests() {
+        let tag = tag_for(d, layout_name)?;
         read_descriptor(dir, d, tag, &mut out, 0)?;
     }
     if out.is_empty() {
@@ -93,41 +95,42 @@ fn read_descriptor(
     if depth > 4 {
         return Err(ImageError::Format("OCI index nesting too deep".into()));
     }
-    if d.media_type == media::INDEX || d.media_type == media::DOCKER_LIST {
+    let digest = d.digest().as_ref();
+    if media::is_index(d.media_type()) {
         let bytes = read_verified(dir, d, "index")?;
-        let idx: Index = serde_json::from_slice(&bytes)
-            .map_err(|e| ImageError::Format(format!("invalid index {}: {e}", d.digest)))?;
-        // Pick the manifest for this platform (linux/amd64), else the first.
-        let arch = host_arch();
+        let idx: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Format(format!("invalid index {digest}: {e}")))?;
+        // Pick the manifest for this machine's OS and architecture (any variant), else the
+        // first.
+        let want = Platform {
+            variant: None,
+            ..Platform::host()
+        };
         let pick = idx
-            .manifests
+            .manifests()
             .iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p["os"] == "linux" && p["architecture"] == arch)
-            })
-            .or_else(|| idx.manifests.first())
-            .ok_or_else(|| ImageError::Format(format!("index {} is empty", d.digest)))?;
+            .find(|m| m.platform().as_ref().is_some_and(|p| want.matches(p)))
+            .or_else(|| idx.manifests().first())
+            .ok_or_else(|| ImageError::Format(format!("index {digest} is empty")))?;
         return read_descriptor(dir, pick, tag, out, depth + 1);
     }
     let mbytes = read_verified(dir, d, "manifest")?;
-    let m: Manifest = serde_json::from_slice(&mbytes)
-        .map_err(|e| ImageError::Format(format!("invalid manifest {}: {e}", d.digest)))?;
-    let config = read_verified(dir, &m.config, "config")?;
+    let m: ImageManifest = serde_json::from_slice(&mbytes)
+        .map_err(|e| ImageError::Format(format!("invalid manifest {digest}: {e}")))?;
+    let config = read_verified(dir, m.config(), "config")?;
     let mut layers = Vec::new();
-    for l in &m.layers {
+    for l in m.layers() {
         let (dg, path) = blob_path(dir, l)?;
         layers.push(SourceLayer {
             path,
             name: dg.to_string(),
             digest: Some(dg),
-            size: Some(l.size),
-            media_type: Some(l.media_type.clone()),
+            size: Some(l.size()),
+            media_type: Some(l.media_type().clone()),
         });
     }
     out.push(SourceImage {
-        config_digest: Digest::parse(&m.config.digest),
+        config_digest: oci::digest_of(m.config()).ok(),
         config,
         manifest: Some(mbytes),
         tags: tag.into_iter().collect(),
@@ -135,16 +138,6 @@ fn read_descriptor(
         repo_digests: Vec::new(),
     });
     Ok(())
-}
-
-/// GOARCH-style name of this machine.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    }
 }
 
 /// Write images as an OCI layout (blobs copied as stored). `progress(bytes)` as data goes out.
@@ -162,7 +155,7 @@ pub fn write(
             if written.insert(l.digest.clone()) {
                 let f = std::fs::File::open(&l.blob)
                     .map_err(ImageError::io(format!("open blob {}", l.digest)))?;
-                let mut r = super::digest::CountReader::new(f, &mut *progress);
+                let mut r = CountReader::new(f, &mut *progress);
                 sink.add(&format!("blobs/sha256/{}", l.digest.hex()), l.size, &mut r)?;
             }
         }
@@ -180,37 +173,27 @@ pub fn write(
         // Pulled Docker schema 2 manifests keep their own media type.
         let mt = serde_json::from_slice::<serde_json::Value>(&img.manifest)
             .ok()
-            .and_then(|v| {
-                v.get("mediaType")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| media::MANIFEST.to_string());
-        let base = Descriptor {
-            media_type: mt,
-            digest: mdg.to_string(),
-            size: img.manifest.len() as u64,
-            annotations: None,
-            platform: None,
-        };
+            .and_then(|v| v.get("mediaType")?.as_str().map(MediaType::from))
+            .unwrap_or(MediaType::ImageManifest);
+        let base = oci::descriptor(mt, &mdg, img.manifest.len() as u64)
+            .map_err(|e| ImageError::Format(e.to_string()))?;
         if img.tags.is_empty() {
             manifests.push(base.clone());
         }
         for t in &img.tags {
-            let (_, tag) = spec::split_ref(t);
+            let (_, tag) = names::split_key(t);
+            let tag = tag.unwrap_or_else(|| mdg.to_string());
             let mut d = base.clone();
-            let mut ann = BTreeMap::new();
-            ann.insert(media::REF_NAME.to_string(), tag);
-            ann.insert(media::IMAGE_NAME.to_string(), t.clone());
-            d.annotations = Some(ann);
+            d.set_annotations(Some(HashMap::from([
+                (REF_NAME.to_string(), tag),
+                (IMAGE_NAME.to_string(), t.clone()),
+            ])));
             manifests.push(d);
         }
     }
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(media::INDEX.into()),
-        manifests,
-    };
-    let ib = serde_json::to_vec(&index).map_err(|e| ImageError::Format(e.to_string()))?;
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(MediaType::ImageIndex));
+    index.set_manifests(manifests);
+    let ib = oci::canonical_json(&index).map_err(|e| ImageError::Format(e.to_string()))?;
     sink.add("index.json", ib.len() as u64, &mut ib.as_slice())
 }

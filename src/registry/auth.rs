@@ -6,10 +6,10 @@
 //! (first entry found wins) and written, mode 0600 and atomically, to the first of those
 //! that applies. Other keys in the file are preserved.
 
+use crate::oci::reference::DOCKER_HUB;
 use crate::registry::client::{Client, ClientOptions};
 use crate::registry::error::{Error, Result};
 use crate::registry::layout::write_atomic;
-use crate::registry::reference::DOCKER_HUB;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value};

@@ -2,11 +2,11 @@
 //! `HTTPS_PROXY`/`NO_PROXY`), scheme selection (`tls_verify=false`: unverified HTTPS, falling
 //! back to plain HTTP), and authentication (anonymous, Basic, Bearer tokens cached per scope).
 
+use crate::oci::reference::registry_api_host;
 use crate::registry::auth::{
     Challenge, Credentials, find_credentials, parse_challenge, read_credentials,
 };
 use crate::registry::error::{Error, Result};
-use crate::registry::reference::registry_api_host;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -477,11 +477,10 @@ impl Client {
     pub fn fetch_range(
         &self,
         repository: &str,
-        digest: &str,
+        digest: &crate::oci::Digest,
         offset: u64,
         len: u64,
     ) -> Result<impl std::io::Read + use<>> {
-        crate::registry::digest::sha256_hex(digest)?;
         if len == 0 {
             return Err(Error::Protocol {
                 host: self.host.clone(),
@@ -506,7 +505,7 @@ impl Client {
                 return Err(Error::BlobUnknown {
                     host: self.host.clone(),
                     repository: repository.to_string(),
-                    digest: digest.to_string(),
+                    digest: digest.clone(),
                 });
             }
             200 => {

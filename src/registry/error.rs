@@ -1,5 +1,6 @@
 //! The registry errors: each renders as one line saying what went wrong and with what.
 
+use crate::oci::{Digest, DigestError};
 use std::path::PathBuf;
 
 /// Result of registry operations.
@@ -9,8 +10,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The image reference does not parse.
-    #[error("invalid image reference {reference:?}: {reason}")]
-    InvalidReference { reference: String, reason: String },
+    #[error(transparent)]
+    InvalidReference(#[from] crate::oci::ReferenceError),
     /// No TCP connection could be made (refused, unresolvable, timed out).
     #[error("registry {host} is unreachable: {detail}")]
     Unreachable { host: String, detail: String },
@@ -49,15 +50,15 @@ pub enum Error {
     BlobUnknown {
         host: String,
         repository: String,
-        digest: String,
+        digest: Digest,
     },
     /// Content received does not hash to its digest.
     #[error("digest mismatch for blob {digest}: received content hashes to {actual}")]
-    DigestMismatch { digest: String, actual: String },
+    DigestMismatch { digest: Digest, actual: Digest },
     /// Content received does not have its declared size.
     #[error("size mismatch for blob {digest}: expected {expected} bytes, received {actual}")]
     SizeMismatch {
-        digest: String,
+        digest: Digest,
         expected: u64,
         actual: u64,
     },
@@ -69,6 +70,9 @@ pub enum Error {
         what: String,
         detail: String,
     },
+    /// A digest (in a manifest, reference or layout) that is not `sha256:<hex>`.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
     /// A manifest or index that cannot be used.
     #[error("bad manifest {what}: {reason}")]
     BadManifest { what: String, reason: String },

@@ -1,9 +1,11 @@
 //! The OCI image layout on disk (`oci-layout`, `index.json`, `blobs/sha256/<hex>`): atomic
 //! writes, blob paths and checks, and `index.json` entries by ref name.
 
-use crate::registry::digest::{hash_file, sha256_digest, sha256_hex};
+use crate::lockfile::{self, Mode};
+use crate::oci::digest::hash_file;
+use crate::oci::media::{IMAGE_NAME, REF_NAME};
+use crate::oci::{self, Descriptor, Digest, ImageIndex, MediaType};
 use crate::registry::error::{Error, Result};
-use crate::registry::manifest::{Descriptor, IMAGE_NAME, ImageIndex, OCI_INDEX, REF_NAME};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -76,24 +78,23 @@ pub fn init(dir: &Path) -> Result<()> {
 }
 
 fn empty_index() -> ImageIndex {
-    ImageIndex {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.to_string()),
-        manifests: Vec::new(),
-        annotations: None,
-    }
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(MediaType::ImageIndex));
+    index
 }
 
 /// `dir/blobs/sha256/<hex>`.
-pub fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
-    Ok(dir.join("blobs/sha256").join(sha256_hex(digest)?))
+pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
+    dir.join("blobs/sha256").join(digest.hex())
 }
 
 /// Whether the blob is present under its final name with the right size and content.
-pub fn has_valid_blob(dir: &Path, digest: &str, size: u64) -> Result<bool> {
-    let p = blob_path(dir, digest)?;
+pub fn has_valid_blob(dir: &Path, digest: &Digest, size: u64) -> Result<bool> {
+    let p = blob_path(dir, digest);
     match std::fs::metadata(&p) {
-        Ok(m) if m.len() == size => Ok(hash_file(&p)?.0 == digest),
+        Ok(m) if m.len() == size => {
+            Ok(hash_file(&p).map_err(|e| Error::io("read", &p, e))?.0 == *digest)
+        }
         Ok(_) => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("stat", &p, e)),
@@ -101,15 +102,9 @@ pub fn has_valid_blob(dir: &Path, digest: &str, size: u64) -> Result<bool> {
 }
 
 /// Stores a small blob held in memory, after checking its digest.
-pub fn write_blob(dir: &Path, digest: &str, bytes: &[u8]) -> Result<()> {
-    let actual = sha256_digest(bytes);
-    if actual != digest {
-        return Err(Error::DigestMismatch {
-            digest: digest.to_string(),
-            actual,
-        });
-    }
-    let p = blob_path(dir, digest)?;
+pub fn write_blob(dir: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
+    verify(digest, bytes)?;
+    let p = blob_path(dir, digest);
     if has_valid_blob(dir, digest, bytes.len() as u64)? {
         return Ok(());
     }
@@ -117,17 +112,23 @@ pub fn write_blob(dir: &Path, digest: &str, bytes: &[u8]) -> Result<()> {
 }
 
 /// Reads a whole small blob (manifest, config), verifying its digest.
-pub fn read_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
-    let p = blob_path(dir, digest)?;
+pub fn read_blob(dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
+    let p = blob_path(dir, digest);
     let bytes = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
-    let actual = sha256_digest(&bytes);
-    if actual != digest {
+    verify(digest, &bytes)?;
+    Ok(bytes)
+}
+
+/// Checks that `bytes` hash to `digest`.
+pub fn verify(digest: &Digest, bytes: &[u8]) -> Result<()> {
+    let actual = Digest::of(bytes);
+    if actual != *digest {
         return Err(Error::DigestMismatch {
-            digest: digest.to_string(),
+            digest: digest.clone(),
             actual,
         });
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Reads `index.json`.
@@ -141,7 +142,7 @@ pub fn read_index(dir: &Path) -> Result<ImageIndex> {
 }
 
 fn write_index(dir: &Path, index: &ImageIndex) -> Result<()> {
-    let bytes = serde_json::to_vec(index).map_err(|e| Error::Layout {
+    let bytes = oci::canonical_json(index).map_err(|e| Error::Layout {
         path: dir.to_path_buf(),
         reason: format!("index.json: {e}"),
     })?;
@@ -153,7 +154,7 @@ pub fn add_to_index(dir: &Path, desc: Descriptor) -> Result<()> {
     // `oci-layout` is never replaced, so its lock serialises index.json updates.
     let marker = dir.join("oci-layout");
     let guard = std::fs::File::open(&marker).map_err(|e| Error::io("open", &marker, e))?;
-    lock(&guard).map_err(|e| Error::io("lock", &marker, e))?;
+    lockfile::lock(&guard, Mode::Exclusive).map_err(|e| Error::io("lock", &marker, e))?;
     let mut index = match read_index(dir) {
         Ok(i) => i,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -162,16 +163,18 @@ pub fn add_to_index(dir: &Path, desc: Descriptor) -> Result<()> {
         Err(e) => return Err(e),
     };
     let name = ref_name(&desc).map(str::to_string);
+    let mut manifests = index.manifests().clone();
     if name.is_some() {
-        index.manifests.retain(|d| ref_name(d) != name.as_deref());
+        manifests.retain(|d| ref_name(d) != name.as_deref());
     }
-    index.manifests.push(desc);
+    manifests.push(desc);
+    index.set_manifests(manifests);
     write_index(dir, &index)
 }
 
 /// The ref name annotation of a descriptor.
 pub fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
+    oci::annotation(d, REF_NAME)
 }
 
 /// Finds the manifest to use in a layout: by ref name, full image name, or digest; with
@@ -179,17 +182,14 @@ pub fn ref_name(d: &Descriptor) -> Option<&str> {
 pub fn resolve(dir: &Path, selector: Option<&str>) -> Result<Descriptor> {
     let index = read_index(dir)?;
     let found: Vec<&Descriptor> = match selector {
-        None => index.manifests.iter().collect(),
+        None => index.manifests().iter().collect(),
         Some(s) => index
-            .manifests
+            .manifests()
             .iter()
             .filter(|d| {
-                d.digest == s
+                d.digest().as_ref() == s
                     || ref_name(d) == Some(s)
-                    || d.annotations
-                        .as_ref()
-                        .and_then(|a| a.get(IMAGE_NAME))
-                        .is_some_and(|n| n == s)
+                    || oci::annotation(d, IMAGE_NAME) == Some(s)
             })
             .collect(),
     };
@@ -210,21 +210,5 @@ pub fn resolve(dir: &Path, selector: Option<&str>) -> Result<Descriptor> {
                 selector.map(|s| format!(" {s:?}")).unwrap_or_default()
             ),
         }),
-    }
-}
-
-/// Takes an exclusive `flock` on the file, waiting for it; released when the file closes.
-pub(crate) fn lock(file: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: flock on a valid open descriptor has no memory effects.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }

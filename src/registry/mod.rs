@@ -18,20 +18,18 @@
 
 pub mod auth;
 pub mod client;
-pub mod digest;
 pub mod error;
 pub mod layout;
 pub mod manifest;
-pub mod progress;
 pub mod pull;
 pub mod push;
-pub mod reference;
 
+pub use crate::oci::{Platform, Reference};
 pub use auth::{login, logout};
 pub use client::ClientOptions;
 pub use error::{Error, Result};
-pub use manifest::Platform;
-pub use progress::{NoProgress, PlainProgress, Progress};
 pub use pull::{PullOptions, PullResult, pull};
 pub use push::{PushOptions, push};
-pub use reference::Reference;
+
+/// The status a blob's transfer ends with (see [`crate::progress::Progress::finish`]).
+pub const TRANSFER_COMPLETE: &str = "Transfer complete";

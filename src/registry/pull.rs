@@ -2,14 +2,18 @@
 //! caller already has, downloading the others in parallel, each streamed to a temporary file
 //! while hashed and renamed into place only once verified.
 
+use crate::lockfile::{self, Mode};
+use crate::oci::Reference;
+use crate::oci::digest::Hasher;
+use crate::oci::media::{IMAGE_NAME, REF_NAME};
+use crate::oci::{self, Descriptor, Digest, MediaType, Platform};
+use crate::progress::{ALREADY_EXISTS, Progress};
+use crate::registry::TRANSFER_COMPLETE;
 use crate::registry::client::{Client, ClientOptions, ReqBody, Scope};
-use crate::registry::digest::{Hasher, sha256_digest, sha256_hex};
 use crate::registry::error::{Error, Result};
 use crate::registry::layout;
-use crate::registry::manifest::{self, Descriptor, IMAGE_NAME, Manifest, Platform, REF_NAME};
-use crate::registry::progress::Progress;
-use crate::registry::reference::Reference;
-use std::collections::{BTreeMap, HashSet};
+use crate::registry::manifest::{self, Manifest};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -52,19 +56,19 @@ pub struct PullResult {
     /// The ref name recorded in the layout's `index.json`.
     pub ref_name: String,
     /// Digest of the image manifest written (the platform's manifest for an index).
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     /// Media type of that manifest (Docker schema 2 or OCI, as the registry sent it).
-    pub manifest_media_type: String,
+    pub manifest_media_type: MediaType,
     /// Digest of the index / manifest list the tag pointed at, if it was one.
-    pub index_digest: Option<String>,
+    pub index_digest: Option<Digest>,
     /// Digest of the image config.
-    pub config_digest: String,
+    pub config_digest: Digest,
     /// Every layer digest of the image, bottom first.
-    pub layers: Vec<String>,
+    pub layers: Vec<Digest>,
     /// Layers skipped because `have_blob` said the caller has them (not in the layout).
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Digest>,
     /// Blobs (config, layers) fetched over the network by this pull.
-    pub downloaded: Vec<String>,
+    pub downloaded: Vec<Digest>,
     /// Bytes received for manifests and blobs.
     pub bytes_downloaded: u64,
 }
@@ -79,20 +83,20 @@ pub fn pull(
     reference: &Reference,
     opts: &PullOptions,
     dest: &Path,
-    have_blob: &dyn Fn(&str) -> bool,
+    have_blob: &dyn Fn(&Digest) -> bool,
     progress: &dyn Progress,
 ) -> Result<PullResult> {
-    let source = opts.mirror.as_deref().unwrap_or(&reference.registry);
+    let source = opts.mirror.as_deref().unwrap_or(reference.registry());
     let client =
-        Client::new(source, &opts.client)?.for_repository(&reference.repository, &opts.client)?;
-    let repo = reference.repository.as_str();
+        Client::new(source, &opts.client)?.for_repository(reference.repository(), &opts.client)?;
+    let repo = reference.repository();
     layout::init(dest)?;
     let bytes_total = AtomicU64::new(0);
 
     let (bytes, media_type) = get_manifest(&client, repo, reference.manifest_ref(), reference)?;
     bytes_total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    if let Some(d) = &reference.digest {
-        verify_bytes(d, &bytes)?;
+    if let Some(d) = reference.digest() {
+        layout::verify(d, &bytes)?;
     }
     let what = reference.to_string();
     let (media_type, parsed) = manifest::parse(&bytes, Some(&media_type), &what)?;
@@ -100,52 +104,57 @@ pub fn pull(
         Manifest::Image(m) => (None, bytes, media_type, m),
         Manifest::Index(idx) => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
-            let d = manifest::select(&idx, &want, &what)?;
-            progress.message(&format!("{}: resolved {want} to {}", what, d.digest));
-            let (child, ct) = get_manifest(&client, repo, &d.digest, reference)?;
+            let d = oci::digest_of(manifest::select(&idx, &want, &what)?)?;
+            progress.message(&format!("{}: resolved {want} to {d}", what));
+            let (child, ct) = get_manifest(&client, repo, d.as_str(), reference)?;
             bytes_total.fetch_add(child.len() as u64, Ordering::Relaxed);
-            verify_bytes(&d.digest, &child)?;
-            let (mt, m) = manifest::parse(&child, Some(&ct), &d.digest)?;
+            layout::verify(&d, &child)?;
+            let (mt, m) = manifest::parse(&child, Some(&ct), d.as_str())?;
             let Manifest::Image(m) = m else {
                 return Err(Error::BadManifest {
-                    what: d.digest.clone(),
+                    what: d.to_string(),
                     reason: "an index entry is itself an index".to_string(),
                 });
             };
-            (Some(sha256_digest(&bytes)), child, mt, m)
+            (Some(Digest::of(&bytes)), child, mt, m)
         }
     };
-    let manifest_digest = sha256_digest(&bytes);
+    let manifest_digest = Digest::of(&bytes);
     progress.message(&format!("Digest: {manifest_digest}"));
 
     // Config first (small, needed by everyone), then the layers in parallel.
+    let config = Blob::of(image.config())?;
     let mut downloaded = Vec::new();
     if fetch_blob(
         &client,
         repo,
-        &image.config,
+        &config,
         "config",
         dest,
         progress,
         &bytes_total,
     )? {
-        downloaded.push(image.config.digest.clone());
+        downloaded.push(config.digest.clone());
     }
 
-    let layers: Vec<String> = image.layers.iter().map(|l| l.digest.clone()).collect();
+    let blobs = image
+        .layers()
+        .iter()
+        .map(Blob::of)
+        .collect::<Result<Vec<Blob>>>()?;
+    let layers: Vec<Digest> = blobs.iter().map(|l| l.digest.clone()).collect();
     let mut skipped = Vec::new();
     let mut seen = HashSet::new();
     let mut queue = Vec::new();
-    for l in &image.layers {
-        sha256_hex(&l.digest)?;
+    for l in blobs {
         if !seen.insert(l.digest.clone()) {
             continue;
         }
         if have_blob(&l.digest) {
-            progress.already_exists(&l.digest, "layer");
-            skipped.push(l.digest.clone());
+            progress.finish(l.digest.as_str(), ALREADY_EXISTS);
+            skipped.push(l.digest);
         } else {
-            queue.push(l.clone());
+            queue.push(l);
         }
     }
     queue.reverse(); // pop() takes the bottom layer first
@@ -192,31 +201,23 @@ pub fn pull(
     layout::write_blob(dest, &manifest_digest, &bytes)?;
     let ref_name = opts.ref_name.clone().unwrap_or_else(|| {
         reference
-            .tag
-            .clone()
-            .or_else(|| reference.digest.clone())
+            .tag()
+            .map(str::to_string)
+            .or_else(|| reference.digest().map(Digest::to_string))
             .unwrap_or_else(|| "latest".to_string())
     });
-    let mut annotations = BTreeMap::new();
-    annotations.insert(REF_NAME.to_string(), ref_name.clone());
-    annotations.insert(IMAGE_NAME.to_string(), reference.to_string());
-    layout::add_to_index(
-        dest,
-        Descriptor {
-            media_type: media_type.clone(),
-            digest: manifest_digest.clone(),
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: Some(annotations),
-            urls: None,
-        },
-    )?;
+    let mut entry = oci::descriptor(media_type.clone(), &manifest_digest, bytes.len() as u64)?;
+    entry.set_annotations(Some(HashMap::from([
+        (REF_NAME.to_string(), ref_name.clone()),
+        (IMAGE_NAME.to_string(), reference.to_string()),
+    ])));
+    layout::add_to_index(dest, entry)?;
     Ok(PullResult {
         ref_name,
         manifest_digest,
         manifest_media_type: media_type,
         index_digest,
-        config_digest: image.config.digest.clone(),
+        config_digest: config.digest,
         layers,
         skipped,
         downloaded,
@@ -224,15 +225,20 @@ pub fn pull(
     })
 }
 
-fn verify_bytes(digest: &str, bytes: &[u8]) -> Result<()> {
-    let actual = sha256_digest(bytes);
-    if actual != digest {
-        return Err(Error::DigestMismatch {
-            digest: digest.to_string(),
-            actual,
-        });
+/// A blob to fetch: what a manifest's descriptor says of it.
+#[derive(Clone)]
+struct Blob {
+    digest: Digest,
+    size: u64,
+}
+
+impl Blob {
+    fn of(d: &Descriptor) -> Result<Blob> {
+        Ok(Blob {
+            digest: oci::digest_of(d)?,
+            size: d.size(),
+        })
     }
-    Ok(())
 }
 
 /// GETs a manifest by tag or digest; returns (bytes, content type).
@@ -257,7 +263,7 @@ pub(crate) fn get_manifest(
     if status == StatusCode::NOT_FOUND {
         return Err(Error::ManifestUnknown {
             host: client.host().to_string(),
-            reference: format!("{}/{}:{}", full.registry, repo, reference)
+            reference: format!("{}/{}:{}", full.registry(), repo, reference)
                 .replace(":sha256:", "@sha256:"),
         });
     }
@@ -283,10 +289,9 @@ pub(crate) fn get_manifest(
     Ok((bytes, ct))
 }
 
-fn partial_path(dest: &Path, digest: &str) -> Result<PathBuf> {
-    Ok(dest
-        .join("blobs/sha256")
-        .join(format!(".{}.partial", sha256_hex(digest)?)))
+fn partial_path(dest: &Path, digest: &Digest) -> PathBuf {
+    dest.join("blobs/sha256")
+        .join(format!(".{}.partial", digest.hex()))
 }
 
 /// Downloads one blob into the layout unless already there and valid. Returns whether
@@ -294,24 +299,24 @@ fn partial_path(dest: &Path, digest: &str) -> Result<PathBuf> {
 fn fetch_blob(
     client: &Client,
     repo: &str,
-    desc: &Descriptor,
+    desc: &Blob,
     what: &str,
     dest: &Path,
     progress: &dyn Progress,
     bytes_total: &AtomicU64,
 ) -> Result<bool> {
-    let digest = desc.digest.as_str();
-    let final_path = layout::blob_path(dest, digest)?;
+    let digest = &desc.digest;
+    let final_path = layout::blob_path(dest, digest);
     if layout::has_valid_blob(dest, digest, desc.size)? {
-        progress.already_exists(digest, what);
+        progress.finish(digest.as_str(), ALREADY_EXISTS);
         return Ok(false);
     }
-    let partial = partial_path(dest, digest)?;
+    let partial = partial_path(dest, digest);
     let mut file = open_locked(&partial)?;
     if layout::has_valid_blob(dest, digest, desc.size)? {
         // Another pull finished it while this one waited for the lock.
         let _ = std::fs::remove_file(&partial);
-        progress.already_exists(digest, what);
+        progress.finish(digest.as_str(), ALREADY_EXISTS);
         return Ok(false);
     }
 
@@ -329,7 +334,7 @@ fn fetch_blob(
             }
             hasher.update(&buf[..n]);
         }
-        if hasher.len() == desc.size && hasher.clone().digest() == digest {
+        if hasher.len() == desc.size && hasher.finish().0 == *digest {
             // Complete but not yet renamed when the last pull stopped.
             return finish_blob(&partial, &final_path, dest, digest, progress).map(|()| true);
         }
@@ -368,7 +373,7 @@ fn fetch_blob(
             return Err(Error::BlobUnknown {
                 host: client.host().to_string(),
                 repository: repo.to_string(),
-                digest: digest.to_string(),
+                digest: digest.clone(),
             });
         }
         _ => return Err(client.status_error(resp, &format!("GET blob {digest}"), repo)),
@@ -382,9 +387,13 @@ fn fetch_blob(
             .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
             .map_err(|e| Error::io("truncate", &partial, e))?;
     }
-    progress.start(digest, what, Some(desc.size));
+    progress.begin(
+        digest.as_str(),
+        &format!("Transferring {what}"),
+        Some(desc.size),
+    );
     if append {
-        progress.advance(digest, hasher.len());
+        progress.advance(digest.as_str(), hasher.len());
     }
     let mut body = resp.into_body().into_reader();
     let mut buf = vec![0u8; 256 * 1024];
@@ -409,11 +418,11 @@ fn fetch_blob(
         file.write_all(&buf[..n])
             .map_err(|e| Error::io("write", &partial, e))?;
         bytes_total.fetch_add(n as u64, Ordering::Relaxed);
-        progress.advance(digest, n as u64);
+        progress.advance(digest.as_str(), n as u64);
         if hasher.len() > desc.size {
             let _ = std::fs::remove_file(&partial);
             return Err(Error::SizeMismatch {
-                digest: digest.to_string(),
+                digest: digest.clone(),
                 expected: desc.size,
                 actual: hasher.len(),
             });
@@ -426,16 +435,16 @@ fn fetch_blob(
     if got != desc.size {
         let _ = std::fs::remove_file(&partial);
         return Err(Error::SizeMismatch {
-            digest: digest.to_string(),
+            digest: digest.clone(),
             expected: desc.size,
             actual: got,
         });
     }
-    let actual = hasher.digest();
-    if actual != digest {
+    let (actual, _) = hasher.finish();
+    if actual != *digest {
         let _ = std::fs::remove_file(&partial);
         return Err(Error::DigestMismatch {
-            digest: digest.to_string(),
+            digest: digest.clone(),
             actual,
         });
     }
@@ -448,12 +457,12 @@ fn finish_blob(
     partial: &Path,
     final_path: &Path,
     dest: &Path,
-    digest: &str,
+    digest: &Digest,
     progress: &dyn Progress,
 ) -> Result<()> {
     std::fs::rename(partial, final_path).map_err(|e| Error::io("rename into", final_path, e))?;
     layout::sync_dir(final_path.parent().unwrap_or(dest))?;
-    progress.finish(digest);
+    progress.finish(digest.as_str(), TRANSFER_COMPLETE);
     Ok(())
 }
 
@@ -470,7 +479,7 @@ fn open_locked(partial: &Path) -> Result<File> {
             .truncate(false)
             .open(partial)
             .map_err(|e| Error::io("create", partial, e))?;
-        layout::lock(&file).map_err(|e| Error::io("lock", partial, e))?;
+        lockfile::lock(&file, Mode::Exclusive).map_err(|e| Error::io("lock", partial, e))?;
         let held = file.metadata().map_err(|e| Error::io("stat", partial, e))?;
         match std::fs::metadata(partial) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),

@@ -2,13 +2,14 @@
 //! HEAD first and skipped when present; missing ones go up as one streamed monolithic upload
 //! (POST, then PUT with the digest); the manifest goes last with its own media type.
 
+use crate::oci::Reference;
+use crate::oci::{self, Descriptor, Digest, MediaType};
+use crate::progress::{ALREADY_EXISTS, Progress};
+use crate::registry::TRANSFER_COMPLETE;
 use crate::registry::client::{Client, ClientOptions, ReqBody, Scope};
-use crate::registry::digest::sha256_digest;
 use crate::registry::error::{Error, Result};
 use crate::registry::layout;
-use crate::registry::manifest::{self, Descriptor, Manifest};
-use crate::registry::progress::Progress;
-use crate::registry::reference::Reference;
+use crate::registry::manifest::{self, Manifest};
 use std::path::Path;
 use ureq::http::{self, StatusCode};
 
@@ -32,48 +33,54 @@ pub fn push(
     dest: &Reference,
     opts: &PushOptions,
     progress: &dyn Progress,
-) -> Result<String> {
+) -> Result<Digest> {
     let desc = layout::resolve(layout_dir, image)?;
-    let client = Client::new(&dest.registry, &opts.client)?
-        .for_repository(&dest.repository, &opts.client)?;
-    let repo = dest.repository.as_str();
+    let desc_digest = oci::digest_of(&desc)?;
+    let client = Client::new(dest.registry(), &opts.client)?
+        .for_repository(dest.repository(), &opts.client)?;
+    let repo = dest.repository();
     let mount_from = opts.mount_from.clone().filter(|m| m != repo);
     let target = Target {
         client: &client,
         repo,
         mount_from: mount_from.as_deref(),
     };
-    let bytes = layout::read_blob(layout_dir, &desc.digest)?;
-    let (media_type, parsed) = manifest::parse(&bytes, Some(&desc.media_type), &desc.digest)?;
+    let bytes = layout::read_blob(layout_dir, &desc_digest)?;
+    let (media_type, parsed) = manifest::parse(
+        &bytes,
+        Some(desc.media_type().as_ref()),
+        desc_digest.as_str(),
+    )?;
     if let Manifest::Index(idx) = &parsed {
-        for child in &idx.manifests {
-            let cb = layout::read_blob(layout_dir, &child.digest)?;
-            let (cmt, cm) = manifest::parse(&cb, Some(&child.media_type), &child.digest)?;
+        for child in idx.manifests() {
+            let cd = oci::digest_of(child)?;
+            let cb = layout::read_blob(layout_dir, &cd)?;
+            let (cmt, cm) = manifest::parse(&cb, Some(child.media_type().as_ref()), cd.as_str())?;
             let Manifest::Image(cm) = cm else {
                 return Err(Error::BadManifest {
-                    what: child.digest.clone(),
+                    what: cd.to_string(),
                     reason: "nested indexes are not supported".to_string(),
                 });
             };
-            push_blobs(&target, layout_dir, &cm.config, &cm.layers, progress)?;
-            put_manifest(&client, repo, &child.digest, &cmt, &cb)?;
+            push_blobs(&target, layout_dir, cm.config(), cm.layers(), progress)?;
+            put_manifest(&client, repo, cd.as_str(), &cmt, &cb)?;
         }
     }
     if let Manifest::Image(m) = &parsed {
-        push_blobs(&target, layout_dir, &m.config, &m.layers, progress)?;
+        push_blobs(&target, layout_dir, m.config(), m.layers(), progress)?;
     }
-    let digest = sha256_digest(&bytes);
-    let target = dest
-        .tag
-        .clone()
-        .or_else(|| dest.digest.clone())
-        .unwrap_or_else(|| digest.clone());
-    if dest.digest.as_ref().is_some_and(|d| *d != digest) {
+    let digest = Digest::of(&bytes);
+    if let Some(d) = dest.digest()
+        && *d != digest
+    {
         return Err(Error::DigestMismatch {
-            digest: dest.digest.clone().unwrap_or_default(),
+            digest: d.clone(),
             actual: digest,
         });
     }
+    let target = dest
+        .tag()
+        .map_or_else(|| digest.to_string(), str::to_string);
     progress.message(&format!("Writing manifest {target}"));
     put_manifest(&client, repo, &target, &media_type, &bytes)?;
     progress.message(&format!("{target}: digest: {digest} size: {}", bytes.len()));
@@ -108,7 +115,7 @@ fn scope(repo: &str) -> Scope<'_> {
 }
 
 /// Whether the registry has the blob in `repo`.
-fn blob_exists(client: &Client, repo: &str, digest: &str) -> Result<bool> {
+fn blob_exists(client: &Client, repo: &str, digest: &Digest) -> Result<bool> {
     let url = client.url(repo, &format!("blobs/{digest}"));
     let resp = client.send(http::Method::HEAD, &url, scope(repo), &[], ReqBody::Empty)?;
     match resp.status() {
@@ -126,23 +133,23 @@ fn push_blob(
     progress: &dyn Progress,
 ) -> Result<()> {
     let (client, repo) = (target.client, target.repo);
-    let digest = desc.digest.as_str();
+    let digest = &oci::digest_of(desc)?;
     if blob_exists(client, repo, digest)? {
-        progress.already_exists(digest, what);
+        progress.finish(digest.as_str(), ALREADY_EXISTS);
         return Ok(());
     }
-    let path = layout::blob_path(dir, digest)?;
+    let path = layout::blob_path(dir, digest);
     let size = std::fs::metadata(&path)
         .map_err(|e| Error::io("stat blob", &path, e))?
         .len();
-    if size != desc.size {
+    if size != desc.size() {
         return Err(Error::SizeMismatch {
-            digest: digest.to_string(),
-            expected: desc.size,
+            digest: digest.clone(),
+            expected: desc.size(),
             actual: size,
         });
     }
-    progress.start(digest, what, Some(size));
+    progress.begin(digest.as_str(), &format!("Transferring {what}"), Some(size));
     let url = match target.mount_from {
         Some(from) => client.url(repo, &format!("blobs/uploads/?mount={digest}&from={from}")),
         None => client.url(repo, "blobs/uploads/"),
@@ -151,10 +158,10 @@ fn push_blob(
     if resp.status() == StatusCode::CREATED && target.mount_from.is_some() {
         progress.message(&format!(
             "{}: Mounted from {}",
-            crate::registry::progress::short(digest),
+            digest.short(),
             target.mount_from.unwrap_or_default()
         ));
-        progress.finish(digest);
+        progress.finish(digest.as_str(), TRANSFER_COMPLETE);
         return Ok(());
     }
     if resp.status() != StatusCode::ACCEPTED {
@@ -172,7 +179,7 @@ fn push_blob(
     let mut put_url = client.resolve_location(&location);
     put_url.push(if put_url.contains('?') { '&' } else { '?' });
     put_url.push_str("digest=");
-    put_url.push_str(&digest.replace(':', "%3A"));
+    put_url.push_str(&digest.as_str().replace(':', "%3A"));
     let resp = client.send(
         http::Method::PUT,
         &put_url,
@@ -184,8 +191,8 @@ fn push_blob(
         StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => {}
         _ => return Err(client.status_error(resp, &format!("upload of blob {digest}"), repo)),
     }
-    progress.advance(digest, size);
-    progress.finish(digest);
+    progress.advance(digest.as_str(), size);
+    progress.finish(digest.as_str(), TRANSFER_COMPLETE);
     Ok(())
 }
 
@@ -193,7 +200,7 @@ fn put_manifest(
     client: &Client,
     repo: &str,
     target: &str,
-    media_type: &str,
+    media_type: &MediaType,
     bytes: &[u8],
 ) -> Result<()> {
     let url = client.url(repo, &format!("manifests/{target}"));
@@ -201,7 +208,7 @@ fn put_manifest(
         http::Method::PUT,
         &url,
         scope(repo),
-        &[("Content-Type", media_type)],
+        &[("Content-Type", media_type.as_ref())],
         ReqBody::Bytes(bytes),
     )?;
     match resp.status() {

@@ -1,7 +1,8 @@
 //! Blob helpers: staging bytes and streams under a transaction, and re-verifying stored blobs.
 
 use super::{Result, StoreError};
-use crate::image::digest::{Digest, HashReader};
+use crate::oci::Digest;
+use crate::oci::digest::HashReader;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -51,11 +52,7 @@ impl<R: Read> Read for TeeReader<R> {
 
 /// Hash a file: its digest and size.
 pub fn hash_file(p: &Path) -> Result<(Digest, u64)> {
-    let f = std::fs::File::open(p).map_err(StoreError::io(format!("open {}", p.display())))?;
-    let mut r = HashReader::new(f);
-    r.drain()
-        .map_err(StoreError::io(format!("read {}", p.display())))?;
-    Ok(r.hasher.finish())
+    crate::oci::digest::hash_file(p).map_err(StoreError::io(format!("read {}", p.display())))
 }
 
 /// Hash the decompressed content of a blob file: the diff ID and size of a layer blob.
@@ -94,8 +91,8 @@ impl super::Store {
             if actual != *expected {
                 return Err(crate::image::ImageError::DigestMismatch {
                     what: format!("blob {expected}"),
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
+                    expected: expected.clone(),
+                    actual,
                 }
                 .into());
             }

@@ -6,14 +6,17 @@ use super::blobs::stage_bytes;
 use super::control::{self, PauseOutcome};
 use super::load::synth_manifest;
 use super::records::{ContainerRecord, ImageRecord, LayerRecord, LayerRef};
-use super::{Progress, Result, Store, StoreError};
+use super::{Result, Store, StoreError};
 use crate::image::ImageError;
 use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::compress::{self, Compression};
+use crate::image::config::ImageConfig;
 use crate::image::diff::{DiffOptions, write_layer_tar};
-use crate::image::digest::{Digest, HashReader, HashWriter};
-use crate::image::spec;
-use serde_json::{Value, json};
+use crate::image::time;
+use crate::oci::digest::{HashReader, HashWriter};
+use crate::oci::{Digest, ImageConfiguration, Platform, Reference};
+use crate::progress::{ALREADY_EXISTS, Progress};
+use oci_spec::image::{Arch, Config, History, Os};
 use std::path::{Path, PathBuf};
 
 /// Options of `commit`.
@@ -31,11 +34,9 @@ pub struct CommitOptions {
     pub tag: Option<String>,
 }
 
-fn json_or_shell(arg: &str) -> Value {
-    match serde_json::from_str::<Vec<String>>(arg) {
-        Ok(v) => json!(v),
-        Err(_) => json!(["/bin/sh", "-c", arg]),
-    }
+fn json_or_shell(arg: &str) -> Vec<String> {
+    serde_json::from_str::<Vec<String>>(arg)
+        .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), arg.into()])
 }
 
 fn unquote(s: &str) -> String {
@@ -49,32 +50,26 @@ fn unquote(s: &str) -> String {
     }
 }
 
-/// Apply one Dockerfile-like change to the `config` object of an image config.
-pub fn apply_change(cfg: &mut Value, change: &str) -> Result<()> {
+/// Apply one Dockerfile-like change to the `config` of an image config.
+pub fn apply_change(cfg: &mut Config, change: &str) -> Result<()> {
     let bad = |m: &str| StoreError::Conflict(format!("invalid change {change:?}: {m}"));
     let (instr, arg) = change
         .trim()
         .split_once(char::is_whitespace)
         .ok_or_else(|| bad("expected INSTRUCTION ARGS"))?;
     let arg = arg.trim();
-    if !cfg.is_object() {
-        *cfg = json!({});
-    }
-    let obj = cfg
-        .as_object_mut()
-        .ok_or_else(|| bad("config is not an object"))?;
     match instr.to_ascii_uppercase().as_str() {
         "CMD" => {
-            obj.insert("Cmd".into(), json_or_shell(arg));
+            cfg.set_cmd(Some(json_or_shell(arg)));
         }
         "ENTRYPOINT" => {
-            obj.insert("Entrypoint".into(), json_or_shell(arg));
+            cfg.set_entrypoint(Some(json_or_shell(arg)));
         }
         "WORKDIR" => {
-            obj.insert("WorkingDir".into(), json!(unquote(arg)));
+            cfg.set_working_dir(Some(unquote(arg)));
         }
         "USER" => {
-            obj.insert("User".into(), json!(unquote(arg)));
+            cfg.set_user(Some(unquote(arg)));
         }
         "ENV" => {
             let (k, v) = match arg.split_once('=') {
@@ -86,37 +81,32 @@ pub fn apply_change(cfg: &mut Value, change: &str) -> Result<()> {
                     (k.to_string(), unquote(v))
                 }
             };
-            let env = obj.entry("Env").or_insert_with(|| json!([]));
-            let list = env.as_array_mut().ok_or_else(|| bad("Env is not a list"))?;
-            list.retain(|e| {
-                e.as_str()
-                    .is_none_or(|s| s.split_once('=').map(|x| x.0) != Some(k.as_str()))
-            });
-            list.push(json!(format!("{k}={v}")));
+            let mut list = cfg.env().clone().unwrap_or_default();
+            list.retain(|e| e.split_once('=').map(|x| x.0) != Some(k.as_str()));
+            list.push(format!("{k}={v}"));
+            cfg.set_env(Some(list));
         }
         "LABEL" => {
-            let labels = obj.entry("Labels").or_insert_with(|| json!({}));
-            let map = labels
-                .as_object_mut()
-                .ok_or_else(|| bad("Labels is not an object"))?;
             let (k, v) = arg
                 .split_once('=')
                 .ok_or_else(|| bad("expected LABEL KEY=VALUE"))?;
-            map.insert(unquote(k), json!(unquote(v)));
+            let mut labels = cfg.labels().clone().unwrap_or_default();
+            labels.insert(unquote(k), unquote(v));
+            cfg.set_labels(Some(labels));
         }
         "EXPOSE" => {
-            let ports = obj.entry("ExposedPorts").or_insert_with(|| json!({}));
-            let map = ports
-                .as_object_mut()
-                .ok_or_else(|| bad("ExposedPorts is not an object"))?;
+            let mut ports = cfg.exposed_ports().clone().unwrap_or_default();
             for p in arg.split_whitespace() {
                 let p = if p.contains('/') {
                     p.to_string()
                 } else {
                     format!("{p}/tcp")
                 };
-                map.insert(p, json!({}));
+                if !ports.contains(&p) {
+                    ports.push(p);
+                }
             }
+            cfg.set_exposed_ports(Some(ports));
         }
         other => return Err(bad(&format!("unsupported instruction {other}"))),
     }
@@ -129,19 +119,17 @@ impl Store {
         &self,
         c: &ContainerRecord,
         opts: &CommitOptions,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<ImageRecord> {
         if let Some(t) = &opts.tag {
-            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+            Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?;
         }
         let _lock = self.lock()?;
-        let parent = self.image(
-            &Digest::parse(&c.image).ok_or_else(|| StoreError::Corrupt("bad image id".into()))?,
-        )?;
+        let parent = self.image(&c.image)?;
         let mut config = self.image_config(&parent)?;
         let staging = Staging::new(&self.path("tmp"))?;
         let upper = self.container_dir(c).join("upper");
-        let lowers = self.image_lowerdirs(&parent)?;
+        let lowers = self.image_lowerdirs(&parent);
         let tar_path = staging.dir.join("layer.tar");
         progress.begin("commit", "Committing", None);
         {
@@ -169,26 +157,27 @@ impl Store {
             .map_err(StoreError::Image)?;
         }
         let layer = self.stage_tar_layer(&staging, &tar_path, progress)?;
-        let now = spec::now_rfc3339();
-        let cfgobj = config
-            .as_object_mut()
-            .ok_or_else(|| StoreError::Corrupt("image config is not an object".into()))?;
-        cfgobj.insert("created".into(), json!(now));
-        if let Some(a) = &opts.author {
-            cfgobj.insert("author".into(), json!(a));
-        }
-        let inner = cfgobj.entry("config").or_insert_with(|| json!({}));
-        for ch in &opts.changes {
-            apply_change(inner, ch)?;
-        }
-        push_layer(
-            &mut config,
-            &layer.diff_id,
-            &now,
-            "strata commit",
-            opts.author.as_deref(),
-            opts.message.as_deref(),
-        )?;
+        let now = time::now_rfc3339();
+        config.edit(|c| -> Result<()> {
+            c.set_created(Some(now.clone()));
+            if let Some(a) = &opts.author {
+                c.set_author(Some(a.clone()));
+            }
+            let mut inner = c.config().clone().unwrap_or_default();
+            for ch in &opts.changes {
+                apply_change(&mut inner, ch)?;
+            }
+            c.set_config(Some(inner));
+            push_layer(
+                c,
+                &layer.diff_id,
+                &now,
+                "strata commit",
+                opts.author.as_deref(),
+                opts.message.as_deref(),
+            );
+            Ok(())
+        })?;
         let mut layers = parent.layers.clone();
         layers.push(layer);
         self.install_image(&staging, &config, layers, opts.tag.as_deref())
@@ -199,10 +188,10 @@ impl Store {
         &self,
         src: &Path,
         tag: Option<&str>,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<ImageRecord> {
         if let Some(t) = tag {
-            spec::validate_ref(t).map_err(StoreError::Conflict)?;
+            Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?;
         }
         let _lock = self.lock()?;
         let staging = Staging::new(&self.path("tmp"))?;
@@ -228,23 +217,21 @@ impl Store {
                 .map_err(StoreError::io(format!("decompress {}", src.display())))?;
         }
         let layer = self.stage_tar_layer(&staging, &tar_path, progress)?;
-        let now = spec::now_rfc3339();
-        let mut config = json!({
-            "created": now,
-            "architecture": crate::image::oci_layout::host_arch(),
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": []},
-            "history": [],
-        });
+        let now = time::now_rfc3339();
+        let mut oci = ImageConfiguration::default();
+        oci.set_created(Some(now.clone()));
+        oci.set_architecture(Arch::from(Platform::host().architecture.as_str()));
+        oci.set_os(Os::Linux);
+        oci.set_config(Some(Config::default()));
         push_layer(
-            &mut config,
+            &mut oci,
             &layer.diff_id,
             &now,
             &format!("strata import {}", src.display()),
             None,
             Some("Imported"),
-        )?;
+        );
+        let config = ImageConfig::new(oci)?;
         self.install_image(&staging, &config, vec![layer], tag)
     }
 
@@ -253,7 +240,7 @@ impl Store {
         &self,
         staging: &Staging,
         tar_path: &Path,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<LayerRef> {
         let f = std::fs::File::open(tar_path).map_err(StoreError::io("open layer tar"))?;
         let mut r = HashReader::new(f);
@@ -281,25 +268,25 @@ impl Store {
             let _ = f.sync_all();
         }
         if self.has_layer(&diff_id) {
-            progress.finish(diff_id.short(), "Already exists");
+            progress.finish(diff_id.as_str(), ALREADY_EXISTS);
         } else {
             let rec = LayerRecord {
-                diff_id: diff_id.to_string(),
+                diff_id: diff_id.clone(),
                 diff_size: size,
                 rootless: self.rootless(),
-                created: spec::now_rfc3339(),
+                created: time::now_rfc3339(),
             };
             let b =
                 serde_json::to_vec_pretty(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             std::fs::write(unpack_dir.join("layer.json"), b)
                 .map_err(StoreError::io("write layer.json"))?;
-            progress.finish(diff_id.short(), "Layer written");
+            progress.finish(diff_id.as_str(), "Layer written");
         }
         Ok(LayerRef {
-            digest: diff_id.to_string(),
-            media_type: Compression::None.oci_layer_media_type().into(),
+            digest: diff_id.clone(),
+            media_type: Compression::None.oci_layer_media_type(),
             size,
-            diff_id: diff_id.to_string(),
+            diff_id,
             diff_size: size,
         })
     }
@@ -308,22 +295,21 @@ impl Store {
     fn install_image(
         &self,
         staging: &Staging,
-        config: &Value,
+        config: &ImageConfig,
         layers: Vec<LayerRef>,
         tag: Option<&str>,
     ) -> Result<ImageRecord> {
-        let cbytes = serde_json::to_vec(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let cbytes = config.to_bytes()?;
         let (cd, cp) = stage_bytes(&staging.dir, &cbytes)?;
         let manifest = synth_manifest(&cbytes, &layers)?;
         let (md, mp) = stage_bytes(&staging.dir, &manifest)?;
         let top = layers
             .last()
             .ok_or_else(|| StoreError::Corrupt("image without layers".into()))?;
-        let top_id =
-            Digest::parse(&top.diff_id).ok_or_else(|| StoreError::Corrupt("bad diff id".into()))?;
+        let top_id = &top.diff_id;
         install(
             &staging.dir.join("blobs").join(top_id.hex()),
-            &self.blob_path(&top_id),
+            &self.blob_path(top_id),
         )?;
         install(&cp, &self.blob_path(&cd))?;
         install(&mp, &self.blob_path(&md))?;
@@ -333,17 +319,17 @@ impl Store {
             install(&unpacked, &self.path("layers").join(top_id.hex()))?;
         }
         let rec = ImageRecord {
-            id: cd.to_string(),
-            manifest_digest: md.to_string(),
+            id: cd,
+            manifest_digest: md,
             layers,
             repo_digests: Vec::new(),
-            stored: spec::now_rfc3339(),
+            stored: time::now_rfc3339(),
         };
         self.write_image(&rec)?;
         if let Some(t) = tag {
             let mut tags = self.tags()?;
             tags.insert(
-                spec::validate_ref(t).map_err(StoreError::Conflict)?,
+                Reference::parse_tag(t).map_err(|e| StoreError::Conflict(e.to_string()))?,
                 rec.id.clone(),
             );
             self.write_tags(&tags)?;
@@ -352,47 +338,35 @@ impl Store {
     }
 }
 
+/// Record a new top layer in a config: its diff ID and a history entry.
 fn push_layer(
-    config: &mut Value,
-    diff_id: &str,
+    config: &mut ImageConfiguration,
+    diff_id: &Digest,
     now: &str,
     created_by: &str,
     author: Option<&str>,
     comment: Option<&str>,
-) -> Result<()> {
-    let obj = config
-        .as_object_mut()
-        .ok_or_else(|| StoreError::Corrupt("image config is not an object".into()))?;
-    let rootfs = obj
-        .entry("rootfs")
-        .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
-    let ids = rootfs
-        .as_object_mut()
-        .ok_or_else(|| StoreError::Corrupt("rootfs is not an object".into()))?
-        .entry("diff_ids")
-        .or_insert_with(|| json!([]));
-    ids.as_array_mut()
-        .ok_or_else(|| StoreError::Corrupt("diff_ids is not a list".into()))?
-        .push(json!(diff_id));
-    let mut h = json!({"created": now, "created_by": created_by});
-    if let Some(a) = author {
-        h["author"] = json!(a);
-    }
-    if let Some(c) = comment {
-        h["comment"] = json!(c);
-    }
-    let hist = obj.entry("history").or_insert_with(|| json!([]));
-    hist.as_array_mut()
-        .ok_or_else(|| StoreError::Corrupt("history is not a list".into()))?
-        .push(h);
-    Ok(())
+) {
+    config.rootfs_mut().diff_ids_mut().push(diff_id.to_string());
+    let mut h = History::default();
+    h.set_created(Some(now.to_string()));
+    h.set_created_by(Some(created_by.to_string()));
+    h.set_author(author.map(str::to_string));
+    h.set_comment(comment.map(str::to_string));
+    let mut hist = config.history().clone().unwrap_or_default();
+    hist.push(h);
+    config.set_history(Some(hist));
 }
 
 impl Store {
     /// Rootless: the user's own uid:gid, written as 0:0 in layer tars.
     fn owner_map(&self) -> Option<(u32, u32)> {
-        self.rootless()
-            .then(|| unsafe { (libc::geteuid(), libc::getegid()) })
+        self.rootless().then(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        })
     }
 }
 
@@ -412,10 +386,11 @@ pub fn layer_digest_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn dockerfile_changes() -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let mut c = json!({"Env": ["PATH=/bin", "A=1"]});
+        let mut c: Config = serde_json::from_str(r#"{"Env": ["PATH=/bin", "A=1"]}"#)?;
         apply_change(&mut c, r#"CMD ["/bin/sh", "-c", "echo"]"#)?;
         apply_change(&mut c, "ENTRYPOINT top -b")?;
         apply_change(&mut c, "ENV A=2")?;
@@ -424,6 +399,8 @@ mod tests {
         apply_change(&mut c, "USER 1000:1000")?;
         apply_change(&mut c, r#"LABEL "x.y"="z w""#)?;
         apply_change(&mut c, "EXPOSE 80 53/udp")?;
+        apply_change(&mut c, "EXPOSE 80")?;
+        let c = serde_json::to_value(&c)?;
         assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo"]));
         assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "top -b"]));
         assert_eq!(c["Env"], json!(["PATH=/bin", "A=2", "B=two words"]));
@@ -431,6 +408,7 @@ mod tests {
         assert_eq!(c["User"], "1000:1000");
         assert_eq!(c["Labels"]["x.y"], "z w");
         assert_eq!(c["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
+        let mut c: Config = serde_json::from_value(c)?;
         assert!(apply_change(&mut c, "RUN rm -rf /").is_err());
         assert!(apply_change(&mut c, "CMD").is_err());
         Ok(())

@@ -5,8 +5,8 @@ use super::atomic::write_atomic;
 use super::records::ContainerRecord;
 use super::{Result, Store, StoreError};
 use crate::fs::MountConfig;
-use crate::image::digest::Digest;
-use crate::image::spec;
+use crate::image::time;
+use crate::oci::Digest;
 use std::path::{Path, PathBuf};
 
 impl Store {
@@ -58,7 +58,7 @@ impl Store {
             name,
             image: img.id.clone(),
             image_ref: image_ref.to_string(),
-            created: spec::now_rfc3339(),
+            created: time::now_rfc3339(),
             mountpoint: mp.to_string_lossy().into_owned(),
         };
         self.write_container(&rec)?;
@@ -79,12 +79,10 @@ impl Store {
 
     /// The mount configuration of a container (layers of its image under its upper dir).
     pub fn mount_config(&self, rec: &ContainerRecord) -> Result<MountConfig> {
-        let img = self.image(&Digest::parse(&rec.image).ok_or_else(|| {
-            StoreError::Corrupt(format!("bad image id in container {}", rec.name))
-        })?)?;
+        let img = self.image(&rec.image)?;
         let dir = self.container_dir(rec);
         let mut cfg = MountConfig::new(
-            self.image_lowerdirs(&img)?,
+            self.image_lowerdirs(&img),
             Some(dir.join("upper")),
             Some(dir.join("work")),
             PathBuf::from(&rec.mountpoint),
@@ -144,47 +142,18 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(cwd.join(p))
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// True if something is mounted at `mp` (per /proc/self/mountinfo).
 pub fn is_mounted(mp: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
     let want = mp.canonicalize().unwrap_or_else(|_| mp.to_path_buf());
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == want)
-    })
+    crate::fs::mountinfo::is_mountpoint(&want)
 }
 
 /// Unmount `mp` (fusermount3 -u for users, umount2 for root).
 pub fn unmount(mp: &Path) -> Result<()> {
-    if crate::image::fsutil::is_root() {
-        let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())
-            .map_err(|_| StoreError::Conflict("NUL in mountpoint".into()))?;
-        if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-            return Ok(());
-        }
+    if crate::image::fsutil::is_root()
+        && rustix::mount::unmount(mp, rustix::mount::UnmountFlags::empty()).is_ok()
+    {
+        return Ok(());
     }
     for prog in ["fusermount3", "fusermount"] {
         match std::process::Command::new(prog).arg("-u").arg(mp).status() {

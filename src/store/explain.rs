@@ -1,7 +1,7 @@
 //! `explain`: for a path in an image or container, which layer provides it and what every
 //! layer has there (present, whited out, hidden by an opaque dir above).
 
-use super::{Result, Store, StoreError};
+use super::{Result, Store};
 use crate::image::union::{self, LayerEntry};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -25,17 +25,14 @@ impl Store {
             Ok(c) => {
                 dirs.push(self.container_dir(&c).join("upper"));
                 names.push("upper".into());
-                self.image(
-                    &crate::image::Digest::parse(&c.image)
-                        .ok_or_else(|| StoreError::Corrupt("bad image id".into()))?,
-                )?
+                self.image(&c.image)?
             }
             Err(_) => self.resolve_image(target)?,
         };
         for l in img.layers.iter().rev() {
-            names.push(l.diff_id.clone());
+            names.push(l.diff_id.to_string());
         }
-        dirs.extend(self.image_lowerdirs(&img)?);
+        dirs.extend(self.image_lowerdirs(&img));
         let rel = Path::new(path.trim_start_matches('/'));
         let resolved = union::resolve(&dirs, rel);
         let visible = resolved.as_ref().map(|r| r.top);

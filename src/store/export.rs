@@ -1,8 +1,8 @@
 //! Export images from the store (for `save`): gather configs, manifests and layer blobs.
 
-use super::{Result, Store, StoreError};
-use crate::image::digest::Digest;
-use crate::image::spec::{self, ExportImage, ExportLayer};
+use super::{Result, Store};
+use crate::image::exchange::{ExportImage, ExportLayer};
+use crate::image::names;
 
 impl Store {
     /// Collect what exporters need for the given references. A reference by tag exports that
@@ -12,30 +12,26 @@ impl Store {
         let mut out = Vec::new();
         for r in refs {
             let rec = self.resolve_image(r)?;
-            let norm = spec::normalize_ref(r);
+            let norm = names::lookup_key(r);
             let names = if tags.get(&norm) == Some(&rec.id) {
                 vec![norm]
             } else {
                 self.tags_of(&rec.id)?
             };
-            let config = self.read_blob(&rec.digest()?)?;
-            let md = Digest::parse(&rec.manifest_digest)
-                .ok_or_else(|| StoreError::Corrupt(format!("bad manifest digest in {}", rec.id)))?;
-            let manifest = self.read_blob(&md)?;
-            let mut layers = Vec::new();
-            for l in &rec.layers {
-                let bad = || StoreError::Corrupt(format!("bad layer digest in image {}", rec.id));
-                let digest = Digest::parse(&l.digest).ok_or_else(bad)?;
-                let diff_id = Digest::parse(&l.diff_id).ok_or_else(bad)?;
-                layers.push(ExportLayer {
-                    blob: self.blob_path(&digest),
-                    diff_id,
+            let config = self.read_blob(&rec.id)?;
+            let manifest = self.read_blob(&rec.manifest_digest)?;
+            let layers = rec
+                .layers
+                .iter()
+                .map(|l| ExportLayer {
+                    blob: self.blob_path(&l.digest),
+                    diff_id: l.diff_id.clone(),
                     diff_size: l.diff_size,
-                    digest,
+                    digest: l.digest.clone(),
                     size: l.size,
                     media_type: l.media_type.clone(),
-                });
-            }
+                })
+                .collect();
             out.push(ExportImage {
                 tags: names,
                 config,

@@ -3,7 +3,7 @@
 
 use super::blobs::{hash_file, hash_uncompressed};
 use super::{Result, Store};
-use crate::image::digest::Digest;
+use crate::oci::Digest;
 use std::collections::HashSet;
 
 /// The findings of a check.
@@ -33,7 +33,7 @@ impl Store {
     pub fn fsck(&self) -> Result<FsckReport> {
         let _lock = self.lock_shared()?;
         let mut r = FsckReport::default();
-        let mut verified_layer_blobs: HashSet<String> = HashSet::new();
+        let mut verified_layer_blobs: HashSet<Digest> = HashSet::new();
         // Blobs.
         for e in std::fs::read_dir(self.path("blobs/sha256"))
             .map_err(super::StoreError::io("list blobs"))?
@@ -45,7 +45,7 @@ impl Store {
                     .push(format!("leftover temporary file blobs/sha256/{name}"));
                 continue;
             }
-            let Some(d) = Digest::parse(&name) else {
+            let Ok(d) = Digest::from_hex(&name) else {
                 r.errors
                     .push(format!("blobs/sha256/{name}: not a digest name"));
                 continue;
@@ -66,7 +66,7 @@ impl Store {
         {
             let name = e.file_name().to_string_lossy().into_owned();
             let p = e.path();
-            if Digest::parse(&name).is_none() {
+            if Digest::from_hex(&name).is_err() {
                 r.notes.push(format!("layers/{name}: unexpected entry"));
                 continue;
             }
@@ -91,50 +91,36 @@ impl Store {
         };
         for img in &images {
             r.images += 1;
-            let short = img.id.get(7..19).unwrap_or(&img.id).to_string();
-            let Ok(id) = img.digest() else {
-                r.errors
-                    .push(format!("image record with bad id {}", img.id));
-                continue;
-            };
-            referenced_blobs.insert(id.hex().to_string());
-            if !self.has_blob(&id) {
+            let short = img.id.short();
+            referenced_blobs.insert(img.id.hex().to_string());
+            if !self.has_blob(&img.id) {
                 r.errors.push(format!("image {short}: config blob missing"));
             }
-            referenced_blobs.insert(
-                img.manifest_digest
-                    .trim_start_matches("sha256:")
-                    .to_string(),
-            );
-            if !Digest::parse(&img.manifest_digest).is_some_and(|d| self.has_blob(&d)) {
+            referenced_blobs.insert(img.manifest_digest.hex().to_string());
+            if !self.has_blob(&img.manifest_digest) {
                 r.errors.push(format!(
                     "image {short}: manifest blob {} missing",
                     img.manifest_digest
                 ));
             }
             for l in &img.layers {
-                let hex = l.diff_id.trim_start_matches("sha256:").to_string();
+                let hex = l.diff_id.hex().to_string();
                 referenced_layers.insert(hex.clone());
-                referenced_blobs.insert(l.digest.trim_start_matches("sha256:").to_string());
+                referenced_blobs.insert(l.digest.hex().to_string());
                 if !layer_ids.contains(&hex) {
                     r.errors.push(format!(
                         "image {short}: layer {} is not unpacked in the store",
                         l.diff_id
                     ));
                 }
-                let Some(bd) = Digest::parse(&l.digest) else {
-                    r.errors
-                        .push(format!("image {short}: bad layer digest {}", l.digest));
-                    continue;
-                };
-                if !self.has_blob(&bd) {
+                if !self.has_blob(&l.digest) {
                     r.errors
                         .push(format!("image {short}: layer blob {} missing", l.digest));
                     continue;
                 }
                 if verified_layer_blobs.insert(l.digest.clone()) {
-                    match hash_uncompressed(&self.blob_path(&bd)) {
-                        Ok((actual, _)) if actual.as_str() == l.diff_id => {}
+                    match hash_uncompressed(&self.blob_path(&l.digest)) {
+                        Ok((actual, _)) if actual == l.diff_id => {}
                         Ok((actual, _)) => r.errors.push(format!(
                             "layer {}: blob {} unpacks to {actual}",
                             l.diff_id, l.digest
@@ -145,7 +131,7 @@ impl Store {
             }
         }
         // Tags and containers.
-        let ids: HashSet<&String> = images.iter().map(|i| &i.id).collect();
+        let ids: HashSet<&Digest> = images.iter().map(|i| &i.id).collect();
         match self.tags() {
             Ok(tags) => {
                 for (t, id) in tags {

@@ -1,8 +1,9 @@
 //! Tags and garbage: `tag`, `rmi` (untag, then drop what nothing references) and `prune`.
 
 use super::{Result, Store, StoreError};
-use crate::image::digest::Digest;
-use crate::image::spec;
+use crate::image::names;
+use crate::oci::Digest;
+use crate::oci::Reference;
 use std::collections::HashSet;
 
 /// What a removal or prune did.
@@ -11,10 +12,10 @@ pub struct Removed {
     /// Tags removed.
     pub untagged: Vec<String>,
     /// Image IDs deleted.
-    pub images: Vec<String>,
-    /// Layers (diff IDs) deleted.
+    pub images: Vec<Digest>,
+    /// Layers deleted (`sha256:` and their directory name, the diff ID's hex).
     pub layers: Vec<String>,
-    /// Blobs deleted.
+    /// Blobs deleted (`sha256:` and their file name).
     pub blobs: Vec<String>,
     /// Leftover temporary entries removed.
     pub temp: usize,
@@ -25,7 +26,7 @@ impl Store {
     pub fn tag(&self, src: &str, dst: &str) -> Result<String> {
         let _lock = self.lock()?;
         let rec = self.resolve_image(src)?;
-        let dst = spec::validate_ref(dst).map_err(StoreError::Conflict)?;
+        let dst = Reference::parse_tag(dst).map_err(|e| StoreError::Conflict(e.to_string()))?;
         let mut tags = self.tags()?;
         tags.insert(dst.clone(), rec.id.clone());
         self.write_tags(&tags)?;
@@ -38,7 +39,7 @@ impl Store {
         let _lock = self.lock()?;
         let rec = self.resolve_image(r)?;
         let mut tags = self.tags()?;
-        let norm = spec::normalize_ref(r);
+        let norm = names::lookup_key(r);
         let mut out = Removed::default();
         if tags.get(&norm) == Some(&rec.id) {
             tags.remove(&norm);
@@ -52,7 +53,7 @@ impl Store {
             if mine.len() > 1 && !force {
                 return Err(StoreError::Conflict(format!(
                     "image {} is referenced by several tags ({}); remove them by name or use --force",
-                    &rec.id[7..19],
+                    rec.id.short(),
                     mine.join(", ")
                 )));
             }
@@ -70,7 +71,7 @@ impl Store {
         self.write_tags(&tags)?;
         if !tags.values().any(|v| *v == rec.id) {
             if used_by.is_empty() {
-                self.delete_image(&rec.digest()?)?;
+                self.delete_image(&rec.id)?;
                 out.images.push(rec.id.clone());
                 self.collect(&mut out)?;
             } else if !out.untagged.is_empty() {
@@ -92,11 +93,11 @@ impl Store {
         let _lock = self.lock()?;
         let mut out = Removed::default();
         let tags = self.tags()?;
-        let tagged: HashSet<&String> = tags.values().collect();
-        let used: HashSet<String> = self.containers()?.into_iter().map(|c| c.image).collect();
+        let tagged: HashSet<&Digest> = tags.values().collect();
+        let used: HashSet<Digest> = self.containers()?.into_iter().map(|c| c.image).collect();
         for img in self.images()? {
             if !tagged.contains(&img.id) && !used.contains(&img.id) {
-                self.delete_image(&img.digest()?)?;
+                self.delete_image(&img.id)?;
                 out.images.push(img.id);
             }
         }
@@ -136,15 +137,11 @@ impl Store {
         let mut layers: HashSet<String> = HashSet::new();
         let mut blobs: HashSet<String> = HashSet::new();
         for img in self.images()? {
-            blobs.insert(img.id[7..].to_string());
-            blobs.insert(
-                img.manifest_digest
-                    .trim_start_matches("sha256:")
-                    .to_string(),
-            );
+            blobs.insert(img.id.hex().to_string());
+            blobs.insert(img.manifest_digest.hex().to_string());
             for l in &img.layers {
-                layers.insert(l.diff_id.trim_start_matches("sha256:").to_string());
-                blobs.insert(l.digest.trim_start_matches("sha256:").to_string());
+                layers.insert(l.diff_id.hex().to_string());
+                blobs.insert(l.digest.hex().to_string());
             }
         }
         for e in std::fs::read_dir(self.path("layers"))

@@ -6,13 +6,20 @@
 use super::atomic::{Staging, fsync_tree, install};
 use super::blobs::{TeeReader, stage_bytes};
 use super::records::{ImageRecord, LayerRecord, LayerRef};
-use super::{Progress, Result, Store, StoreError};
+use super::{Result, Store, StoreError};
 use crate::image::apply::{ApplyOptions, apply_layer};
 use crate::image::archive::{self, Format};
-use crate::image::compress::{self, Compression};
-use crate::image::digest::{CountReader, Digest, HashReader};
-use crate::image::spec::{self, Descriptor, Manifest, SourceImage, media};
+use crate::image::compress;
+use crate::image::config::ImageConfig;
+use crate::image::exchange::{SourceImage, SourceLayer};
+use crate::image::time;
 use crate::image::{ImageError, docker_archive, oci_layout};
+use crate::oci::Reference;
+use crate::oci::digest::HashReader;
+use crate::oci::{self, Digest, MediaType};
+use crate::progress::Progress;
+use crate::progress::{ALREADY_EXISTS, CountReader};
+use oci_spec::image::ImageManifestBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -41,7 +48,7 @@ impl Store {
         &self,
         reader: R,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let staging = Staging::new(&self.path("tmp"))?;
@@ -58,7 +65,7 @@ impl Store {
         &self,
         dir: &Path,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         self.load_dir_locked(dir, name_hint, progress)
@@ -68,7 +75,7 @@ impl Store {
         &self,
         dir: &Path,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let sources = match archive::detect_format(dir)? {
             Format::DockerArchive => docker_archive::read(dir)?,
@@ -82,7 +89,7 @@ impl Store {
         &self,
         dir: &Path,
         name_hint: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let sources = oci_layout::read(dir, name_hint)?;
@@ -97,12 +104,12 @@ impl Store {
         dir: &Path,
         reference: &str,
         manifest_digest: &Digest,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
-        let base = reference.split('@').next().unwrap_or(reference);
-        let (name, _) = spec::split_ref(base);
-        let mut sources = oci_layout::read(dir, &name)?;
+        let r = Reference::parse(reference).map_err(ImageError::from)?;
+        let name = r.written_name();
+        let mut sources = oci_layout::read(dir, name)?;
         for s in &mut sources {
             if s.manifest.as_deref().map(Digest::of).as_ref() == Some(manifest_digest) {
                 s.repo_digests.push(format!("{name}@{manifest_digest}"));
@@ -115,7 +122,7 @@ impl Store {
     pub fn import_images(
         &self,
         sources: Vec<SourceImage>,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         self.import_images_locked(sources, progress)
@@ -124,13 +131,13 @@ impl Store {
     pub(crate) fn import_images_locked(
         &self,
         sources: Vec<SourceImage>,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let staging = Staging::new(&self.path("tmp"))?;
-        let mut staged_layers: HashMap<String, StagedLayer> = HashMap::new();
+        let mut staged_layers: HashMap<Digest, StagedLayer> = HashMap::new();
         let mut staged_blobs: BTreeMap<Digest, PathBuf> = BTreeMap::new();
         let mut records = Vec::new();
-        let mut all_tags: Vec<(String, String)> = Vec::new();
+        let mut all_tags: Vec<(String, Digest)> = Vec::new();
         for (n, src) in sources.iter().enumerate() {
             let label = src
                 .tags
@@ -143,13 +150,12 @@ impl Store {
             {
                 return Err(ImageError::DigestMismatch {
                     what: format!("config of {label}"),
-                    expected: exp.to_string(),
-                    actual: config_digest.to_string(),
+                    expected: exp.clone(),
+                    actual: config_digest,
                 }
                 .into());
             }
-            let config = spec::parse_config(&src.config)?;
-            let diff_ids = spec::config_diff_ids(&config)?;
+            let diff_ids = ImageConfig::parse(&src.config)?.diff_ids()?;
             if diff_ids.len() != src.layers.len() {
                 return Err(ImageError::Format(format!(
                     "{label}: config lists {} diff IDs but there are {} layers",
@@ -172,9 +178,9 @@ impl Store {
                     progress,
                 )?;
                 if let Some(b) = staged_layers.get(&r.diff_id).and_then(|s| s.blob.clone())
-                    && let (Some(d), None) = (Digest::parse(&r.digest), &existing)
+                    && existing.is_none()
                 {
-                    staged_blobs.insert(d, b);
+                    staged_blobs.insert(r.digest.clone(), b);
                 }
                 layer_refs.push(r);
             }
@@ -203,11 +209,11 @@ impl Store {
             let (md, mp) = stage_bytes(&staging.dir, &manifest)?;
             staged_blobs.insert(md.clone(), mp);
             let rec = ImageRecord {
-                id: config_digest.to_string(),
-                manifest_digest: md.to_string(),
+                id: config_digest,
+                manifest_digest: md,
                 layers: layer_refs,
                 repo_digests: src.repo_digests.clone(),
-                stored: spec::now_rfc3339(),
+                stored: time::now_rfc3339(),
             };
             for t in &src.tags {
                 all_tags.push((t.clone(), rec.id.clone()));
@@ -224,9 +230,7 @@ impl Store {
         for s in staged_layers.values() {
             if let Some(dir) = &s.unpacked {
                 fsync_tree(dir)?;
-                let d = Digest::parse(&s.layer_ref.diff_id)
-                    .ok_or_else(|| StoreError::Corrupt("bad diff id".into()))?;
-                install(dir, &self.path("layers").join(d.hex()))?;
+                install(dir, &self.path("layers").join(s.layer_ref.diff_id.hex()))?;
             }
         }
         for r in &records {
@@ -245,17 +249,17 @@ impl Store {
     fn stage_layer(
         &self,
         staging: &Path,
-        l: &spec::SourceLayer,
+        l: &SourceLayer,
         diff_id: &Digest,
-        staged: &mut HashMap<String, StagedLayer>,
+        staged: &mut HashMap<Digest, StagedLayer>,
         what: &str,
-        progress: &mut dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<LayerRef> {
         let err = |e: ImageError| StoreError::Layer {
             layer: what.to_string(),
             error: e,
         };
-        let id = diff_id.short().to_string();
+        let id = diff_id.to_string();
         // A pull leaves out of its layout the blobs the store said it has: read ours.
         let path = match &l.digest {
             Some(d) if !l.path.exists() && self.has_blob(d) => self.blob_path(d),
@@ -264,10 +268,8 @@ impl Store {
         let file = std::fs::File::open(&path)
             .map_err(|e| err(ImageError::io(format!("open {}", path.display()))(e)))?;
         let total = file.metadata().ok().map(|m| m.len());
-        let have_layer = self.has_layer(diff_id)
-            || staged
-                .get(diff_id.as_str())
-                .is_some_and(|s| s.unpacked.is_some());
+        let have_layer =
+            self.has_layer(diff_id) || staged.get(diff_id).is_some_and(|s| s.unpacked.is_some());
         let have_blob = l.digest.as_ref().is_some_and(|d| self.has_blob(d));
         progress.begin(
             &id,
@@ -320,16 +322,16 @@ impl Store {
             if actual_diff != *diff_id {
                 return Err(err(ImageError::DigestMismatch {
                     what: "diff ID".into(),
-                    expected: diff_id.to_string(),
-                    actual: actual_diff.to_string(),
+                    expected: diff_id.clone(),
+                    actual: actual_diff,
                 }));
             }
             if let Some(dir) = &unpacked {
                 let rec = LayerRecord {
-                    diff_id: diff_id.to_string(),
+                    diff_id: diff_id.clone(),
                     diff_size,
                     rootless: self.rootless(),
-                    created: spec::now_rfc3339(),
+                    created: time::now_rfc3339(),
                 };
                 let b = serde_json::to_vec_pretty(&rec)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -350,8 +352,8 @@ impl Store {
         {
             return Err(err(ImageError::DigestMismatch {
                 what: "blob digest".into(),
-                expected: exp.to_string(),
-                actual: actual.to_string(),
+                expected: exp.clone(),
+                actual,
             }));
         }
         if let Some(exp) = l.size
@@ -369,23 +371,19 @@ impl Store {
             std::fs::rename(&blob_tmp, &p).map_err(StoreError::io("stage blob"))?;
             Some(p)
         };
-        let media_type = l.media_type.clone().unwrap_or_else(|| media_type_for(c));
+        let media_type = l
+            .media_type
+            .clone()
+            .unwrap_or_else(|| c.oci_layer_media_type());
         let layer_ref = LayerRef {
-            digest: actual.to_string(),
+            digest: actual,
             media_type,
             size,
-            diff_id: diff_id.to_string(),
+            diff_id: diff_id.clone(),
             diff_size,
         };
-        progress.finish(
-            &id,
-            if have_layer {
-                "Already exists"
-            } else {
-                "Loaded"
-            },
-        );
-        let entry = staged.entry(diff_id.to_string()).or_insert(StagedLayer {
+        progress.finish(&id, if have_layer { ALREADY_EXISTS } else { "Loaded" });
+        let entry = staged.entry(diff_id.clone()).or_insert(StagedLayer {
             layer_ref: layer_ref.clone(),
             unpacked: None,
             blob: None,
@@ -399,33 +397,56 @@ impl Store {
     }
 }
 
-fn media_type_for(c: Compression) -> String {
-    c.oci_layer_media_type().to_string()
-}
-
 /// An OCI manifest for a config and layers (for images that came without one).
 pub fn synth_manifest(config: &[u8], layers: &[LayerRef]) -> Result<Vec<u8>> {
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(media::MANIFEST.into()),
-        config: Descriptor {
-            media_type: media::CONFIG.into(),
-            digest: Digest::of(config).to_string(),
-            size: config.len() as u64,
-            annotations: None,
-            platform: None,
-        },
-        layers: layers
-            .iter()
-            .map(|l| Descriptor {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.size,
-                annotations: None,
-                platform: None,
-            })
-            .collect(),
-        annotations: None,
-    };
-    serde_json::to_vec(&m).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let bad = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
+    let config = oci::descriptor(
+        MediaType::ImageConfig,
+        &Digest::of(config),
+        config.len() as u64,
+    )
+    .map_err(|e| bad(&e))?;
+    let layers = layers
+        .iter()
+        .map(|l| oci::descriptor(l.media_type.clone(), &l.digest, l.size))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let m = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .build()
+        .map_err(|e| bad(&e))?;
+    serde_json::to_vec(&m).map_err(|e| bad(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The manifest of an image that came without one (docker-archive, commit) is written
+    /// byte for byte as before: its digest is the image's manifest digest.
+    #[test]
+    fn synthesized_manifest_bytes() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let layer = LayerRef {
+            digest: Digest::of(b"blob"),
+            media_type: MediaType::ImageLayerGzip,
+            size: 4,
+            diff_id: Digest::of(b"tar"),
+            diff_size: 3,
+        };
+        let m = synth_manifest(b"{}", std::slice::from_ref(&layer))?;
+        let want = format!(
+            concat!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
+                r#""config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"#,
+                r#""layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":4}}]}}"#
+            ),
+            Digest::of(b"{}"),
+            layer.digest
+        );
+        assert_eq!(String::from_utf8(m)?, want);
+        Ok(())
+    }
 }

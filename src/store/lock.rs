@@ -1,7 +1,7 @@
 //! The store lock: flock on ROOT/lock, exclusive for writers and shared for readers.
 
 use super::{Result, StoreError};
-use std::os::fd::AsRawFd;
+use crate::lockfile::{self, Mode};
 use std::path::Path;
 
 /// Held while the lock is held; dropping releases it.
@@ -19,21 +19,12 @@ impl StoreLock {
             .write(true)
             .open(path)
             .map_err(StoreError::io(format!("open lock {}", path.display())))?;
-        let op = if exclusive {
-            libc::LOCK_EX
+        let mode = if exclusive {
+            Mode::Exclusive
         } else {
-            libc::LOCK_SH
+            Mode::Shared
         };
-        loop {
-            let r = unsafe { libc::flock(file.as_raw_fd(), op) };
-            if r == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(StoreError::io(format!("lock {}", path.display()))(e));
-            }
-        }
+        lockfile::lock(&file, mode).map_err(StoreError::io(format!("lock {}", path.display())))?;
         Ok(StoreLock { _file: file })
     }
 }

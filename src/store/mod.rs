@@ -69,28 +69,6 @@ impl StoreError {
 /// The result type of the store.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Progress reports of long operations (a terminal bar, plain lines, or nothing).
-pub trait Progress {
-    /// An item (`id`, e.g. a short digest) starts; `total` bytes if known.
-    fn begin(&mut self, id: &str, action: &str, total: Option<u64>);
-    /// `n` more bytes of item `id` are done.
-    fn advance(&mut self, id: &str, n: u64);
-    /// Item `id` ends with a status (e.g. "Loaded", "Already exists").
-    fn finish(&mut self, id: &str, status: &str);
-    /// A free-form line (e.g. "Loaded image: x:y").
-    fn message(&mut self, msg: &str);
-}
-
-/// Progress that reports nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn begin(&mut self, _: &str, _: &str, _: Option<u64>) {}
-    fn advance(&mut self, _: &str, _: u64) {}
-    fn finish(&mut self, _: &str, _: &str) {}
-    fn message(&mut self, _: &str) {}
-}
-
 /// A layer database rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -3,8 +3,9 @@
 
 use super::atomic::write_atomic;
 use super::{Result, Store, StoreError};
-use crate::image::digest::Digest;
-use crate::image::spec;
+use crate::image::config::ImageConfig;
+use crate::image::names;
+use crate::oci::{Digest, MediaType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,13 +14,13 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LayerRef {
     /// Blob digest.
-    pub digest: String,
+    pub digest: Digest,
     /// Blob media type.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Blob size.
     pub size: u64,
     /// Uncompressed digest.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Uncompressed size.
     pub diff_size: u64,
 }
@@ -27,10 +28,10 @@ pub struct LayerRef {
 /// An image: its config (ID), manifest and layers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageRecord {
-    /// `sha256:` of the config = the image ID.
-    pub id: String,
+    /// Digest of the config = the image ID.
+    pub id: Digest,
     /// Digest of the OCI manifest blob.
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     /// Layers, bottom first.
     pub layers: Vec<LayerRef>,
     /// Registry digests.
@@ -41,11 +42,6 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
-    /// The ID as a digest.
-    pub fn digest(&self) -> Result<Digest> {
-        Digest::parse(&self.id)
-            .ok_or_else(|| StoreError::Corrupt(format!("image record with bad id {}", self.id)))
-    }
     /// Total uncompressed size.
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.diff_size).sum()
@@ -56,7 +52,7 @@ impl ImageRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerRecord {
     /// Uncompressed digest.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Uncompressed size.
     pub diff_size: u64,
     /// Unpacked rootless (override xattrs) or as root.
@@ -73,7 +69,7 @@ pub struct ContainerRecord {
     /// Unique name.
     pub name: String,
     /// The image ID.
-    pub image: String,
+    pub image: Digest,
     /// The reference the user gave.
     pub image_ref: String,
     /// When created.
@@ -148,13 +144,15 @@ impl Store {
     }
 
     pub(crate) fn write_image(&self, rec: &ImageRecord) -> Result<()> {
-        let id = rec.digest()?;
         let b = serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        write_atomic(&self.path("images").join(format!("{}.json", id.hex())), &b)
+        write_atomic(
+            &self.path("images").join(format!("{}.json", rec.id.hex())),
+            &b,
+        )
     }
 
     /// The tag table (`name:tag` -> image ID).
-    pub fn tags(&self) -> Result<BTreeMap<String, String>> {
+    pub fn tags(&self) -> Result<BTreeMap<String, Digest>> {
         let p = self.path("tags.json");
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
@@ -164,13 +162,13 @@ impl Store {
         }
     }
 
-    pub(crate) fn write_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
+    pub(crate) fn write_tags(&self, tags: &BTreeMap<String, Digest>) -> Result<()> {
         let b = serde_json::to_vec_pretty(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         write_atomic(&self.path("tags.json"), &b)
     }
 
     /// The tags naming image `id`, sorted.
-    pub fn tags_of(&self, id: &str) -> Result<Vec<String>> {
+    pub fn tags_of(&self, id: &Digest) -> Result<Vec<String>> {
         Ok(self
             .tags()?
             .into_iter()
@@ -182,17 +180,15 @@ impl Store {
     /// Resolve a reference: `name[:tag]`, a full ID (`sha256:...` or hex) or a unique ID prefix.
     pub fn resolve_image(&self, r: &str) -> Result<ImageRecord> {
         let tags = self.tags()?;
-        if let Some(id) = tags.get(&spec::normalize_ref(r)) {
-            let d = Digest::parse(id)
-                .ok_or_else(|| StoreError::Corrupt(format!("tag {r} names bad id {id}")))?;
-            return self.image(&d);
+        if let Some(id) = tags.get(&names::lookup_key(r)) {
+            return self.image(id);
         }
         let hex = r.strip_prefix("sha256:").unwrap_or(r);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let matches: Vec<ImageRecord> = self
                 .images()?
                 .into_iter()
-                .filter(|i| i.id[7..].starts_with(hex))
+                .filter(|i| i.id.hex().starts_with(hex))
                 .collect();
             match matches.len() {
                 1 => {
@@ -212,22 +208,17 @@ impl Store {
         Err(StoreError::NotFound(format!("no such image: {r}")))
     }
 
-    /// The parsed config of an image.
-    pub fn image_config(&self, rec: &ImageRecord) -> Result<serde_json::Value> {
-        let b = self.read_blob(&rec.digest()?)?;
-        Ok(spec::parse_config(&b)?)
+    /// The config of an image.
+    pub fn image_config(&self, rec: &ImageRecord) -> Result<ImageConfig> {
+        Ok(ImageConfig::parse(&self.read_blob(&rec.id)?)?)
     }
 
     /// The layer directories of an image, topmost first (as a mount wants them).
-    pub fn image_lowerdirs(&self, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
+    pub fn image_lowerdirs(&self, rec: &ImageRecord) -> Vec<PathBuf> {
         rec.layers
             .iter()
             .rev()
-            .map(|l| {
-                let d = Digest::parse(&l.diff_id)
-                    .ok_or_else(|| StoreError::Corrupt(format!("bad diff id {}", l.diff_id)))?;
-                Ok(self.layer_dir(&d))
-            })
+            .map(|l| self.layer_dir(&l.diff_id))
             .collect()
     }
 

@@ -161,7 +161,7 @@ fn describe(p: &Path, rel: &str) -> String {
         format!("symlink->{}", std::fs::read_link(p).unwrap().display())
     } else if ft.is_file() {
         let data = std::fs::read(p).unwrap();
-        format!("file:{}", strata::image::Digest::of(&data).short())
+        format!("file:{}", strata::oci::Digest::of(&data).short())
     } else if ft.is_char_device() || ft.is_block_device() {
         format!("dev:{}:{}", libc::major(m.rdev()), libc::minor(m.rdev()))
     } else {
@@ -253,7 +253,7 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
 pub fn image_layers(root: &Path, image: &str) -> Vec<PathBuf> {
     let s = strata::store::Store::open(root).unwrap();
     let img = s.resolve_image(image).unwrap();
-    s.image_lowerdirs(&img).unwrap()
+    s.image_lowerdirs(&img)
 }
 
 /// What other tools see of a stored image: `strata save` it to a docker-archive in `work`,

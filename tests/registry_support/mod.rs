@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use strata::registry::Progress;
+use strata::progress::{ALREADY_EXISTS, Progress};
 
 pub type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -53,8 +53,8 @@ pub fn free_port() -> BoxResult<u16> {
 
 /// Whether the file hashes to the hex digest `hex`.
 pub fn hash_ok(path: &Path, hex: &str) -> BoxResult<bool> {
-    let (d, _) = strata::registry::digest::hash_file(path)?;
-    Ok(d == format!("sha256:{hex}"))
+    let (d, _) = strata::oci::digest::hash_file(path)?;
+    Ok(d.hex() == hex)
 }
 
 /// A `docker-registry` serving 127.0.0.1:PORT from a temporary directory.
@@ -302,15 +302,16 @@ impl TestImages {
     }
 
     /// Layer digests of image `tag` in the layout, bottom first.
-    pub fn layer_digests(&self, tag: &str) -> BoxResult<Vec<String>> {
+    pub fn layer_digests(&self, tag: &str) -> BoxResult<Vec<strata::oci::Digest>> {
         let desc = strata::registry::layout::resolve(&self.layout, Some(tag))?;
-        let bytes = strata::registry::layout::read_blob(&self.layout, &desc.digest)?;
+        let bytes =
+            strata::registry::layout::read_blob(&self.layout, &strata::oci::digest_of(&desc)?)?;
         let m: serde_json::Value = serde_json::from_slice(&bytes)?;
         Ok(m["layers"]
             .as_array()
             .map(|ls| {
                 ls.iter()
-                    .filter_map(|l| l["digest"].as_str().map(str::to_string))
+                    .filter_map(|l| strata::oci::Digest::parse(l["digest"].as_str()?).ok())
                     .collect()
             })
             .unwrap_or_default())
@@ -337,13 +338,13 @@ impl TestImages {
 }
 
 /// The manifest digest skopeo reports for an image (`docker://...` or `oci:...`).
-pub fn skopeo_digest(image: &str) -> BoxResult<String> {
+pub fn skopeo_digest(image: &str) -> BoxResult<strata::oci::Digest> {
     let mut args = vec!["inspect", "--format", "{{.Digest}}"];
     if image.starts_with("docker://") {
         args.push("--tls-verify=false");
     }
     args.push(image);
-    Ok(run("skopeo", &args)?.trim().to_string())
+    Ok(strata::oci::Digest::parse(run("skopeo", &args)?.trim())?)
 }
 
 /// A `Progress` that records `start|finish|exists DIGEST` lines.
@@ -371,15 +372,16 @@ impl Events {
 }
 
 impl Progress for Events {
-    fn start(&self, digest: &str, _: &str, _: Option<u64>) {
+    fn begin(&self, digest: &str, _: &str, _: Option<u64>) {
         self.push(format!("start {digest}"));
     }
     fn advance(&self, _: &str, _: u64) {}
-    fn finish(&self, digest: &str) {
-        self.push(format!("finish {digest}"));
-    }
-    fn already_exists(&self, digest: &str, _: &str) {
-        self.push(format!("exists {digest}"));
+    fn finish(&self, digest: &str, status: &str) {
+        if status == ALREADY_EXISTS {
+            self.push(format!("exists {digest}"));
+        } else {
+            self.push(format!("finish {digest}"));
+        }
     }
     fn message(&self, line: &str) {
         self.push(format!("message {line}"));
