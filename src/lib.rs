@@ -14,4 +14,6 @@ pub mod lockfile;
 pub mod oci;
 pub mod progress;
 pub mod registry;
+pub mod run;
 pub mod store;
+pub mod sys;

@@ -61,7 +61,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
             r.0,
             r.1,
             r.2.short(),
-            r.3.get(..19).unwrap_or(&r.3),
+            crate::run::state::ago(&r.3),
             human_size(r.4)
         );
     }
@@ -111,7 +111,7 @@ pub fn history(store: &Store, image: &str, format: OutFormat) -> anyhow::Result<
         println!(
             "{:<14} {:<22} {:<40} {:<10} {}",
             layer,
-            r.created.get(..19).unwrap_or(&r.created),
+            crate::run::state::ago(&r.created),
             by,
             human_size(r.size),
             r.comment

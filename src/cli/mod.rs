@@ -6,6 +6,7 @@ mod images;
 mod maint;
 pub mod progress;
 mod registry;
+mod run;
 mod transfer;
 
 use crate::store::Store;
@@ -134,8 +135,11 @@ pub enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// List containers.
+    /// List containers (running and mounted ones; all with -a).
     Ps {
+        /// Also exited and created run containers.
+        #[arg(short, long)]
+        all: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: OutFormat,
@@ -145,9 +149,74 @@ pub enum Cmd {
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
-        /// Unmount first if mounted.
+        /// Stop (SIGKILL) a running container, unmount a mounted one, first.
         #[arg(short, long)]
         force: bool,
+    },
+    /// Run a command in a new container made from an image.
+    Run(run::RunArgs),
+    /// Run a command in a running container.
+    Exec(run::ExecArgs),
+    /// Start stopped containers again (with their changes).
+    Start {
+        /// Attach to the output and wait for the exit status.
+        #[arg(short, long)]
+        attach: bool,
+        /// Attach stdin too (containers made with -i).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop running containers: SIGTERM, then SIGKILL after a grace time.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long = "time", default_value_t = 10)]
+        time: u64,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to running containers.
+    Kill {
+        /// Signal name or number.
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait until containers stop; print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show a container's output.
+    Logs {
+        /// Keep following the output until the container stops.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines (or "all").
+        #[arg(long, value_name = "N")]
+        tail: Option<String>,
+        /// The container.
+        container: String,
+    },
+    /// Attach to a running container's input and output.
+    Attach {
+        /// The container.
+        container: String,
+    },
+    /// (internal) Supervise one run of a container.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// Container ID.
+        id: String,
+        /// Descriptor of the channel to the starting client.
+        #[arg(long)]
+        attach_fd: Option<i32>,
     },
     /// Make a new image from a container's changes.
     Commit {
@@ -227,13 +296,22 @@ pub enum Cmd {
     },
 }
 
-/// Run a parsed command line; returns the exit code.
+/// Run a parsed command line; returns the exit code. Commands that run a container's
+/// process exit with its status, and with 125 (as Docker) when strata itself fails.
 pub fn run(cli: Cli) -> i32 {
+    let failure = match cli.cmd {
+        Cmd::Run(_) | Cmd::Exec(_) | Cmd::Start { .. } | Cmd::Attach { .. } => 125,
+        Cmd::Supervise { .. } => 125,
+        _ => 1,
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: {e:#}");
-            1
+            match e.downcast_ref::<crate::run::RunError>() {
+                Some(r) if failure == 125 => r.exit_code(),
+                _ => failure,
+            }
         }
     }
 }
@@ -270,7 +348,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             name,
         } => containers::mount(&store, &target, mountpoint.as_deref(), name.as_deref()),
         Cmd::Umount { containers } => containers::umount(&store, &containers),
-        Cmd::Ps { format } => containers::ps(&store, format, q),
+        Cmd::Ps { all, format } => containers::ps(&store, format, all, q),
+        Cmd::Run(a) => run::run(&store, &a),
+        Cmd::Exec(a) => run::exec(&store, &a),
+        Cmd::Start {
+            attach,
+            interactive,
+            containers,
+        } => run::start(&store, &containers, attach, interactive),
+        Cmd::Stop { time, containers } => run::stop(&store, &containers, time),
+        Cmd::Kill { signal, containers } => run::kill(&store, &containers, &signal),
+        Cmd::Wait { containers } => run::wait(&store, &containers),
+        Cmd::Logs {
+            follow,
+            tail,
+            container,
+        } => run::logs(&store, &container, follow, tail.as_deref()),
+        Cmd::Attach { container } => run::attach(&store, &container),
+        Cmd::Supervise { id, attach_fd } => run::supervise(&store, &id, attach_fd),
         Cmd::Rm { containers, force } => containers::rm(&store, &containers, force),
         Cmd::Commit {
             message,

@@ -11,7 +11,7 @@ use super::union::Union;
 /// Serve the control socket at `path` on a background thread.
 pub fn serve(path: &Path, u: Arc<Union>) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let listener: UnixListener = crate::sys::socket::bind_unix(path)?;
     std::thread::Builder::new()
         .name("strata-control".into())
         .spawn(move || {
@@ -72,7 +72,7 @@ pub struct PauseGuard {
 
 /// Pause the union whose control socket is `path`; returns once no change is under way.
 pub fn pause_client(path: &Path) -> std::io::Result<PauseGuard> {
-    let mut stream = UnixStream::connect(path)?;
+    let mut stream = crate::sys::socket::connect_unix(path)?;
     // Pausing waits for changes under way; a daemon that never answers is an error.
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     stream.write_all(b"pause\n")?;

@@ -225,10 +225,29 @@ fn fuse_config(cfg: &MountConfig, read_only: bool) -> Config {
 
 /// Mount the union and serve it (in a daemon unless `cfg.foreground`).
 pub fn mount(cfg: &MountConfig) -> Result<(), MountError> {
-    let (lowers, upper, work, mnt) = validate(cfg)?;
     if cfg.foreground {
+        let (lowers, upper, work, mnt) = validate(cfg)?;
         return serve(cfg, &lowers, upper.as_deref(), work.as_deref(), &mnt, None);
     }
+    spawn_daemon(cfg, false).map(|_| ())
+}
+
+/// Mount the union from a daemon that stays a child of the caller; returns the daemon's pid
+/// once the mount is live.
+///
+/// For mounts made inside a container's namespaces (`strata run`): the caller (single-threaded,
+/// as for [`mount`]) may be root of a user namespace, where the kernel mounts FUSE without
+/// fusermount3. The daemon is made in the caller's namespaces, gets SIGKILL when the caller
+/// dies (so a killed supervisor leaves no daemon behind), keeps no inherited descriptor besides
+/// stdio (redirected to /dev/null), and exits once the mount is unmounted, so the caller can
+/// unmount and then reap it. `cfg.foreground` is ignored.
+pub fn mount_child(cfg: &MountConfig) -> Result<u32, MountError> {
+    spawn_daemon(cfg, true)
+}
+
+fn spawn_daemon(cfg: &MountConfig, child_of_caller: bool) -> Result<u32, MountError> {
+    let (lowers, upper, work, mnt) = validate(cfg)?;
+    let parent = std::process::id();
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(MountError::Io {
@@ -244,6 +263,13 @@ pub fn mount(cfg: &MountConfig) -> Result<(), MountError> {
         }),
         0 => {
             drop(rd);
+            if child_of_caller {
+                // This fresh child owns none of the caller's objects: drop their descriptors.
+                crate::sys::process::close_fds_except(&[std::os::fd::AsRawFd::as_raw_fd(&wr)]);
+                if crate::sys::process::die_with_parent(parent).is_err() {
+                    crate::sys::process::exit_now(1);
+                }
+            }
             unsafe {
                 libc::setsid();
             }
@@ -258,12 +284,12 @@ pub fn mount(cfg: &MountConfig) -> Result<(), MountError> {
             );
             std::process::exit(if r.is_ok() { 0 } else { 1 });
         }
-        _child => {
+        child => {
             drop(wr);
             let mut msg = Vec::new();
             let _ = rd.read_to_end(&mut msg);
             match msg.first() {
-                Some(0) => Ok(()),
+                Some(0) => Ok(child as u32),
                 Some(_) => Err(invalid(String::from_utf8_lossy(&msg[1..]).into_owned())),
                 None => Err(invalid(
                     "the mount daemon exited before the mount was live".into(),

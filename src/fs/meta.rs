@@ -107,9 +107,12 @@ impl Union {
                 sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
             }
         }
+        // A node whose owner and mode come from an override xattr (rootless layers, read with
+        // `override_stat`) keeps them there, also on a privileged mount (root of a container's
+        // user namespace): a real chown/chmod would not change what the node reports.
         let over = node.state.read().over;
         if a.uid.is_some() || a.gid.is_some() {
-            if let Some(mut o) = over.filter(|_| !self.settings.privileged) {
+            if let Some(mut o) = over {
                 o.uid = a.uid.unwrap_or(o.uid);
                 o.gid = a.gid.unwrap_or(o.gid);
                 if !node.is_dir() {
@@ -132,7 +135,7 @@ impl Union {
             }
         }
         if let Some(mode) = a.mode {
-            if let Some(mut o) = over.filter(|_| !self.settings.privileged) {
+            if let Some(mut o) = over {
                 o.perm = mode & 0o7777;
                 self.store_override(node, o)?;
             } else if node.kind != fuser::FileType::Symlink {

@@ -32,5 +32,5 @@ pub mod whiteout;
 pub use attr::{format_override, parse_override};
 pub use config::{MountConfig, MountError};
 pub use control::{PauseGuard, pause_client};
-pub use daemon::mount;
+pub use daemon::{mount, mount_child};
 pub use node::StatOverride;

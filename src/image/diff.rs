@@ -24,6 +24,20 @@ pub struct DiffOptions {
     /// made, symlinks, which cannot carry `user.` xattrs) are written as owned by 0:0, as in
     /// a user namespace where the user is root.
     pub map_owner: Option<(u32, u32)>,
+    /// Paths (relative) left out while they are empty placeholders: mount points a container
+    /// runtime created (`/proc`, `/etc/hosts`), see [`is_placeholder`].
+    pub skip: Vec<PathBuf>,
+}
+
+/// True if `rel` in `upper` is an empty regular file or an empty directory (a mount point
+/// made for a container, nothing written into it).
+pub fn is_placeholder(upper: &Path, rel: &Path) -> bool {
+    let p = upper.join(rel);
+    match p.symlink_metadata() {
+        Ok(m) if m.is_file() => m.len() == 0,
+        Ok(m) if m.is_dir() => fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none()),
+        _ => false,
+    }
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<OsString>> {
@@ -80,6 +94,12 @@ impl<W: Write> Writer<'_, W> {
                 continue;
             }
             let p = abs.join(&name);
+            if origin.is_none()
+                && self.opts.skip.contains(&r)
+                && is_placeholder(abs, Path::new(&name))
+            {
+                continue;
+            }
             let meta = p
                 .symlink_metadata()
                 .map_err(ImageError::io(format!("stat {}", p.display())))?;

@@ -133,7 +133,9 @@ impl Store {
         let tar_path = staging.dir.join("layer.tar");
         progress.begin("commit", "Committing", None);
         {
-            let _guard = if opts.pause && super::containers::is_mounted(Path::new(&c.mountpoint)) {
+            let live = super::containers::is_mounted(Path::new(&c.mountpoint))
+                || self.container_running(c);
+            let _guard = if opts.pause && live {
                 match control::pause(&self.control_socket(c)) {
                     PauseOutcome::Paused(g) => Some(g),
                     PauseOutcome::NotPaused(w) => {
@@ -152,6 +154,12 @@ impl Store {
                     overlay: true,
                     lowers,
                     map_owner: self.owner_map(),
+                    skip: c
+                        .run
+                        .iter()
+                        .flat_map(|r| r.placeholders.iter())
+                        .map(|p| PathBuf::from(p.trim_start_matches('/')))
+                        .collect(),
                 },
             )
             .map_err(StoreError::Image)?;

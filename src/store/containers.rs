@@ -2,7 +2,7 @@
 //! mounted state from /proc/self/mountinfo, unmount and removal.
 
 use super::atomic::write_atomic;
-use super::records::ContainerRecord;
+use super::records::{ContainerRecord, RunState};
 use super::{Result, Store, StoreError};
 use crate::fs::MountConfig;
 use crate::image::time;
@@ -16,6 +16,17 @@ impl Store {
         image_ref: &str,
         name: Option<&str>,
         mountpoint: Option<&Path>,
+    ) -> Result<ContainerRecord> {
+        self.create_container_with(image_ref, name, mountpoint, None)
+    }
+
+    /// Create a container, with the run configuration of `strata run` (`run`) or without.
+    pub fn create_container_with(
+        &self,
+        image_ref: &str,
+        name: Option<&str>,
+        mountpoint: Option<&Path>,
+        run: Option<RunState>,
     ) -> Result<ContainerRecord> {
         let _lock = self.lock()?;
         let img = self.resolve_image(image_ref)?;
@@ -60,6 +71,7 @@ impl Store {
             image_ref: image_ref.to_string(),
             created: time::now_rfc3339(),
             mountpoint: mp.to_string_lossy().into_owned(),
+            run,
         };
         self.write_container(&rec)?;
         Ok(rec)
@@ -68,6 +80,36 @@ impl Store {
     pub(crate) fn write_container(&self, rec: &ContainerRecord) -> Result<()> {
         let b = serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         write_atomic(&self.container_dir(rec).join("container.json"), &b)
+    }
+
+    /// Change the run state of a container under the store lock: `f` gets the state as
+    /// stored now (a default one for a container that never ran). Returns the new record.
+    pub fn update_run(&self, id: &str, f: impl FnOnce(&mut RunState)) -> Result<ContainerRecord> {
+        let _lock = self.lock()?;
+        let mut rec = self.container(id)?;
+        let mut st = rec.run.take().unwrap_or_default();
+        f(&mut st);
+        rec.run = Some(st);
+        self.write_container(&rec)?;
+        Ok(rec)
+    }
+
+    /// The lock file a container's supervisor holds (exclusively) while it runs it.
+    pub fn run_lock_path(&self, rec: &ContainerRecord) -> PathBuf {
+        self.container_dir(rec).join("run.lock")
+    }
+
+    /// True while a supervisor runs the container (it holds the run lock). A record that says
+    /// running without a supervisor (killed, or a reboot) is not running.
+    pub fn container_running(&self, rec: &ContainerRecord) -> bool {
+        let Ok(f) = std::fs::File::open(self.run_lock_path(rec)) else {
+            return false;
+        };
+        match f.try_lock_shared() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => false,
+        }
     }
 
     /// Change the mountpoint recorded for a container.
@@ -96,9 +138,15 @@ impl Store {
         self.container_dir(rec).join("control.sock")
     }
 
-    /// Remove a container (must not be mounted).
+    /// Remove a container (must not be mounted or running).
     pub fn remove_container(&self, rec: &ContainerRecord) -> Result<()> {
         let _lock = self.lock()?;
+        if self.container_running(rec) {
+            return Err(StoreError::Conflict(format!(
+                "container {} is running; stop it first (or rm -f)",
+                rec.name
+            )));
+        }
         if is_mounted(Path::new(&rec.mountpoint)) {
             return Err(StoreError::Conflict(format!(
                 "container {} is mounted at {}; umount it first",

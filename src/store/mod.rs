@@ -29,7 +29,10 @@ use std::path::{Path, PathBuf};
 
 pub use load::LoadedImage;
 pub use lock::StoreLock;
-pub use records::{ContainerRecord, ImageRecord, LayerRecord, LayerRef};
+pub use records::{
+    BindSpec, ContainerRecord, IdMap, IdRange, ImageRecord, LayerRecord, LayerRef, PortSpec,
+    RunConfig, RunState, RunStatus,
+};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

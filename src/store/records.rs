@@ -76,6 +76,148 @@ pub struct ContainerRecord {
     pub created: String,
     /// The mountpoint last used.
     pub mountpoint: String,
+    /// Containers made by `strata run`: what to run and the state of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunState>,
+}
+
+/// One range of an id map: ids `container..container+size` inside are `host..` outside.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdRange {
+    /// First id inside the container.
+    pub container: u32,
+    /// The host id it is.
+    pub host: u32,
+    /// Number of ids.
+    pub size: u32,
+}
+
+/// The uid and gid maps of a container's user namespace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct IdMap {
+    /// uid ranges.
+    pub uids: Vec<IdRange>,
+    /// gid ranges.
+    pub gids: Vec<IdRange>,
+}
+
+/// A `-v HOST:CTR[:ro]` bind.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BindSpec {
+    /// Absolute host path.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// A `-p [IP:]HOSTPORT:CTRPORT[/PROTO]` published port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Host address to bind (all when absent).
+    pub host_ip: Option<String>,
+    /// Host port.
+    pub host_port: u16,
+    /// Container port.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+}
+
+/// What `strata run` was asked for, kept so that `start` runs the container again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RunConfig {
+    /// CMD [ARG...] given after the image (empty: the image's Cmd).
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// `--entrypoint` (Some(""): none).
+    #[serde(default)]
+    pub entrypoint: Option<String>,
+    /// `-e` / `--env-file` entries, `K=V`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `-w`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `-u USER[:GROUP]`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `-t`.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: keep stdin open.
+    #[serde(default)]
+    pub stdin: bool,
+    /// `-v` binds.
+    #[serde(default)]
+    pub binds: Vec<BindSpec>,
+    /// `-p` ports.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// `--hostname` (default: the short container ID).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `--read-only`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--network`: `host`, `none` or `private`.
+    #[serde(default)]
+    pub network: String,
+    /// `--pid host`.
+    #[serde(default)]
+    pub pid_host: bool,
+    /// `--rm`.
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// Where a run container is in its life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Never started (or its start failed).
+    #[default]
+    Created,
+    /// Its supervisor runs it.
+    Running,
+    /// It ran and ended.
+    Exited,
+}
+
+/// The run configuration and the state of the last run of a container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RunState {
+    /// What to run.
+    pub config: RunConfig,
+    /// Created, running or exited.
+    #[serde(default)]
+    pub status: RunStatus,
+    /// pid of the supervisor of the current or last run.
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
+    /// Host pid of the container's init (pid 1 inside).
+    #[serde(default)]
+    pub init_pid: Option<u32>,
+    /// When the last run started (RFC 3339).
+    #[serde(default)]
+    pub started: Option<String>,
+    /// When the last run ended (RFC 3339).
+    #[serde(default)]
+    pub finished: Option<String>,
+    /// Exit status of the last run (128+N when killed by signal N).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why the last start failed, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The user namespace's id maps (none: no user namespace, run as real root).
+    #[serde(default)]
+    pub id_map: Option<IdMap>,
+    /// Mount points strata created in the container's tree (empty files and directories
+    /// such as /proc or /etc/hosts), left out of `diff` and `commit` while still empty.
+    #[serde(default)]
+    pub placeholders: Vec<String>,
 }
 
 impl Store {
