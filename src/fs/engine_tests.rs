@@ -9,10 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::config::MountConfig;
-use super::meta::SetAttr;
-use super::node::{Node, ROOT_ID};
-use super::union::Union;
+use crate::fs::mounting::config::MountConfig;
+use crate::fs::tables::node::{Node, ROOT_ID};
+use crate::fs::union::Union;
+use crate::fs::union::setattr::SetAttr;
 
 type R = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -54,7 +54,7 @@ impl Layers {
             Some(self.dir.path().join("work")),
             self.dir.path().join("mnt"),
         );
-        Ok(super::daemon::build(
+        Ok(crate::fs::mounting::daemon::build(
             &cfg,
             &self.lowers,
             Some(&self.upper()),
@@ -270,8 +270,8 @@ fn a_directory_made_over_a_deleted_one_is_opaque() -> R {
     u.make_object(
         &r,
         OsStr::new("d"),
-        super::namespace::NewObject::Dir { mode: 0o755 },
-        super::namespace::Creator { uid: 0, gid: 0 },
+        crate::fs::union::names::NewObject::Dir { mode: 0o755 },
+        crate::fs::union::names::Creator { uid: 0, gid: 0 },
     )
     .map_err(|e| format!("mkdir: {e:?}"))?;
     assert!(names(&u, "d")?.is_empty());

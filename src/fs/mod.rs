@@ -1,36 +1,26 @@
 //! The union filesystem: lower layers (read-only, topmost first) under one upper layer,
 //! served over FUSE with kernel overlayfs semantics and on-disk format.
+//!
+//! Grouped by job, each group depending only on those listed before it: [`crate::sys`] (system
+//! call wrappers) <- [`format`] (the overlay on-disk format) <- `tables` (nodes, handles,
+//! layers: data only) <- `union` (the semantics: lookup, readdir, copy-up, rename,
+//! attributes, I/O, hard links, passthrough) <- `fuse` (request dispatch) <- `mounting`
+//! (options, validation, daemon, kernel mount, control socket).
 
-mod attr;
-pub mod config;
-mod control;
-mod copyup;
-mod daemon;
+pub mod format;
+mod fuse;
+mod mounting;
+mod tables;
+mod union;
+
 #[cfg(test)]
 mod engine_tests;
-mod files;
-mod gate;
-mod handles;
-mod index;
-mod kmount;
-mod layer;
-mod lookup;
-mod meta;
-pub mod mountinfo;
-mod namespace;
-mod node;
-mod ops;
-pub mod options;
-pub mod passthrough;
-mod rdplus;
-mod readdir;
-mod rename;
-pub(crate) mod sys;
-mod union;
-pub mod whiteout;
 
-pub use attr::{format_override, parse_override};
-pub use config::{MountConfig, MountError};
-pub use control::{PauseGuard, pause_client};
-pub use daemon::{mount, mount_child};
-pub use node::StatOverride;
+pub use format::whiteout;
+pub use mounting::config::{self, MountConfig, MountError};
+pub use mounting::control::{PauseGuard, pause_client};
+pub use mounting::daemon::{mount, mount_child};
+pub use mounting::{mountinfo, options};
+pub use tables::node::StatOverride;
+pub use union::getattr::{format_override, parse_override};
+pub use union::passthrough;

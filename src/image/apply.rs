@@ -4,7 +4,7 @@
 
 use super::fsutil::{self, OPAQUE_TRUSTED, OPAQUE_USER, OVERRIDE_XATTR, WH_OPAQUE, WH_PREFIX};
 use super::{ImageError, Result};
-use crate::fs::sys;
+use crate::sys::at;
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -86,7 +86,7 @@ impl<R: Read> Read for PadAtEof<R> {
 /// The stream is read to its end (so a hashing reader around it sees every byte).
 pub fn apply_layer<R: Read>(reader: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
     let root =
-        sys::open_dir_read(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
+        at::open_dir_read(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
     let mut stats = ApplyStats::default();
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     let mut archive = tar::Archive::new(PadAtEof::new(reader));
@@ -159,7 +159,7 @@ fn apply_entry<R: Read>(
         if opts.rootless {
             fsutil::set_xattr(&fsutil::proc_path(pfd, n), OVERRIDE_XATTR, b"0:0:0755")
         } else {
-            sys::chown_at(pfd, n, 0, 0)
+            at::chown_at(pfd, n, 0, 0)
         }
     };
     let parent =
@@ -179,7 +179,7 @@ fn apply_entry<R: Read>(
         } else {
             OPAQUE_TRUSTED
         };
-        sys::set_xattr(pfd, xattr.as_bytes(), b"y", 0)
+        at::set_xattr(pfd, xattr.as_bytes(), b"y", 0)
             .map_err(ImageError::io(format!("mark {} opaque", rel.display())))?;
         return Ok(());
     }
@@ -191,7 +191,7 @@ fn apply_entry<R: Read>(
         }
         fsutil::remove_at(pfd, hidden)
             .map_err(ImageError::io(format!("replace {}", rel.display())))?;
-        match sys::mknod_at(pfd, hidden, libc::S_IFCHR, 0) {
+        match at::mknod_at(pfd, hidden, libc::S_IFCHR, 0) {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
                 // Unprivileged and no whiteout devices: keep the OCI `.wh.` file (fuse-overlayfs reads it).
@@ -210,8 +210,8 @@ fn apply_entry<R: Read>(
     let kind = hdr.entry_type();
     let ctx = |what: &str| ImageError::io(format!("{what} {}", rel.display()));
 
-    let existing = sys::stat_at_opt(pfd, name).map_err(ctx("stat"))?;
-    let existing_is_dir = existing.is_some_and(|st| sys::is_dir(&st));
+    let existing = at::stat_at_opt(pfd, name).map_err(ctx("stat"))?;
+    let existing_is_dir = existing.is_some_and(|st| at::is_dir(&st));
     if existing.is_some() && !(kind == EntryType::Directory && existing_is_dir) {
         fsutil::remove_at(pfd, name).map_err(ctx("replace"))?;
     }
@@ -222,7 +222,7 @@ fn apply_entry<R: Read>(
     match kind {
         EntryType::Directory => {
             if !existing_is_dir {
-                sys::mkdir_at(pfd, name, 0o700).map_err(ctx("mkdir"))?;
+                at::mkdir_at(pfd, name, 0o700).map_err(ctx("mkdir"))?;
             }
             dir_times.push((rel.clone(), mtime));
         }
@@ -243,7 +243,7 @@ fn apply_entry<R: Read>(
                 .link_name()
                 .map_err(ctx("read link target"))?
                 .ok_or_else(|| refused(raw, "symlink without target"))?;
-            sys::symlink_at(target.as_os_str(), pfd, name).map_err(ctx("symlink"))?;
+            at::symlink_at(target.as_os_str(), pfd, name).map_err(ctx("symlink"))?;
             is_symlink = true;
         }
         EntryType::Link => {
@@ -273,8 +273,8 @@ fn apply_entry<R: Read>(
                     ),
                 )
             })?;
-            match sys::stat_at_opt(tdir.as_fd(), tname).map_err(ctx("stat link target"))? {
-                Some(st) if !sys::is_dir(&st) => {}
+            match at::stat_at_opt(tdir.as_fd(), tname).map_err(ctx("stat link target"))? {
+                Some(st) if !at::is_dir(&st) => {}
                 _ => {
                     return Err(refused(
                         raw,
@@ -285,7 +285,7 @@ fn apply_entry<R: Read>(
                     ));
                 }
             }
-            sys::link_at(tdir.as_fd(), tname, pfd, name).map_err(ctx("link"))?;
+            at::link_at(tdir.as_fd(), tname, pfd, name).map_err(ctx("link"))?;
             // The link shares the target's metadata; nothing more to set.
             return Ok(());
         }
@@ -298,7 +298,7 @@ fn apply_entry<R: Read>(
                 _ => (libc::S_IFIFO, "fifo"),
             };
             let dev = libc::makedev(major, minor);
-            match sys::mknod_at(pfd, name, fmt | 0o600, dev) {
+            match at::mknod_at(pfd, name, fmt | 0o600, dev) {
                 Ok(()) => {}
                 Err(e)
                     if opts.rootless
@@ -354,7 +354,7 @@ fn apply_entry<R: Read>(
             } else {
                 0o600
             };
-            sys::chmod_at(pfd, name, real_mode(mode, min)).map_err(ctx("chmod"))?;
+            at::chmod_at(pfd, name, real_mode(mode, min)).map_err(ctx("chmod"))?;
             let mut v = format!("{uid}:{gid}:{mode:04o}");
             if let Some(t) = &override_type {
                 v.push(':');
@@ -364,10 +364,10 @@ fn apply_entry<R: Read>(
                 .map_err(ctx("set override xattr on"))?;
         }
     } else {
-        sys::chown_at(pfd, name, uid, gid).map_err(ctx("chown"))?;
+        at::chown_at(pfd, name, uid, gid).map_err(ctx("chown"))?;
         if !is_symlink {
             // chmod after chown: chown clears setuid/setgid.
-            sys::chmod_at(pfd, name, mode).map_err(ctx("chmod"))?;
+            at::chmod_at(pfd, name, mode).map_err(ctx("chmod"))?;
         }
     }
     if kind != EntryType::Directory {

@@ -5,7 +5,7 @@
 use super::compress;
 use super::fsutil;
 use super::{ImageError, Result};
-use crate::fs::sys;
+use crate::sys::at;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
     let (_, inner) = compress::decompress(counting).map_err(ImageError::io("read archive"))?;
     let mut ar = tar::Archive::new(inner);
     let root =
-        sys::open_dir_read(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
+        at::open_dir_read(dest).map_err(ImageError::io(format!("open {}", dest.display())))?;
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in ar.entries().map_err(ImageError::io("read archive"))? {
         let mut entry = entry.map_err(ImageError::io("read archive entry"))?;
@@ -80,7 +80,7 @@ pub fn extract<R: Read>(reader: R, dest: &Path, progress: &mut dyn FnMut(u64)) -
             fsutil::walk_dirs(root.as_fd(), parents, true).map_err(|e| refuse(e.to_string()))?;
         let rel: PathBuf = comps.iter().collect();
         match entry.header().entry_type() {
-            tar::EntryType::Directory => match sys::mkdir_at(dir.as_fd(), name, 0o755) {
+            tar::EntryType::Directory => match at::mkdir_at(dir.as_fd(), name, 0o755) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(ImageError::io(format!("extract {}", rel.display()))(e)),

@@ -2,7 +2,7 @@
 //! override xattrs), symlink-safe walks and writes below a directory fd, and xattrs by host
 //! path. The system call wrappers themselves are the driver's, in `crate::fs::sys`.
 
-use crate::fs::sys;
+use crate::sys::at;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -24,7 +24,7 @@ pub const WH_OPAQUE: &str = ".wh..wh..opq";
 
 /// Open the directory `name` in `dir` for reading, without following a symlink at `name`.
 fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
-    sys::open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+    at::open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
 /// Split a relative path into its normal components; `None` if it has `..` or is empty.
@@ -57,7 +57,7 @@ pub fn walk_dirs_with(
         let next = match open_dir_at(cur.as_fd(), c) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                sys::mkdir_at(cur.as_fd(), c, 0o755)?;
+                at::mkdir_at(cur.as_fd(), c, 0o755)?;
                 on_create(cur.as_fd(), c)?;
                 open_dir_at(cur.as_fd(), c)?
             }
@@ -79,7 +79,7 @@ pub fn walk_dirs_with(
 
 /// Create a new regular file (fails if anything exists there), never following symlinks.
 pub fn create_file_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<std::fs::File> {
-    let fd = sys::open_at(
+    let fd = at::open_at(
         dir,
         name,
         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
@@ -90,20 +90,20 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Resul
 
 /// Remove whatever is at `name` (recursively for a directory), without following symlinks.
 pub fn remove_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    let Some(st) = sys::stat_at_opt(dir, name)? else {
+    let Some(st) = at::stat_at_opt(dir, name)? else {
         return Ok(());
     };
-    if sys::is_dir(&st) {
+    if at::is_dir(&st) {
         // std's remove_dir_all is symlink-safe (openat based); reach the dir through our fd.
         std::fs::remove_dir_all(proc_path(dir, name))
     } else {
-        sys::unlink_at(dir, name, false)
+        at::unlink_at(dir, name, false)
     }
 }
 
 /// `/proc/self/fd/DIR/NAME`: a path that resolves `name` inside the directory fd.
 pub fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
-    let mut p = PathBuf::from(OsStr::from_bytes(sys::proc_path(dir).as_bytes()));
+    let mut p = PathBuf::from(OsStr::from_bytes(at::proc_path(dir).as_bytes()));
     p.push(name);
     p
 }
@@ -114,20 +114,20 @@ pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64) -> io::Result
         tv_sec: mtime as libc::time_t,
         tv_nsec: 0,
     };
-    sys::utimens_at(dir, name, &[ts, ts])
+    at::utimens_at(dir, name, &[ts, ts])
 }
 
 /// lgetxattr; `None` if the attribute is absent or unsupported.
-pub use crate::fs::sys::lget_xattr as get_xattr;
+pub use crate::sys::at::lget_xattr as get_xattr;
 
 /// lsetxattr (no flags).
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    sys::lset_xattr(path, name.as_bytes(), value, 0)
+    at::lset_xattr(path, name.as_bytes(), value, 0)
 }
 
 /// llistxattr, names sorted.
 pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
-    let mut names: Vec<String> = sys::llist_xattr(path)?
+    let mut names: Vec<String> = at::llist_xattr(path)?
         .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();

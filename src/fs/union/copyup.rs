@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use fuser::Errno;
 
-use super::node::Node;
-use super::sys;
-use super::union::{FsResult, Union, errno};
-use super::whiteout;
+use crate::fs::format::whiteout;
+use crate::fs::tables::node::Node;
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 /// The times of a stat, as utimensat takes them.
 pub fn times_of(st: &libc::stat64) -> [libc::timespec; 2] {
@@ -30,17 +30,17 @@ pub fn times_of(st: &libc::stat64) -> [libc::timespec; 2] {
 
 /// Copy every xattr of `src` to `dst` except overlay-internal ones.
 pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> std::io::Result<()> {
-    for name in sys::list_xattr(src)? {
+    for name in at::list_xattr(src)? {
         if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
             continue;
         }
         let Ok(n) = std::str::from_utf8(&name) else {
             continue;
         };
-        let Some(value) = sys::get_xattr(src, n)? else {
+        let Some(value) = at::get_xattr(src, n)? else {
             continue;
         };
-        match sys::set_xattr(dst, &name, &value, 0) {
+        match at::set_xattr(dst, &name, &value, 0) {
             Ok(()) => {}
             // What the daemon may not set (trusted.* rootless, security.* without privilege)
             // is left behind, as kernel overlayfs does for xattrs the upper cannot hold.
@@ -68,19 +68,19 @@ pub fn copy_data(
     }
     let mut pos: u64 = 0;
     while pos < size {
-        let data = match sys::lseek(src, pos as i64, libc::SEEK_DATA) {
+        let data = match at::lseek(src, pos as i64, libc::SEEK_DATA) {
             Ok(d) => d as u64,
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
             Err(_) => pos, // SEEK_DATA unsupported: copy everything
         };
-        let hole = match sys::lseek(src, data as i64, libc::SEEK_HOLE) {
+        let hole = match at::lseek(src, data as i64, libc::SEEK_HOLE) {
             Ok(h) => (h as u64).min(size),
             Err(_) => size,
         };
         let mut off = data;
         while off < hole {
             let want = ((hole - off) as usize).min(if durable { DURABLE_CHUNK } else { 1 << 30 });
-            let n = match sys::copy_file_range(src, off, dst, off, want) {
+            let n = match at::copy_file_range(src, off, dst, off, want) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e)
@@ -98,13 +98,13 @@ pub fn copy_data(
                 Err(e) => return Err(e),
             };
             if durable {
-                sys::start_writeback(dst, off, n as u64)?;
+                at::start_writeback(dst, off, n as u64)?;
             }
             off += n as u64;
         }
         pos = hole.max(data + 1).max(off);
     }
-    sys::ftruncate(dst, size)
+    at::ftruncate(dst, size)
 }
 
 /// Bytes copied between two writeback starts of a durable copy.
@@ -120,13 +120,13 @@ fn copy_by_buffer(
     let mut off = from;
     while off < to {
         let want = ((to - off) as usize).min(buf.len());
-        let n = sys::pread(src, &mut buf[..want], off)?;
+        let n = at::pread(src, &mut buf[..want], off)?;
         if n == 0 {
             break;
         }
         let mut w = 0;
         while w < n {
-            w += sys::pwrite(dst, &buf[w..n], off + w as u64)?;
+            w += at::pwrite(dst, &buf[w..n], off + w as u64)?;
         }
         off += n as u64;
     }
@@ -144,7 +144,7 @@ fn copy_meta(
 ) -> std::io::Result<()> {
     let is_link = src_st.st_mode & libc::S_IFMT == libc::S_IFLNK;
     if u.settings.privileged {
-        sys::chown_at(dir, name, src_st.st_uid, src_st.st_gid)?;
+        at::chown_at(dir, name, src_st.st_uid, src_st.st_gid)?;
     }
     if let (Some(src), Some(obj)) = (src, obj)
         && !is_link
@@ -153,14 +153,14 @@ fn copy_meta(
     }
     if !is_link {
         match obj {
-            Some(o) => sys::chmod_fd(o, src_st.st_mode & 0o7777)?,
+            Some(o) => at::chmod_fd(o, src_st.st_mode & 0o7777)?,
             None => {
-                let o = sys::open_at(dir, name, libc::O_PATH, 0)?;
-                sys::chmod_fd(o.as_fd(), src_st.st_mode & 0o7777)?;
+                let o = at::open_at(dir, name, libc::O_PATH, 0)?;
+                at::chmod_fd(o.as_fd(), src_st.st_mode & 0o7777)?;
             }
         }
     }
-    sys::utimens_at(dir, name, &times_of(src_st))
+    at::utimens_at(dir, name, &times_of(src_st))
 }
 
 /// Copy `node` up with its data (its parents first). A no-op when it is already in the upper
@@ -194,18 +194,20 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     }
     let src = u.data_entry_of(node)?;
     let dst = u.entry_of(node)?;
-    let sfd = sys::open_at(src.dir(), &src.name, libc::O_RDONLY, 0).map_err(errno)?;
-    let dfd = sys::open_at(dst.dir(), &dst.name, libc::O_WRONLY, 0).map_err(errno)?;
-    let before = sys::fstat(dfd.as_fd()).map_err(errno)?;
-    let size = sys::fstat(sfd.as_fd()).map_err(errno)?.st_size as u64;
+    let sfd = at::open_at(src.dir(), &src.name, libc::O_RDONLY, 0).map_err(errno)?;
+    let dfd = at::open_at(dst.dir(), &dst.name, libc::O_WRONLY, 0).map_err(errno)?;
+    let before = at::fstat(dfd.as_fd()).map_err(errno)?;
+    let size = at::fstat(sfd.as_fd()).map_err(errno)?.st_size as u64;
     copy_data(sfd.as_fd(), dfd.as_fd(), size, u.settings.sync_copy_up).map_err(errno)?;
     if u.settings.sync_copy_up {
-        sys::fsync(dfd.as_fd(), false).map_err(errno)?;
+        at::fsync(dfd.as_fd(), false).map_err(errno)?;
     }
-    let _ = sys::utimens_at(dfd.as_fd(), OsStr::new(""), &times_of(&before));
-    match sys::remove_xattr(
+    let _ = at::utimens_at(dfd.as_fd(), OsStr::new(""), &times_of(&before));
+    match at::remove_xattr(
         dfd.as_fd(),
-        u.fmt.xattr(super::whiteout::OvlXattr::Metacopy).as_bytes(),
+        u.fmt
+            .xattr(crate::fs::format::whiteout::OvlXattr::Metacopy)
+            .as_bytes(),
     ) {
         Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(errno(e)),
         _ => {}
@@ -229,8 +231,8 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     // A metadata-only lower object (an upper written with metacopy=on, now a lower layer)
     // has its data further down.
     let data_src = u.data_entry_of(node)?;
-    let src_st = sys::stat_at(src.dir(), &src.name).map_err(errno)?;
-    let parent_st = sys::stat_at(pdir.as_fd(), OsStr::new("")).map_err(errno)?;
+    let src_st = at::stat_at(src.dir(), &src.name).map_err(errno)?;
+    let parent_st = at::stat_at(pdir.as_fd(), OsStr::new("")).map_err(errno)?;
     let tmp = u.temp_name();
 
     // Hard-linked lower files go through the index, so every name shares one upper inode.
@@ -241,7 +243,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let key = match (indexed, lower_layer) {
         (Some(k), _) => Some(*k),
         (None, Some(layer))
-            if sys::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() =>
+            if at::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() =>
         {
             u.index_key(layer, src.dir(), &src.name)
         }
@@ -253,7 +255,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         let union = u.index_nlink(key, &ist);
         u.link_from_index(key, pdir.as_fd(), &name)?;
         u.index_name_linked_up(key, union)?;
-        let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
+        let _ = at::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
         u.mark_impure(&parent, pdir.as_fd())?;
         let mut st = node.state.write();
         st.lower_layer = None;
@@ -267,7 +269,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let metacopy = meta_only
         && u.fmt.xattr_prefix.starts_with("trusted.")
         && key.is_none()
-        && sys::is_reg(&src_st);
+        && at::is_reg(&src_st);
     let made = if metacopy {
         make_meta_copy(u, work, &tmp, &src, &src_st)
     } else {
@@ -286,33 +288,35 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
             Some(origin) => set_internal_xattr(
                 work,
                 &tmp,
-                u.fmt.xattr(super::whiteout::OvlXattr::Origin).as_bytes(),
+                u.fmt
+                    .xattr(crate::fs::format::whiteout::OvlXattr::Origin)
+                    .as_bytes(),
                 &origin,
             ),
             None => Ok(()),
         },
     });
     if let Err(e) = made {
-        let _ = sys::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        let _ = at::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         return Err(e);
     }
-    if let Err(e) = sys::rename_at(work, &tmp, pdir.as_fd(), &name, 0) {
-        let _ = sys::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    if let Err(e) = at::rename_at(work, &tmp, pdir.as_fd(), &name, 0) {
+        let _ = at::unlink_at(work, &tmp, src_st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         return Err(errno(e));
     }
     u.mark_impure(&parent, pdir.as_fd())?;
     // Adding the name changed the parent's times: give it back the ones it had.
-    let _ = sys::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
+    let _ = at::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
 
     let mut st = node.state.write();
     if node.is_dir() {
-        let fd = sys::open_at(pdir.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(errno)?;
+        let fd =
+            at::open_at(pdir.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(errno)?;
         st.upper_dir = Some(Arc::new(fd));
     } else if metacopy {
         if !st.metacopy {
             // The data stays where it is: in the lower object just copied.
-            st.data = Some(Box::new(super::node::DataLoc {
+            st.data = Some(Box::new(crate::fs::tables::node::DataLoc {
                 dir: src.dir.clone(),
                 name: src.name.clone(),
             }));
@@ -337,7 +341,7 @@ fn set_internal_xattr(
     xattr: &[u8],
     value: &[u8],
 ) -> FsResult<()> {
-    match sys::set_xattr_at(dir, name, xattr, value) {
+    match at::set_xattr_at(dir, name, xattr, value) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => Ok(()),
         Err(e) => Err(errno(e)),
@@ -350,21 +354,23 @@ fn make_meta_copy(
     u: &Union,
     work: BorrowedFd<'_>,
     tmp: &OsStr,
-    src: &super::union::Entry,
+    src: &crate::fs::union::Entry,
     st: &libc::stat64,
 ) -> FsResult<()> {
     let sfd = src_fd(src, libc::O_PATH)?;
-    let dfd = sys::open_at(
+    let dfd = at::open_at(
         work,
         tmp,
         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
         0o600,
     )
     .map_err(errno)?;
-    sys::ftruncate(dfd.as_fd(), st.st_size as u64).map_err(errno)?;
-    sys::set_xattr(
+    at::ftruncate(dfd.as_fd(), st.st_size as u64).map_err(errno)?;
+    at::set_xattr(
         dfd.as_fd(),
-        u.fmt.xattr(super::whiteout::OvlXattr::Metacopy).as_bytes(),
+        u.fmt
+            .xattr(crate::fs::format::whiteout::OvlXattr::Metacopy)
+            .as_bytes(),
         b"",
         0,
     )
@@ -378,23 +384,22 @@ fn make_copy(
     u: &Union,
     work: BorrowedFd<'_>,
     tmp: &OsStr,
-    src: &super::union::Entry,
-    data: &super::union::Entry,
+    src: &crate::fs::union::Entry,
+    data: &crate::fs::union::Entry,
     st: &libc::stat64,
 ) -> FsResult<()> {
     let fmt = st.st_mode & libc::S_IFMT;
     match fmt {
         libc::S_IFDIR => {
-            sys::mkdir_at(work, tmp, 0o700).map_err(errno)?;
-            let obj =
-                sys::open_at(work, tmp, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(errno)?;
+            at::mkdir_at(work, tmp, 0o700).map_err(errno)?;
+            let obj = at::open_at(work, tmp, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(errno)?;
             let sfd = src_fd(src, libc::O_PATH)?;
             copy_meta(u, work, tmp, Some(obj.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
         }
         libc::S_IFREG => {
             let sfd = src_fd(src, libc::O_RDONLY)?;
             let datafd = src_fd(data, libc::O_RDONLY)?;
-            let dfd = sys::open_at(
+            let dfd = at::open_at(
                 work,
                 tmp,
                 libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
@@ -410,34 +415,34 @@ fn make_copy(
             .map_err(errno)?;
             copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)?;
             if u.settings.sync_copy_up {
-                sys::fsync(dfd.as_fd(), false).map_err(errno)?;
+                at::fsync(dfd.as_fd(), false).map_err(errno)?;
             }
             Ok(())
         }
         libc::S_IFLNK => {
-            let target = sys::readlink_at(src.dir(), &src.name).map_err(errno)?;
-            sys::symlink_at(OsStr::from_bytes_compat(&target), work, tmp).map_err(errno)?;
+            let target = at::readlink_at(src.dir(), &src.name).map_err(errno)?;
+            at::symlink_at(OsStr::from_bytes_compat(&target), work, tmp).map_err(errno)?;
             copy_meta(u, work, tmp, None, None, st).map_err(errno)
         }
         _ => {
             if whiteout::is_whiteout_dev(st) {
                 return Err(Errno::EIO);
             }
-            sys::mknod_at(work, tmp, fmt | 0o600, st.st_rdev).map_err(errno)?;
-            let obj = sys::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
+            at::mknod_at(work, tmp, fmt | 0o600, st.st_rdev).map_err(errno)?;
+            let obj = at::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
             let sfd = src_fd(src, libc::O_PATH)?;
             copy_meta(u, work, tmp, Some(obj.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
         }
     }
 }
 
-fn src_fd(src: &super::union::Entry, flags: i32) -> FsResult<OwnedFd> {
+fn src_fd(src: &crate::fs::union::Entry, flags: i32) -> FsResult<OwnedFd> {
     let name = if src.name.is_empty() {
         OsStr::new(".")
     } else {
         src.name.as_os_str()
     };
-    sys::open_at(src.dir(), name, flags, 0).map_err(errno)
+    at::open_at(src.dir(), name, flags, 0).map_err(errno)
 }
 
 trait FromBytesCompat {

@@ -1,5 +1,19 @@
-//! The union itself: layers, node table, open handles and the shared helpers every
-//! operation uses (finding nodes, their real objects, their attributes).
+//! Union semantics, kernel overlayfs's: lookup, listings, copy-up, rename, attributes, file
+//! I/O, hard links and passthrough, one module each; here the union itself (layers, node
+//! table, open handles) and the shared helpers every operation uses (finding nodes, their
+//! real objects, their attributes).
+
+pub mod copyup;
+pub mod data;
+pub mod getattr;
+pub mod index;
+pub mod lookup;
+pub mod names;
+pub mod passthrough;
+pub mod rdplus;
+pub mod readdir;
+pub mod rename;
+pub mod setattr;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -8,13 +22,12 @@ use std::time::Duration;
 
 use fuser::{Errno, FileType};
 
-use super::attr;
-use super::gate::Gate;
-use super::handles::HandleTable;
-use super::layer::{Layers, Place};
-use super::node::{Link, LowerDir, Node, NodeState, NodeTable, ROOT_ID};
-use super::sys;
-use super::whiteout::{self, Format};
+use crate::fs::format::whiteout::{self, Format};
+use crate::fs::tables::gate::Gate;
+use crate::fs::tables::handles::HandleTable;
+use crate::fs::tables::layer::{Layers, Place};
+use crate::fs::tables::node::{Link, LowerDir, Node, NodeState, NodeTable, ROOT_ID};
+use crate::sys::at;
 
 /// Result of a union operation: an errno goes back to the kernel as is.
 pub type FsResult<T> = Result<T, Errno>;
@@ -33,7 +46,7 @@ pub struct Settings {
     /// Report owners and modes from `user.containers.override_stat`.
     pub override_stat: bool,
     /// Which opens use FUSE passthrough.
-    pub passthrough: super::passthrough::Mode,
+    pub passthrough: crate::fs::union::passthrough::Mode,
     /// Changes may be paused through the control socket: writes must reach the daemon.
     pub pausable: bool,
     /// fsync copied-up data before renaming it into place.
@@ -74,7 +87,7 @@ impl Union {
         let mut state = NodeState::default();
         let mut root_ino = None;
         if let Some(up) = &layers.upper {
-            let fd = sys::open_at(
+            let fd = at::open_at(
                 up.fd(),
                 OsStr::new("."),
                 libc::O_PATH | libc::O_DIRECTORY,
@@ -83,17 +96,16 @@ impl Union {
             state.in_upper = true;
             state.opaque = whiteout::is_opaque_dir(fd.as_fd())?;
             state.impure = whiteout::marks_at(fd.as_fd(), OsStr::new(""))?.impure;
-            root_ino = Some(layers.ino(Place::Upper, sys::fstat(fd.as_fd())?.st_ino));
+            root_ino = Some(layers.ino(Place::Upper, at::fstat(fd.as_fd())?.st_ino));
             state.upper_dir = Some(Arc::new(fd));
         }
         if !state.opaque {
             for (i, l) in layers.lowers.iter().enumerate() {
-                let fd =
-                    sys::open_at(l.fd(), OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                let fd = at::open_at(l.fd(), OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
                 let opaque = whiteout::is_opaque_dir(fd.as_fd())?;
                 // (the kernel shows the upper root's number when there is an upper)
                 if root_ino.is_none() {
-                    root_ino = Some(layers.ino(Place::Lower(i), sys::fstat(fd.as_fd())?.st_ino));
+                    root_ino = Some(layers.ino(Place::Lower(i), at::fstat(fd.as_fd())?.st_ino));
                 }
                 state.lower_dirs.push(LowerDir::new(i, Arc::new(fd)));
                 if opaque {
@@ -132,7 +144,7 @@ impl Union {
     /// The parent directory node of `node` (ENOENT once its name was removed).
     pub fn parent_of(&self, node: &Node) -> FsResult<(Arc<Node>, std::ffi::OsString)> {
         let link = node.link();
-        if link.parent == super::node::DETACHED {
+        if link.parent == crate::fs::tables::node::DETACHED {
             return Err(Errno::ENOENT);
         }
         Ok((self.node(link.parent)?, link.name))
@@ -209,13 +221,13 @@ impl Union {
         };
         drop(st);
         let e = self.entry_of(node)?;
-        let fd = sys::open_at(e.dir(), &e.name, libc::O_PATH, 0).map_err(errno)?;
+        let fd = at::open_at(e.dir(), &e.name, libc::O_PATH, 0).map_err(errno)?;
         let mut value = b"/".to_vec();
         value.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()));
-        sys::set_xattr(
+        at::set_xattr(
             fd.as_fd(),
             self.fmt
-                .xattr(super::whiteout::OvlXattr::Redirect)
+                .xattr(crate::fs::format::whiteout::OvlXattr::Redirect)
                 .as_bytes(),
             &value,
             0,
@@ -226,7 +238,7 @@ impl Union {
     /// stat of the real object behind `node`.
     pub fn real_stat(&self, node: &Node) -> FsResult<libc::stat64> {
         let e = self.entry_of(node)?;
-        sys::stat_at(e.dir(), &e.name).map_err(errno)
+        at::stat_at(e.dir(), &e.name).map_err(errno)
     }
 
     /// The attributes the kernel sees for `node` (through an open fd once its names are gone).
@@ -234,7 +246,7 @@ impl Union {
         let st = match self.real_stat(node) {
             Err(e) if e == Errno::ENOENT => {
                 let fd = node.open_fd.lock().upgrade().ok_or(e)?;
-                sys::fstat(fd.as_fd()).map_err(errno)?
+                at::fstat(fd.as_fd()).map_err(errno)?
             }
             other => other?,
         };
@@ -260,19 +272,19 @@ impl Union {
             // The index entry holds one link of its own; lower names not linked up yet count.
             let mut st = *st;
             st.st_nlink = self.index_nlink(key, &st);
-            return attr::to_file_attr(&st, ino, false, s.over.as_ref());
+            return getattr::to_file_attr(&st, ino, false, s.over.as_ref());
         }
         let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
         if s.metacopy
             && let Some(d) = &s.data
-            && let Ok(dst) = sys::stat_at(d.dir.as_fd(), &d.name)
+            && let Ok(dst) = at::stat_at(d.dir.as_fd(), &d.name)
         {
             // A metadata-only file occupies the blocks of its data, as the kernel reports.
             let mut st = *st;
             st.st_blocks = dst.st_blocks;
-            return attr::to_file_attr(&st, ino, merged, s.over.as_ref());
+            return getattr::to_file_attr(&st, ino, merged, s.over.as_ref());
         }
-        attr::to_file_attr(st, ino, merged, s.over.as_ref())
+        getattr::to_file_attr(st, ino, merged, s.over.as_ref())
     }
 
     /// An O_PATH fd for the upper directory of dir `node`, copying it (and its parents) up.
@@ -283,7 +295,7 @@ impl Union {
         if self.layers.upper.is_none() {
             return Err(Errno::EROFS);
         }
-        super::copyup::copy_up(self, node)?;
+        crate::fs::union::copyup::copy_up(self, node)?;
         node.state.read().upper_dir.clone().ok_or(Errno::EIO)
     }
 
@@ -311,7 +323,7 @@ impl Union {
         };
         let shared = std::ffi::OsStr::new(SHARED);
         for _ in 0..3 {
-            match sys::link_at(work.as_fd(), shared, dir, name) {
+            match at::link_at(work.as_fd(), shared, dir, name) {
                 Ok(()) => return Ok(()),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EMLINK)) => {
                     let tmp = self.temp_name();
@@ -321,14 +333,14 @@ impl Union {
                     } else {
                         libc::RENAME_NOREPLACE
                     };
-                    match sys::rename_at(work.as_fd(), &tmp, work.as_fd(), shared, flags) {
+                    match at::rename_at(work.as_fd(), &tmp, work.as_fd(), shared, flags) {
                         Ok(()) => {}
                         // another thread made it first
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                            let _ = sys::unlink_at(work.as_fd(), &tmp, false);
+                            let _ = at::unlink_at(work.as_fd(), &tmp, false);
                         }
                         Err(e) => {
-                            let _ = sys::unlink_at(work.as_fd(), &tmp, false);
+                            let _ = at::unlink_at(work.as_fd(), &tmp, false);
                             return Err(e);
                         }
                     }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use super::config::{MountConfig, MountError};
-use super::layer::Layers;
-use super::ops::StrataFs;
-use super::union::{Settings, Union};
-use super::whiteout::{self, Format};
+use crate::fs::format::whiteout::{self, Format};
+use crate::fs::fuse::dispatch::StrataFs;
+use crate::fs::mounting::config::{MountConfig, MountError};
+use crate::fs::tables::layer::Layers;
+use crate::fs::union::{Settings, Union};
 
 fn invalid(msg: String) -> MountError {
     MountError::Invalid(msg)
@@ -95,7 +95,7 @@ fn validate(cfg: &MountConfig) -> Result<Checked, MountError> {
             }
         }
     }
-    if super::mountinfo::is_mountpoint(&mnt) {
+    if crate::fs::mounting::mountinfo::is_mountpoint(&mnt) {
         return Err(invalid(format!(
             "mountpoint {} is already mounted",
             mnt.display()
@@ -107,7 +107,7 @@ fn validate(cfg: &MountConfig) -> Result<Checked, MountError> {
 /// Empty the work dir of temp files a previous session left behind.
 fn clean_work(layers: &Layers) {
     let Some(work) = &layers.work else { return };
-    let Ok(entries) = super::sys::read_dir(work.as_fd()) else {
+    let Ok(entries) = crate::sys::at::read_dir(work.as_fd()) else {
         return;
     };
     for e in entries {
@@ -116,27 +116,27 @@ fn clean_work(layers: &Layers) {
             if e.dtype == libc::DT_DIR {
                 let _ = remove_tree(work.as_fd(), name);
             } else {
-                let _ = super::sys::unlink_at(work.as_fd(), name, false);
+                let _ = crate::sys::at::unlink_at(work.as_fd(), name, false);
             }
         }
     }
 }
 
 fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> std::io::Result<()> {
-    let sub = super::sys::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    for e in super::sys::read_dir(sub.as_fd())? {
+    let sub = crate::sys::at::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    for e in crate::sys::at::read_dir(sub.as_fd())? {
         let n = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.name);
         if e.dtype == libc::DT_DIR {
             remove_tree(sub.as_fd(), n)?;
         } else {
-            super::sys::unlink_at(sub.as_fd(), n, false)?;
+            crate::sys::at::unlink_at(sub.as_fd(), n, false)?;
         }
     }
-    super::sys::unlink_at(dir, name, true)
+    crate::sys::at::unlink_at(dir, name, true)
 }
 
 /// Build the union for a validated configuration.
-pub(super) fn build(
+pub(in crate::fs) fn build(
     cfg: &MountConfig,
     lowers: &[PathBuf],
     upper: Option<&Path>,
@@ -173,7 +173,7 @@ pub(super) fn build(
         passthrough: if trusted_ok {
             cfg.passthrough
         } else {
-            super::passthrough::Mode::Off
+            crate::fs::union::passthrough::Mode::Off
         },
         pausable: cfg.control_socket.is_some(),
         sync_copy_up: cfg.sync_copy_up,
@@ -339,7 +339,7 @@ fn serve(
             };
         }
     };
-    super::sys::raise_nofile_limit();
+    crate::sys::at::raise_nofile_limit();
     let union = match build(cfg, lowers, upper, work) {
         Ok(u) => Arc::new(u),
         Err(e) => {
@@ -355,9 +355,13 @@ fn serve(
     };
     let fcfg = fuse_config(cfg, upper.is_none());
     let session = if unsafe { libc::geteuid() } == 0 {
-        super::kmount::mount_fuse(mnt, &fcfg.mount_options, fcfg.acl != SessionACL::Owner)
-            .and_then(|fd| fuser::Session::from_fd(fs, fd, fcfg.acl, fcfg.clone()))
-            .inspect(|_| super::kmount::tune_readahead(mnt, 2048))
+        crate::fs::mounting::kmount::mount_fuse(
+            mnt,
+            &fcfg.mount_options,
+            fcfg.acl != SessionACL::Owner,
+        )
+        .and_then(|fd| fuser::Session::from_fd(fs, fd, fcfg.acl, fcfg.clone()))
+        .inspect(|_| crate::fs::mounting::kmount::tune_readahead(mnt, 2048))
     } else {
         fuser::Session::new(fs, mnt, &fcfg)
     };
@@ -373,7 +377,7 @@ fn serve(
         }
     };
     if let Some(sock) = &cfg.control_socket
-        && let Err(e) = super::control::serve(sock, union.clone())
+        && let Err(e) = crate::fs::mounting::control::serve(sock, union.clone())
     {
         log::warn!("control socket {}: {e}", sock.display());
     }

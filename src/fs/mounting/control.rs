@@ -6,7 +6,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::union::Union;
+use crate::fs::union::Union;
 
 /// Serve the control socket at `path` on a background thread.
 pub fn serve(path: &Path, u: Arc<Union>) -> std::io::Result<()> {

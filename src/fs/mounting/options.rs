@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::config::{MountConfig, MountError};
+use crate::fs::mounting::config::{MountConfig, MountError};
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -153,9 +153,10 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
             ("control", Some(v)) => cfg.control_socket = Some(PathBuf::from(v)),
             ("passthrough", v) => {
                 let v = v.unwrap_or_else(|| "upper".into());
-                cfg.passthrough = super::passthrough::Mode::parse(&v).ok_or_else(|| {
-                    MountError::Invalid(format!("passthrough={v}: expected off, upper or all"))
-                })?;
+                cfg.passthrough =
+                    crate::fs::union::passthrough::Mode::parse(&v).ok_or_else(|| {
+                        MountError::Invalid(format!("passthrough={v}: expected off, upper or all"))
+                    })?;
             }
             ("fsync", Some(v)) => cfg.honor_fsync = flag_value("fsync", &v)?,
             ("metacopy", v) => cfg.metacopy = v.map_or(Ok(true), |v| flag_value("metacopy", &v))?,
@@ -224,7 +225,7 @@ mod tests {
 
     #[test]
     fn passthrough_and_fsync_options() {
-        use crate::fs::passthrough::Mode;
+        use crate::fs::union::passthrough::Mode;
         let (c, _) = parse_ok(&["-o", "lowerdir=/a,passthrough=all,fsync=0", "/m"]);
         assert_eq!(c.passthrough, Mode::All);
         assert!(!c.honor_fsync);

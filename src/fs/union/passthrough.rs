@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use fuser::BackingId;
 
-use super::handles::FileHandle;
-use super::node::Node;
-use super::union::Union;
+use crate::fs::tables::handles::FileHandle;
+use crate::fs::tables::node::Node;
+use crate::fs::union::Union;
 
 /// Which opens use passthrough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

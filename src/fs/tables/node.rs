@@ -49,7 +49,7 @@ impl LowerDir {
     pub fn may_hold(&self, name: &[u8]) -> bool {
         let names = self.names.get_or_init(|| {
             use std::os::fd::AsFd;
-            super::sys::read_dir(self.fd.as_fd())
+            crate::sys::at::read_dir(self.fd.as_fd())
                 .ok()
                 .map(|entries| entries.into_iter().map(|e| e.name).collect())
         });
@@ -91,7 +91,7 @@ pub struct NodeState {
     /// Values recorded by a rootless unpack, shown instead of the real ones.
     pub over: Option<StatOverride>,
     /// Non-directories with hard links: the object is the hard-link index entry of this key.
-    pub indexed: Option<Box<super::index::IndexKey>>,
+    pub indexed: Option<Box<crate::fs::union::index::IndexKey>>,
     /// The object that holds the metadata (the upper one, or else the topmost lower one) has
     /// no data of its own: it is at [`NodeState::data`] (kernel overlayfs `metacopy`).
     pub metacopy: bool,
@@ -138,7 +138,7 @@ pub struct Node {
     /// The fd of an open handle, to stat the object once its last name is gone.
     pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
     /// Passthrough state of its open files.
-    pub backing: Mutex<super::passthrough::Backing>,
+    pub backing: Mutex<crate::fs::union::passthrough::Backing>,
 }
 
 impl Node {
@@ -443,7 +443,7 @@ impl NodeTable {
     fn forgotten(&self) {
         const EVERY: u64 = 1 << 15;
         if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
-            super::sys::release_free_memory();
+            crate::sys::at::release_free_memory();
         }
     }
 

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use fuser::Errno;
 
-use super::attr;
-use super::index::IndexKey;
-use super::layer::Place;
-use super::node::{DataLoc, Link, LowerDir, Node, NodeState};
-use super::sys;
-use super::union::{FsResult, Union, errno};
-use super::whiteout::{self, Marks};
+use crate::fs::format::whiteout::{self, Marks};
+use crate::fs::tables::layer::Place;
+use crate::fs::tables::node::{DataLoc, Link, LowerDir, Node, NodeState};
+use crate::fs::union::getattr;
+use crate::fs::union::index::IndexKey;
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 /// The longest name a layer's filesystem holds (every Linux filesystem strata runs on).
 const NAME_MAX: usize = 255;
@@ -31,7 +31,7 @@ enum Found {
 }
 
 fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<Found> {
-    match sys::stat_at_opt(dir, name) {
+    match at::stat_at_opt(dir, name) {
         Ok(Some(st)) if whiteout::is_whiteout_dev(&st) => Ok(Found::Whiteout),
         Ok(Some(st)) => Ok(Found::Object(st)),
         Ok(None) => {
@@ -59,13 +59,13 @@ fn probe_lower(ld: &LowerDir, name: &OsStr) -> FsResult<Found> {
 }
 
 fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<Arc<OwnedFd>> {
-    sys::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
+    at::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
         .map(Arc::new)
         .map_err(errno)
 }
 
 /// `base/name` (just `name` at the root).
-pub(super) fn join(base: &OsStr, name: &OsStr) -> OsString {
+pub(in crate::fs) fn join(base: &OsStr, name: &OsStr) -> OsString {
     if base.is_empty() {
         return name.to_os_string();
     }
@@ -129,7 +129,7 @@ struct Hit {
 /// blocks cover its size (a metacopy file is a hole of its full size; its blocks, if any,
 /// hold xattrs).
 fn has_its_data(st: &libc::stat64) -> bool {
-    !sys::is_reg(st) || st.st_size == 0 || st.st_blocks.saturating_mul(512) >= st.st_size
+    !at::is_reg(st) || st.st_size == 0 || st.st_blocks.saturating_mul(512) >= st.st_size
 }
 
 /// Apply a redirect found on a directory or metacopy file at component `prelen..` of the
@@ -185,7 +185,7 @@ impl Union {
             Found::Object(st) => st,
         };
         let dir = base.fd().clone();
-        if !sys::is_dir(&st) {
+        if !at::is_dir(&st) {
             if w.is_dir || !last_element {
                 w.stop = true;
                 return Ok(None);
@@ -199,7 +199,7 @@ impl Union {
             } else {
                 Marks::default()
             };
-            w.metacopy = marks.metacopy && sys::is_reg(&st);
+            w.metacopy = marks.metacopy && at::is_reg(&st);
             w.stop = !w.metacopy;
             if w.metacopy
                 && !last_layer
@@ -230,7 +230,7 @@ impl Union {
         }
         let marks = whiteout::marks_at(dir.as_fd(), comp).map_err(errno)?;
         let opaque = marks.opaque
-            || sys::stat_at_opt(fd.as_fd(), OsStr::from_bytes(whiteout::OPAQUE_FILE))
+            || at::stat_at_opt(fd.as_fd(), OsStr::from_bytes(whiteout::OPAQUE_FILE))
                 .map_err(errno)?
                 .is_some();
         if opaque {
@@ -472,7 +472,7 @@ impl Union {
         let mut real_st;
         match (&upper, hits.first()) {
             (None, None) => return Ok(None),
-            (Some(u), _) if sys::is_dir(&u.st) => {
+            (Some(u), _) if at::is_dir(&u.st) => {
                 kind = fuser::FileType::Directory;
                 real_st = u.st;
                 state.in_upper = true;
@@ -487,7 +487,7 @@ impl Union {
                 };
             }
             (Some(u), _) => {
-                kind = attr::file_type(u.st.st_mode);
+                kind = getattr::file_type(u.st.st_mode);
                 real_st = u.st;
                 state.in_upper = true;
                 let key = u
@@ -523,7 +523,7 @@ impl Union {
                 }
             }
             (None, Some((l, h))) => {
-                kind = attr::file_type(h.st.st_mode);
+                kind = getattr::file_type(h.st.st_mode);
                 real_st = h.st;
                 ino = self.layers.ino(Place::Lower(*l), h.st.st_ino);
                 if kind == fuser::FileType::Directory {
@@ -622,19 +622,19 @@ impl Union {
     /// origin's, when the handle belongs to a lower layer's filesystem (read from the handle
     /// itself where its layout is known, else by opening it, which needs privilege).
     fn origin_ino(&self, value: &[u8], indexed: bool) -> Option<u64> {
-        let o = super::index::parse_origin(value)?;
+        let o = crate::fs::union::index::parse_origin(value)?;
         let (idx, layer) = self
             .layers
             .lowers
             .iter()
             .enumerate()
             .find(|(_, l)| l.uuid == o.uuid)?;
-        if let Some(ino) = super::index::ino_in_handle(layer.fs_type, &o) {
+        if let Some(ino) = crate::fs::union::index::ino_in_handle(layer.fs_type, &o) {
             return Some(self.layers.ino(Place::Lower(idx), ino));
         }
-        let fd = sys::open_by_handle(layer.fd(), o.handle_type, &o.fid).ok()?;
-        let st = sys::fstat(fd.as_fd()).ok()?;
-        if !indexed && !sys::is_dir(&st) && st.st_nlink > 1 {
+        let fd = at::open_by_handle(layer.fd(), o.handle_type, &o.fid).ok()?;
+        let st = at::fstat(fd.as_fd()).ok()?;
+        if !indexed && !at::is_dir(&st) && st.st_nlink > 1 {
             return None;
         }
         Some(self.layers.ino(Place::Lower(idx), st.st_ino))
@@ -647,7 +647,7 @@ impl Union {
         parent: &Arc<Node>,
         name: &OsStr,
         kind: fuser::FileType,
-    ) -> FsResult<Option<super::node::StatOverride>> {
+    ) -> FsResult<Option<crate::fs::tables::node::StatOverride>> {
         let (dir, name): (Arc<OwnedFd>, &OsStr) = if kind == fuser::FileType::Directory {
             match state
                 .upper_dir
@@ -676,8 +676,8 @@ impl Union {
                 None => return Ok(None),
             }
         };
-        match sys::get_xattr_at(dir.as_fd(), name, whiteout::OVERRIDE_STAT_XATTR) {
-            Ok(Some(v)) => Ok(attr::parse_override(&v)),
+        match at::get_xattr_at(dir.as_fd(), name, whiteout::OVERRIDE_STAT_XATTR) {
+            Ok(Some(v)) => Ok(getattr::parse_override(&v)),
             _ => Ok(None),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use fuser::FileType;
 use parking_lot::{Mutex, RwLock};
 
-use super::node::Node;
+use crate::fs::tables::node::Node;
 
 /// An open regular file (or other non-directory).
 #[derive(Debug)]

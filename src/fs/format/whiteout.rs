@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use super::sys;
+use crate::sys::at;
 
 /// Prefix of whiteout files (`.wh.NAME`) as written by OCI tools and fuse-overlayfs.
 pub const WH_PREFIX: &[u8] = b".wh.";
@@ -42,7 +42,7 @@ pub fn has_wh_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
     if name.len() + WH_PREFIX.len() > 255 {
         return Ok(false);
     }
-    match sys::stat_at_opt(dir, &wh_name(name)) {
+    match at::stat_at_opt(dir, &wh_name(name)) {
         Ok(found) => Ok(found.is_some()),
         Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(false),
         Err(e) => Err(e),
@@ -52,7 +52,7 @@ pub fn has_wh_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
 /// The overlay marks of a directory: opaque (by xattr), and its redirect if any. One
 /// listxattr tells which marks exist, so an unmarked directory costs one system call.
 pub fn dir_marks(fd: BorrowedFd<'_>) -> io::Result<(bool, Option<OsString>)> {
-    let names = match sys::list_xattr(fd) {
+    let names = match at::list_xattr(fd) {
         Ok(n) => n,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => Vec::new(),
         Err(e) => return Err(e),
@@ -64,12 +64,12 @@ pub fn dir_marks(fd: BorrowedFd<'_>) -> io::Result<(bool, Option<OsString>)> {
             continue;
         };
         if OPAQUE_XATTRS.contains(&name) {
-            if let Ok(Some(v)) = sys::get_xattr(fd, name) {
+            if let Ok(Some(v)) = at::get_xattr(fd, name) {
                 opaque |= v.first() == Some(&b'y');
             }
         } else if REDIRECT_XATTRS.contains(&name)
             && redirect.is_none()
-            && let Ok(Some(v)) = sys::get_xattr(fd, name)
+            && let Ok(Some(v)) = at::get_xattr(fd, name)
             && !v.is_empty()
         {
             redirect = Some(OsString::from_vec(v));
@@ -96,7 +96,7 @@ pub struct Marks {
 
 /// The overlay marks of `name` in `dir` (an empty name: `dir` itself).
 pub fn marks_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Marks> {
-    let names = match sys::list_xattr_at(dir, name) {
+    let names = match at::list_xattr_at(dir, name) {
         Ok(n) => n,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => Vec::new(),
         Err(e) => return Err(e),
@@ -124,7 +124,7 @@ pub fn marks_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Marks> {
             m.metacopy = true;
             continue;
         }
-        let value = match sys::get_xattr_at(dir, name, xname) {
+        let value = match at::get_xattr_at(dir, name, xname) {
             Ok(Some(v)) => v,
             Ok(None) => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
@@ -151,7 +151,7 @@ pub const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overla
 /// Whether the directory behind `fd` is opaque by any known marker.
 pub fn is_opaque_dir(fd: BorrowedFd<'_>) -> io::Result<bool> {
     for name in OPAQUE_XATTRS {
-        match sys::get_xattr(fd, name) {
+        match at::get_xattr(fd, name) {
             Ok(Some(v)) if v.first() == Some(&b'y') => return Ok(true),
             Ok(_) => {}
             // Unprivileged daemons cannot read trusted.*: treat as absent.
@@ -159,7 +159,7 @@ pub fn is_opaque_dir(fd: BorrowedFd<'_>) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
     }
-    Ok(sys::stat_at_opt(fd, OsStr::from_bytes(OPAQUE_FILE))?.is_some())
+    Ok(at::stat_at_opt(fd, OsStr::from_bytes(OPAQUE_FILE))?.is_some())
 }
 
 /// How this mount writes whiteouts and overlay xattrs.
@@ -213,9 +213,9 @@ impl Format {
     /// Create a whiteout for `name` in `dir` (which must not hold `name`).
     pub fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         if self.whiteout_dev {
-            sys::mknod_at(dir, name, libc::S_IFCHR, 0)
+            at::mknod_at(dir, name, libc::S_IFCHR, 0)
         } else {
-            let fd = sys::open_at(
+            let fd = at::open_at(
                 dir,
                 &wh_name(name),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
@@ -229,15 +229,15 @@ impl Format {
     /// Remove a whiteout for `name` from `dir` if there is one; true if one was removed.
     pub fn remove_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
         let mut removed = false;
-        if let Some(st) = sys::stat_at_opt(dir, name)?
+        if let Some(st) = at::stat_at_opt(dir, name)?
             && is_whiteout_dev(&st)
         {
-            sys::unlink_at(dir, name, false)?;
+            at::unlink_at(dir, name, false)?;
             removed = true;
         }
         let wh = wh_name(name);
         if has_wh_file(dir, name)? {
-            sys::unlink_at(dir, &wh, false)?;
+            at::unlink_at(dir, &wh, false)?;
             removed = true;
         }
         Ok(removed)
@@ -245,7 +245,7 @@ impl Format {
 
     /// Mark the directory behind `fd` opaque.
     pub fn set_opaque(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        sys::set_xattr(fd, self.xattr(OvlXattr::Opaque).as_bytes(), b"y", 0)
+        at::set_xattr(fd, self.xattr(OvlXattr::Opaque).as_bytes(), b"y", 0)
     }
 }
 
@@ -263,20 +263,20 @@ pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
 /// Probe whether `trusted.*` xattrs can be set in `work` (not in a user namespace).
 pub fn probe_trusted_xattr(work: BorrowedFd<'_>) -> bool {
     let name = OsString::from(format!(".strata-probe-x-{}", std::process::id()));
-    let Ok(fd) = sys::open_at(work, &name, libc::O_WRONLY | libc::O_CREAT, 0o600) else {
+    let Ok(fd) = at::open_at(work, &name, libc::O_WRONLY | libc::O_CREAT, 0o600) else {
         return false;
     };
-    let ok = sys::set_xattr(fd.as_fd(), b"trusted.overlay.strata-probe", b"y", 0).is_ok();
+    let ok = at::set_xattr(fd.as_fd(), b"trusted.overlay.strata-probe", b"y", 0).is_ok();
     drop(fd);
-    let _ = sys::unlink_at(work, &name, false);
+    let _ = at::unlink_at(work, &name, false);
     ok
 }
 
 /// Probe whether char 0/0 whiteouts can be made in `work` (as root, or rootless on Linux >= 5.8).
 pub fn probe_whiteout_dev(work: BorrowedFd<'_>) -> bool {
     let name = OsString::from(format!(".strata-probe-{}", std::process::id()));
-    let ok = sys::mknod_at(work, &name, libc::S_IFCHR, 0).is_ok();
-    let _ = sys::unlink_at(work, &name, false);
+    let ok = at::mknod_at(work, &name, libc::S_IFCHR, 0).is_ok();
+    let _ = at::unlink_at(work, &name, false);
     ok
 }
 

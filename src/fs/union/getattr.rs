@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use super::node::StatOverride;
+use crate::fs::tables::node::StatOverride;
 
 /// The fuser file type of a stat mode.
 pub fn file_type(mode: u32) -> FileType {

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use fuser::Errno;
 
-use super::attr;
-use super::layer::Place;
-use super::node::{Link, Node, NodeState};
-use super::sys;
-use super::union::{FsResult, Union, errno};
-use super::whiteout;
+use crate::fs::format::whiteout;
+use crate::fs::tables::layer::Place;
+use crate::fs::tables::node::{Link, Node, NodeState};
+use crate::fs::union::getattr;
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 /// Who asks for a new object, and how it should look.
 #[derive(Debug, Clone, Copy)]
@@ -56,14 +56,14 @@ impl NewObject<'_> {
                 let f = (flags & !(libc::O_APPEND | libc::O_NOCTTY | libc::O_TRUNC))
                     | libc::O_CREAT
                     | libc::O_EXCL;
-                Ok(Some(sys::open_at(dir, name, f, *mode & 0o7777)?))
+                Ok(Some(at::open_at(dir, name, f, *mode & 0o7777)?))
             }
-            NewObject::Dir { mode } => sys::mkdir_at(dir, name, *mode & 0o7777).map(|_| None),
-            NewObject::Node { mode, rdev } => sys::mknod_at(dir, name, *mode, *rdev).map(|_| None),
-            NewObject::Symlink { target } => sys::symlink_at(target, dir, name).map(|_| None),
+            NewObject::Dir { mode } => at::mkdir_at(dir, name, *mode & 0o7777).map(|_| None),
+            NewObject::Node { mode, rdev } => at::mknod_at(dir, name, *mode, *rdev).map(|_| None),
+            NewObject::Symlink { target } => at::symlink_at(target, dir, name).map(|_| None),
             NewObject::Link {
                 src_dir, src_name, ..
-            } => sys::link_at(*src_dir, src_name, dir, name).map(|_| None),
+            } => at::link_at(*src_dir, src_name, dir, name).map(|_| None),
         }
     }
 
@@ -85,7 +85,7 @@ struct Slot {
 
 impl Union {
     fn slot(&self, dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<Slot> {
-        let dev_whiteout = match sys::stat_at_opt(dir, name).map_err(errno)? {
+        let dev_whiteout = match at::stat_at_opt(dir, name).map_err(errno)? {
             Some(st) if whiteout::is_whiteout_dev(&st) => true,
             Some(_) => return Err(Errno::EEXIST),
             None => false,
@@ -116,15 +116,15 @@ impl Union {
             who.gid
         };
         if self.settings.privileged {
-            sys::chown_at(dir, name, who.uid, gid)?;
+            at::chown_at(dir, name, who.uid, gid)?;
         }
         if let Some(mut mode) = obj.mode() {
             if obj.is_dir() && setgid_parent {
                 mode |= libc::S_ISGID;
             }
             if mode & 0o7000 != 0 || obj.is_dir() {
-                let fd = sys::open_at(dir, name, libc::O_PATH, 0)?;
-                sys::chmod_fd(fd.as_fd(), mode)?;
+                let fd = at::open_at(dir, name, libc::O_PATH, 0)?;
+                at::chmod_fd(fd.as_fd(), mode)?;
             }
         }
         Ok(())
@@ -141,19 +141,19 @@ impl Union {
     ) -> FsResult<(Arc<Node>, Option<OwnedFd>)> {
         let _pass = self.gate.enter();
         let (udir, fd, over_whiteout) = self.place_object(parent, name, &obj, who)?;
-        let st = sys::stat_at(udir.as_fd(), name).map_err(errno)?;
+        let st = at::stat_at(udir.as_fd(), name).map_err(errno)?;
         let mut state = NodeState {
             in_upper: true,
             ..Default::default()
         };
         if obj.is_dir() {
-            let d = sys::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
+            let d = at::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
                 .map_err(errno)?;
             state.upper_dir = Some(Arc::new(d));
             state.opaque = over_whiteout;
         }
         let node = Node::new(
-            attr::file_type(st.st_mode),
+            getattr::file_type(st.st_mode),
             self.layers.ino(Place::Upper, st.st_ino),
             Link {
                 parent: parent.id,
@@ -183,14 +183,14 @@ impl Union {
             return Err(Errno::EPERM);
         }
         let udir = self.upper_dir(parent)?;
-        let parent_st = sys::fstat(udir.as_fd()).map_err(errno)?;
+        let parent_st = at::fstat(udir.as_fd()).map_err(errno)?;
         let slot = self.slot(udir.as_fd(), name)?;
         let over_whiteout = slot.dev_whiteout || slot.wh_file;
         let fd;
         if !over_whiteout {
             fd = obj.make(udir.as_fd(), name).map_err(errno)?;
             if let Err(e) = self.own(udir.as_fd(), name, obj, who, &parent_st) {
-                let _ = sys::unlink_at(udir.as_fd(), name, obj.is_dir());
+                let _ = at::unlink_at(udir.as_fd(), name, obj.is_dir());
                 return Err(errno(e));
             }
         } else {
@@ -201,26 +201,26 @@ impl Union {
                 self.own(work, &tmp, obj, who, &parent_st)?;
                 if obj.is_dir() {
                     // A directory made where a lower one was deleted hides the old contents.
-                    let d = sys::open_at(work, &tmp, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                    let d = at::open_at(work, &tmp, libc::O_PATH | libc::O_DIRECTORY, 0)?;
                     self.fmt.set_opaque(d.as_fd())?;
                 }
                 if slot.dev_whiteout {
                     if obj.is_dir() {
-                        sys::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_EXCHANGE)?;
-                        sys::unlink_at(work, &tmp, false)?;
+                        at::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_EXCHANGE)?;
+                        at::unlink_at(work, &tmp, false)?;
                     } else {
-                        sys::rename_at(work, &tmp, udir.as_fd(), name, 0)?;
+                        at::rename_at(work, &tmp, udir.as_fd(), name, 0)?;
                     }
                 } else {
-                    sys::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_NOREPLACE)?;
+                    at::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_NOREPLACE)?;
                 }
                 if slot.wh_file {
-                    sys::unlink_at(udir.as_fd(), &whiteout::wh_name(name), false)?;
+                    at::unlink_at(udir.as_fd(), &whiteout::wh_name(name), false)?;
                 }
                 Ok(())
             })();
             if let Err(e) = placed {
-                let _ = sys::unlink_at(work, &tmp, obj.is_dir());
+                let _ = at::unlink_at(work, &tmp, obj.is_dir());
                 return Err(errno(e));
             }
         }
@@ -235,7 +235,7 @@ impl Union {
         newname: &OsStr,
     ) -> FsResult<Arc<Node>> {
         let _pass = self.gate.enter();
-        super::copyup::copy_up_meta(self, node)?;
+        crate::fs::union::copyup::copy_up_meta(self, node)?;
         self.set_file_redirect(node)?;
         let src = self.entry_of(node)?;
         let obj = NewObject::Link {
@@ -294,11 +294,11 @@ impl Union {
         let Some(udir) = node.state.read().upper_dir.clone() else {
             return Ok(());
         };
-        for e in sys::read_dir(udir.as_fd()).map_err(errno)? {
+        for e in at::read_dir(udir.as_fd()).map_err(errno)? {
             let n = OsString::from(std::ffi::OsStr::new(""));
             let _ = n;
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.name);
-            sys::unlink_at(udir.as_fd(), name, e.dtype == libc::DT_DIR).map_err(errno)?;
+            at::unlink_at(udir.as_fd(), name, e.dtype == libc::DT_DIR).map_err(errno)?;
         }
         Ok(())
     }
@@ -306,7 +306,7 @@ impl Union {
     /// Whether `dir` (an upper directory) holds a real object (not a whiteout) at `name`.
     pub fn name_in_upper(&self, dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<bool> {
         Ok(
-            matches!(sys::stat_at_opt(dir, name).map_err(errno)?, Some(st) if !whiteout::is_whiteout_dev(&st)),
+            matches!(at::stat_at_opt(dir, name).map_err(errno)?, Some(st) if !whiteout::is_whiteout_dev(&st)),
         )
     }
 
@@ -344,7 +344,7 @@ impl Union {
                 self.index_name_removed(&key, union)?;
             }
         } else if !needs_whiteout {
-            sys::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
+            at::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
         } else if self.fmt.whiteout_dev {
             // Build the whiteout in the work dir and swap it in, so the name never shows the
             // lower object in between.
@@ -352,18 +352,18 @@ impl Union {
             let tmp = self.temp_name();
             self.make_whiteout(work, &tmp).map_err(errno)?;
             let swapped = if node.is_dir() {
-                sys::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_EXCHANGE)
-                    .and_then(|_| sys::unlink_at(work, &tmp, true))
+                at::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_EXCHANGE)
+                    .and_then(|_| at::unlink_at(work, &tmp, true))
             } else {
-                sys::rename_at(work, &tmp, udir.as_fd(), name, 0)
+                at::rename_at(work, &tmp, udir.as_fd(), name, 0)
             };
             if let Err(e) = swapped {
-                let _ = sys::unlink_at(work, &tmp, false);
+                let _ = at::unlink_at(work, &tmp, false);
                 return Err(errno(e));
             }
         } else {
             self.make_whiteout(udir.as_fd(), name).map_err(errno)?;
-            sys::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
+            at::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
         }
         self.nodes.detach_child(parent, name);
         Ok(())

@@ -9,12 +9,12 @@ use std::time::SystemTime;
 
 use fuser::{Errno, FileAttr, TimeOrNow};
 
-use super::attr;
-use super::copyup::{copy_up, copy_up_meta};
-use super::node::Node;
-use super::sys;
-use super::union::{FsResult, Union, errno};
-use super::whiteout::{self, OVERRIDE_STAT_XATTR};
+use crate::fs::format::whiteout::{self, OVERRIDE_STAT_XATTR};
+use crate::fs::tables::node::Node;
+use crate::fs::union::copyup::{copy_up, copy_up_meta};
+use crate::fs::union::getattr;
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 /// The fields of one setattr call.
 #[derive(Debug, Default)]
@@ -69,7 +69,7 @@ impl Union {
         } else {
             e.name.as_os_str()
         };
-        sys::open_at(e.dir(), name, libc::O_PATH, 0).map_err(errno)
+        at::open_at(e.dir(), name, libc::O_PATH, 0).map_err(errno)
     }
 
     /// setattr: truncate, chmod, chown, utimens. With an open handle the changes go through
@@ -92,19 +92,19 @@ impl Union {
         };
         if let Some(size) = a.size {
             if name.is_empty() && !node.is_dir() {
-                match sys::ftruncate(dir.as_fd(), size) {
+                match at::ftruncate(dir.as_fd(), size) {
                     Err(e)
                         if e.raw_os_error() == Some(libc::EINVAL)
                             || e.raw_os_error() == Some(libc::EBADF) =>
                     {
                         let fd = self.open_for_truncate(node)?;
-                        sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
+                        at::ftruncate(fd.as_fd(), size).map_err(errno)?;
                     }
                     other => other.map_err(errno)?,
                 }
             } else {
                 let fd = self.open_for_truncate(node)?;
-                sys::ftruncate(fd.as_fd(), size).map_err(errno)?;
+                at::ftruncate(fd.as_fd(), size).map_err(errno)?;
             }
         }
         // A node whose owner and mode come from an override xattr (rootless layers, read with
@@ -125,7 +125,7 @@ impl Union {
                 }
                 self.store_override(node, o)?;
             } else {
-                sys::chown_at(
+                at::chown_at(
                     dir.as_fd(),
                     &name,
                     a.uid.unwrap_or(u32::MAX),
@@ -140,19 +140,19 @@ impl Union {
                 self.store_override(node, o)?;
             } else if node.kind != fuser::FileType::Symlink {
                 if name.is_empty() {
-                    sys::chmod_fd(dir.as_fd(), mode & 0o7777).map_err(errno)?;
+                    at::chmod_fd(dir.as_fd(), mode & 0o7777).map_err(errno)?;
                 } else {
-                    let fd = sys::open_at(dir.as_fd(), &name, libc::O_PATH, 0).map_err(errno)?;
-                    sys::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(errno)?;
+                    let fd = at::open_at(dir.as_fd(), &name, libc::O_PATH, 0).map_err(errno)?;
+                    at::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(errno)?;
                 }
             }
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let times = [timespec(a.atime), timespec(a.mtime)];
-            sys::utimens_at(dir.as_fd(), &name, &times).map_err(errno)?;
+            at::utimens_at(dir.as_fd(), &name, &times).map_err(errno)?;
         }
         if name.is_empty() && !node.is_dir() {
-            let st = sys::fstat(dir.as_fd()).map_err(errno)?;
+            let st = at::fstat(dir.as_fd()).map_err(errno)?;
             return Ok(self.attr_from_stat(node, &st));
         }
         self.attr(node)
@@ -160,13 +160,17 @@ impl Union {
 
     fn open_for_truncate(&self, node: &Node) -> FsResult<OwnedFd> {
         let e = self.entry_of(node)?;
-        sys::open_at(e.dir(), &e.name, libc::O_WRONLY, 0).map_err(errno)
+        at::open_at(e.dir(), &e.name, libc::O_WRONLY, 0).map_err(errno)
     }
 
-    fn store_override(&self, node: &Arc<Node>, o: super::node::StatOverride) -> FsResult<()> {
+    fn store_override(
+        &self,
+        node: &Arc<Node>,
+        o: crate::fs::tables::node::StatOverride,
+    ) -> FsResult<()> {
         let fd = self.object_fd(node)?;
-        let v = attr::format_override(&o);
-        sys::set_xattr(fd.as_fd(), OVERRIDE_STAT_XATTR.as_bytes(), v.as_bytes(), 0)
+        let v = getattr::format_override(&o);
+        at::set_xattr(fd.as_fd(), OVERRIDE_STAT_XATTR.as_bytes(), v.as_bytes(), 0)
             .map_err(errno)?;
         node.state.write().over = Some(o);
         Ok(())
@@ -190,14 +194,14 @@ impl Union {
         self.check_xattr_name(name)?;
         let fd = self.object_fd(node)?;
         let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-        sys::get_xattr_raw(fd.as_fd(), &c, size as usize).map_err(errno)
+        at::get_xattr_raw(fd.as_fd(), &c, size as usize).map_err(errno)
     }
 
     /// listxattr without the internal names; NUL-separated.
     pub fn listxattr(&self, node: &Arc<Node>) -> FsResult<Vec<u8>> {
         let fd = self.object_fd(node)?;
         let mut out = Vec::new();
-        for n in sys::list_xattr(fd.as_fd()).map_err(errno)? {
+        for n in at::list_xattr(fd.as_fd()).map_err(errno)? {
             if whiteout::is_internal_xattr(&n) {
                 continue;
             }
@@ -218,7 +222,7 @@ impl Union {
         let _pass = self.gate.enter();
         copy_up_meta(self, node)?;
         let fd = self.object_fd(node)?;
-        sys::set_xattr(fd.as_fd(), name.as_bytes(), value, flags).map_err(errno)
+        at::set_xattr(fd.as_fd(), name.as_bytes(), value, flags).map_err(errno)
     }
 
     pub fn removexattr(&self, node: &Arc<Node>, name: &OsStr) -> FsResult<()> {
@@ -228,10 +232,10 @@ impl Union {
             // Nothing to remove: fail without copying up, as kernel overlayfs does.
             let fd = self.object_fd(node)?;
             let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-            sys::get_xattr_raw(fd.as_fd(), &c, 0).map_err(errno)?;
+            at::get_xattr_raw(fd.as_fd(), &c, 0).map_err(errno)?;
         }
         copy_up_meta(self, node)?;
         let fd = self.object_fd(node)?;
-        sys::remove_xattr(fd.as_fd(), name.as_bytes()).map_err(errno)
+        at::remove_xattr(fd.as_fd(), name.as_bytes()).map_err(errno)
     }
 }

@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 use fuser::Errno;
 use parking_lot::RwLock;
 
-use super::copyup::copy_up;
-use super::handles::FileHandle;
-use super::node::Node;
-use super::sys;
-use super::union::{FsResult, Union, errno};
+use crate::fs::tables::handles::FileHandle;
+use crate::fs::tables::node::Node;
+use crate::fs::union::copyup::copy_up;
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 /// The result of an open: handle id and whether the kernel may keep its cache.
 pub struct Opened {
@@ -34,9 +34,9 @@ fn backing_flags(flags: i32) -> i32 {
 impl Union {
     fn open_backing(&self, node: &Node, flags: i32) -> FsResult<OwnedFd> {
         let e = self.data_entry_of(node)?;
-        match sys::open_at(e.dir(), &e.name, flags, 0) {
+        match at::open_at(e.dir(), &e.name, flags, 0) {
             Err(err) if err.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => {
-                sys::open_at(e.dir(), &e.name, flags & !libc::O_NOATIME, 0).map_err(errno)
+                at::open_at(e.dir(), &e.name, flags & !libc::O_NOATIME, 0).map_err(errno)
             }
             other => other.map_err(errno),
         }
@@ -52,7 +52,7 @@ impl Union {
         let bflags = backing_flags(flags);
         let fd = self.open_backing(node, bflags)?;
         if flags & libc::O_TRUNC != 0 {
-            sys::ftruncate(fd.as_fd(), 0).map_err(errno)?;
+            at::ftruncate(fd.as_fd(), 0).map_err(errno)?;
         }
         let on_upper = node.data_in_upper();
         Ok(Opened {
@@ -100,7 +100,7 @@ impl Union {
         let mut buf: Vec<u8> = Vec::with_capacity(size);
         let mut got = 0usize;
         while got < size {
-            let n = sys::pread_uninit(
+            let n = at::pread_uninit(
                 fd.as_fd(),
                 &mut buf.spare_capacity_mut()[..size - got],
                 offset + got as u64,
@@ -122,7 +122,7 @@ impl Union {
         let fd = self.current_fd(&h)?;
         let mut done = 0usize;
         while done < data.len() {
-            let n = sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64).map_err(errno)?;
+            let n = at::pwrite(fd.as_fd(), &data[done..], offset + done as u64).map_err(errno)?;
             if n == 0 {
                 break;
             }
@@ -143,7 +143,7 @@ impl Union {
             return Ok(());
         }
         let fd = self.current_fd(&h)?;
-        sys::fsync(fd.as_fd(), datasync).map_err(errno)
+        at::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 
     /// fsync(2) of a directory: its upper copy, when it has one (lower ones never change).
@@ -160,21 +160,21 @@ impl Union {
             e.name.as_os_str()
         };
         let fd =
-            sys::open_at(e.dir(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(errno)?;
-        sys::fsync(fd.as_fd(), datasync).map_err(errno)
+            at::open_at(e.dir(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(errno)?;
+        at::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         let _pass = self.gate.enter();
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        sys::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
+        at::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
     }
 
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        sys::lseek(fd.as_fd(), offset, whence).map_err(errno)
+        at::lseek(fd.as_fd(), offset, whence).map_err(errno)
     }
 
     pub fn copy_range(
@@ -191,7 +191,7 @@ impl Union {
         let fi = self.current_fd(&hi)?;
         let fo = self.current_fd(&ho)?;
         let len = len.min(u32::MAX as u64 & !0xfff) as usize;
-        let n = match sys::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len) {
+        let n = match at::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len) {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -200,7 +200,7 @@ impl Union {
                 ) =>
             {
                 let data = self.read(fh_in, off_in, len.min(1 << 20) as u32)?;
-                sys::pwrite(fo.as_fd(), &data, off_out).map_err(errno)?
+                at::pwrite(fo.as_fd(), &data, off_out).map_err(errno)?
             }
             Err(e) => return Err(errno(e)),
         };
@@ -215,19 +215,19 @@ impl Union {
             .as_ref()
             .or(self.layers.lowers.first())
             .ok_or(Errno::EIO)?;
-        sys::statvfs(l.fd()).map_err(errno)
+        at::statvfs(l.fd()).map_err(errno)
     }
 
     pub fn readlink(&self, node: &Arc<Node>) -> FsResult<Vec<u8>> {
         let e = self.entry_of(node)?;
-        sys::readlink_at(e.dir(), &e.name).map_err(errno)
+        at::readlink_at(e.dir(), &e.name).map_err(errno)
     }
 
     /// getattr through an open handle (works after the name was removed).
     pub fn handle_attr(&self, fh: u64) -> FsResult<fuser::FileAttr> {
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        let st = sys::fstat(fd.as_fd()).map_err(errno)?;
+        let st = at::fstat(fd.as_fd()).map_err(errno)?;
         Ok(self.attr_from_stat(&h.node, &st))
     }
 }

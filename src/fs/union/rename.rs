@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use fuser::Errno;
 
-use super::copyup::copy_up_meta;
-use super::lookup::join;
-use super::node::Node;
-use super::sys;
-use super::union::{FsResult, Union, errno};
-use super::whiteout;
+use crate::fs::format::whiteout;
+use crate::fs::tables::node::Node;
+use crate::fs::union::copyup::copy_up_meta;
+use crate::fs::union::lookup::join;
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 impl Union {
     /// rename(2) / renameat2(2) in the union.
@@ -89,7 +89,7 @@ impl Union {
             if let Some(d) = &dst {
                 self.prepare_moved_dir(d, p1, n1, src_lower_at_name)?;
             }
-            sys::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_EXCHANGE).map_err(errno)?;
+            at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_EXCHANGE).map_err(errno)?;
             self.nodes.exchange_children(p1, n1, p2, n2);
             self.set_file_redirect(&src)?;
             if let Some(d) = &dst {
@@ -105,27 +105,27 @@ impl Union {
         {
             self.clear_upper_dir(d)?;
         }
-        let target = sys::stat_at_opt(d2.as_fd(), n2).map_err(errno)?;
+        let target = at::stat_at_opt(d2.as_fd(), n2).map_err(errno)?;
         let target_is_whiteout = target.as_ref().is_some_and(whiteout::is_whiteout_dev);
         if target_is_whiteout && src.is_dir() {
             // A directory cannot replace a device node: drop the whiteout first.
-            sys::unlink_at(d2.as_fd(), n2, false).map_err(errno)?;
+            at::unlink_at(d2.as_fd(), n2, false).map_err(errno)?;
         }
         let wh_file_at_target = whiteout::has_wh_file(d2.as_fd(), n2).map_err(errno)?;
 
         let leave_whiteout = src_lower_at_name;
         let mut done = false;
         if leave_whiteout && self.settings.privileged && self.fmt.whiteout_dev {
-            done = sys::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_WHITEOUT).is_ok();
+            done = at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_WHITEOUT).is_ok();
         }
         if !done {
-            sys::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, 0).map_err(errno)?;
+            at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, 0).map_err(errno)?;
             if leave_whiteout {
                 self.make_whiteout(d1.as_fd(), n1).map_err(errno)?;
             }
         }
         if wh_file_at_target {
-            sys::unlink_at(d2.as_fd(), &whiteout::wh_name(n2), false).map_err(errno)?;
+            at::unlink_at(d2.as_fd(), &whiteout::wh_name(n2), false).map_err(errno)?;
         }
         self.nodes.move_child(p1, n1, p2, n2);
         self.set_file_redirect(&src)?;
@@ -155,10 +155,10 @@ impl Union {
             if new_lower_path.as_deref() != Some(origin.as_os_str()) {
                 let mut value = b"/".to_vec();
                 value.extend_from_slice(origin.as_bytes());
-                sys::set_xattr(
+                at::set_xattr(
                     udir.as_fd(),
                     self.fmt
-                        .xattr(super::whiteout::OvlXattr::Redirect)
+                        .xattr(crate::fs::format::whiteout::OvlXattr::Redirect)
                         .as_bytes(),
                     &value,
                     0,

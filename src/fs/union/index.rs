@@ -11,8 +11,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 
-use super::sys;
-use super::union::{FsResult, Union, errno};
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 /// `ovl_fb` header: version 0, magic 0xfb, then len, flags, handle type, 16-byte uuid.
 const FH_VERSION: u8 = 0;
@@ -170,7 +170,7 @@ pub fn fs_uuid(fd: BorrowedFd<'_>) -> [u8; 16] {
     const FS_IOC_GETFSUUID: libc::c_ulong = 0x8011_1500;
     let mut buf = [0u8; 17];
     // The ioctl needs a real open file, not an O_PATH one.
-    let Ok(dir) = sys::open_at(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
+    let Ok(dir) = at::open_at(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
         return [0; 16];
     };
     // SAFETY: buf has the size of struct fsuuid2.
@@ -223,14 +223,20 @@ impl Union {
 
     /// Mark upper directory `dir` of union directory `node` impure (once): it now holds an
     /// entry that came from a lower layer, as kernel overlayfs marks it.
-    pub fn mark_impure(&self, node: &super::node::Node, dir: BorrowedFd<'_>) -> FsResult<()> {
+    pub fn mark_impure(
+        &self,
+        node: &crate::fs::tables::node::Node,
+        dir: BorrowedFd<'_>,
+    ) -> FsResult<()> {
         if node.state.read().impure {
             return Ok(());
         }
-        match sys::set_xattr_at(
+        match at::set_xattr_at(
             dir,
             OsStr::new(""),
-            self.fmt.xattr(super::whiteout::OvlXattr::Impure).as_bytes(),
+            self.fmt
+                .xattr(crate::fs::format::whiteout::OvlXattr::Impure)
+                .as_bytes(),
             b"y",
         ) {
             Ok(()) => {}
@@ -247,9 +253,9 @@ impl Union {
         let Some(dir) = self.index_dir() else {
             return Ok(None);
         };
-        match sys::stat_at_opt(dir, &key.name).map_err(errno)? {
+        match at::stat_at_opt(dir, &key.name).map_err(errno)? {
             // A whiteout entry marks an object whose names were all removed.
-            Some(st) if super::whiteout::is_whiteout_dev(&st) => Ok(None),
+            Some(st) if crate::fs::format::whiteout::is_whiteout_dev(&st) => Ok(None),
             other => Ok(other),
         }
     }
@@ -261,10 +267,13 @@ impl Union {
         let Some(dir) = self.index_dir() else {
             return fallback;
         };
-        let Ok(fd) = sys::open_at(dir, &key.name, libc::O_PATH, 0) else {
+        let Ok(fd) = at::open_at(dir, &key.name, libc::O_PATH, 0) else {
             return fallback;
         };
-        match sys::get_xattr(fd.as_fd(), self.fmt.xattr(super::whiteout::OvlXattr::Nlink)) {
+        match at::get_xattr(
+            fd.as_fd(),
+            self.fmt.xattr(crate::fs::format::whiteout::OvlXattr::Nlink),
+        ) {
             Ok(Some(v)) => union_nlink(&v, st.st_nlink, None).unwrap_or(fallback),
             _ => fallback,
         }
@@ -279,11 +288,13 @@ impl Union {
     /// Record union link count `union` on index entry `key`.
     fn set_index_nlink(&self, key: &IndexKey, union: u64) -> FsResult<()> {
         let dir = self.index_dir().ok_or(libc_err(libc::EIO))?;
-        let fd = sys::open_at(dir, &key.name, libc::O_PATH, 0).map_err(errno)?;
-        let st = sys::fstat(fd.as_fd()).map_err(errno)?;
-        sys::set_xattr(
+        let fd = at::open_at(dir, &key.name, libc::O_PATH, 0).map_err(errno)?;
+        let st = at::fstat(fd.as_fd()).map_err(errno)?;
+        at::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr(super::whiteout::OvlXattr::Nlink).as_bytes(),
+            self.fmt
+                .xattr(crate::fs::format::whiteout::OvlXattr::Nlink)
+                .as_bytes(),
             nlink_value(union, st.st_nlink).as_bytes(),
             0,
         )
@@ -308,7 +319,7 @@ impl Union {
         name: &OsStr,
     ) -> FsResult<()> {
         let idx = self.index_dir().ok_or(libc_err(libc::EIO))?;
-        sys::link_at(idx, &key.name, dir, name).map_err(errno)
+        at::link_at(idx, &key.name, dir, name).map_err(errno)
     }
 
     /// Put the finished copy `tmp` (in the work dir) into the index as `key`, marked with its
@@ -322,23 +333,27 @@ impl Union {
     ) -> FsResult<()> {
         let idx = self.index_dir().ok_or(libc_err(libc::EIO))?;
         self.layers.index_used.store(true, Ordering::Release);
-        let fd = sys::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
-        sys::set_xattr(
+        let fd = at::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
+        at::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr(super::whiteout::OvlXattr::Origin).as_bytes(),
+            self.fmt
+                .xattr(crate::fs::format::whiteout::OvlXattr::Origin)
+                .as_bytes(),
             &key.origin,
             0,
         )
         .map_err(errno)?;
         // Once in the index and under its name the upper inode has two links.
-        sys::set_xattr(
+        at::set_xattr(
             fd.as_fd(),
-            self.fmt.xattr(super::whiteout::OvlXattr::Nlink).as_bytes(),
+            self.fmt
+                .xattr(crate::fs::format::whiteout::OvlXattr::Nlink)
+                .as_bytes(),
             nlink_value(union, 2).as_bytes(),
             0,
         )
         .map_err(errno)?;
-        sys::link_at(work, tmp, idx, &key.name).map_err(errno)
+        at::link_at(work, tmp, idx, &key.name).map_err(errno)
     }
 
     pub fn has_index(&self) -> bool {
@@ -379,7 +394,7 @@ mod tests {
     -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("f"), "x")?;
-        let d = sys::open_dir_path(dir.path())?;
+        let d = at::open_dir_path(dir.path())?;
         let uuid = [7u8; 16];
         let Some(k) = key_of(&uuid, d.as_fd(), OsStr::new("f")) else {
             return Ok(()); // a filesystem without file handles

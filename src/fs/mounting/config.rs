@@ -25,7 +25,7 @@ pub struct MountConfig {
     /// Extra FUSE mount options passed through (e.g. `allow_other`).
     pub fuse_options: Vec<String>,
     /// Which opens use FUSE passthrough (`off`, `upper` = default, `all`).
-    pub passthrough: super::passthrough::Mode,
+    pub passthrough: crate::fs::union::passthrough::Mode,
     /// fsync copied-up data before it is renamed into place, as kernel overlayfs does
     /// (`sync_copyup`); off by default, as in fuse-overlayfs: a copy-up is then as durable
     /// as any unsynced write, and a killed daemon still never leaves a half file.
@@ -58,7 +58,7 @@ impl MountConfig {
             timeout: Duration::from_secs(86_400),
             control_socket: None,
             fuse_options: Vec::new(),
-            passthrough: super::passthrough::Mode::Upper,
+            passthrough: crate::fs::union::passthrough::Mode::Upper,
             sync_copy_up: false,
             honor_fsync: true,
             threads: None,

@@ -72,7 +72,7 @@ pub fn mount_fuse(
 /// Raise the kernel readahead of the new mount (root only, best effort): FUSE starts at
 /// 128 KiB, which turns a sequential read into many small requests to the daemon.
 pub fn tune_readahead(mnt: &Path, kib: u32) {
-    let Ok(mounts) = super::mountinfo::mounts() else {
+    let Ok(mounts) = crate::fs::mounting::mountinfo::mounts() else {
         return;
     };
     let dev = mounts.into_iter().rev().find(|m| m.mount_point == mnt);

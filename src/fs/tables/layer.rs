@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::sys;
+use crate::sys::at;
 
 /// One layer root directory.
 #[derive(Debug)]
@@ -21,11 +21,11 @@ pub struct Layer {
 
 impl Layer {
     fn open(path: &Path) -> std::io::Result<Layer> {
-        let fd = sys::open_dir_path(path)?;
-        let st = sys::fstat(fd.as_fd())?;
+        let fd = at::open_dir_path(path)?;
+        let st = at::fstat(fd.as_fd())?;
         Ok(Layer {
-            uuid: super::index::fs_uuid(fd.as_fd()),
-            fs_type: sys::fs_type(fd.as_fd()).unwrap_or(0),
+            uuid: crate::fs::union::index::fs_uuid(fd.as_fd()),
+            fs_type: at::fs_type(fd.as_fd()).unwrap_or(0),
             fd: std::sync::Arc::new(fd),
             dev: st.st_dev,
             fs_index: 0,
@@ -82,10 +82,10 @@ impl Layers {
             out.lowers.push(Layer::open(l)?);
         }
         if let Some(w) = workdir {
-            let wfd = sys::open_dir_path(w)?;
+            let wfd = at::open_dir_path(w)?;
             out.work = Some(open_subdir(wfd.as_fd(), "work")?);
             let index = open_subdir(wfd.as_fd(), "index")?;
-            out.index_used = (!sys::read_dir(index.as_fd())?.is_empty()).into();
+            out.index_used = (!at::read_dir(index.as_fd())?.is_empty()).into();
             out.index = Some(std::sync::Arc::new(index));
         }
         let mut devs: Vec<u64> = Vec::new();
@@ -126,10 +126,10 @@ impl Layers {
 /// Open (creating it if needed) directory `name` inside `dir`.
 fn open_subdir(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<OwnedFd> {
     let name = std::ffi::OsStr::new(name);
-    match sys::mkdir_at(dir, name, 0o700) {
+    match at::mkdir_at(dir, name, 0o700) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(e),
     }
-    sys::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
+    at::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
 }

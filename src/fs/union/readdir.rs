@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use fuser::FileType;
 
-use super::attr;
-use super::handles::DirEntry;
-use super::layer::Place;
-use super::node::Node;
-use super::sys;
-use super::union::{FsResult, Union, errno};
-use super::whiteout::{self, OPAQUE_FILE, WH_PREFIX};
+use crate::fs::format::whiteout::{self, OPAQUE_FILE, WH_PREFIX};
+use crate::fs::tables::handles::DirEntry;
+use crate::fs::tables::layer::Place;
+use crate::fs::tables::node::Node;
+use crate::fs::union::getattr;
+use crate::fs::union::{FsResult, Union, errno};
+use crate::sys::at;
 
 /// Classify a raw entry: Some(hidden name) for whiteouts, None for a normal entry.
 enum Kind {
@@ -25,24 +25,24 @@ enum Kind {
     Entry(FileType),
 }
 
-fn classify(dir: &std::os::fd::OwnedFd, e: &sys::RawDirEntry) -> FsResult<Kind> {
+fn classify(dir: &std::os::fd::OwnedFd, e: &at::RawDirEntry) -> FsResult<Kind> {
     if e.name == OPAQUE_FILE {
         return Ok(Kind::Marker);
     }
     if let Some(rest) = e.name.strip_prefix(WH_PREFIX) {
         return Ok(Kind::Whiteout(rest.to_vec()));
     }
-    let kind = match attr::file_type_of_dtype(e.dtype) {
+    let kind = match getattr::file_type_of_dtype(e.dtype) {
         Some(FileType::CharDevice) | None => {
             let st =
-                match sys::stat_at_opt(dir.as_fd(), OsStr::from_bytes(&e.name)).map_err(errno)? {
+                match at::stat_at_opt(dir.as_fd(), OsStr::from_bytes(&e.name)).map_err(errno)? {
                     Some(st) => st,
                     None => return Ok(Kind::Marker),
                 };
             if whiteout::is_whiteout_dev(&st) {
                 return Ok(Kind::Whiteout(e.name.clone()));
             }
-            attr::file_type(st.st_mode)
+            getattr::file_type(st.st_mode)
         }
         Some(k) => k,
     };
@@ -57,7 +57,7 @@ impl Union {
         let mut out: Vec<DirEntry> = Vec::new();
 
         if let Some(udir) = &st.upper_dir {
-            for e in sys::read_dir(udir.as_fd()).map_err(errno)? {
+            for e in at::read_dir(udir.as_fd()).map_err(errno)? {
                 match classify(udir, &e)? {
                     Kind::Marker => {}
                     Kind::Whiteout(name) => {
@@ -94,7 +94,7 @@ impl Union {
         if !st.opaque {
             for ld in &st.lower_dirs {
                 let mut hidden_here = Vec::new();
-                let entries = sys::read_dir(ld.fd.as_fd()).map_err(errno)?;
+                let entries = at::read_dir(ld.fd.as_fd()).map_err(errno)?;
                 if !ld.names_known() {
                     // Lookups of the names just listed need not list the directory again.
                     ld.learn_names(entries.iter().map(|e| e.name.as_slice()));

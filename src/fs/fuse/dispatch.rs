@@ -14,10 +14,10 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::handles::{DirEntry, DirHandle};
-use super::meta::SetAttr;
-use super::namespace::{Creator, NewObject};
-use super::union::{FsResult, Union};
+use crate::fs::tables::handles::{DirEntry, DirHandle};
+use crate::fs::union::names::{Creator, NewObject};
+use crate::fs::union::setattr::SetAttr;
+use crate::fs::union::{FsResult, Union};
 
 /// The FUSE front of a union.
 pub struct StrataFs {
@@ -26,7 +26,7 @@ pub struct StrataFs {
     /// The kernel accepted FUSE passthrough (set in `init`).
     pub passthrough: bool,
     /// Whether listings carry attributes, as learnt from the workload.
-    pub rdplus: super::rdplus::ReaddirPlus,
+    pub rdplus: crate::fs::union::rdplus::ReaddirPlus,
 }
 
 const GEN: Generation = Generation(0);
@@ -83,7 +83,7 @@ impl StrataFs {
         }
     }
 
-    fn entry_reply(&self, r: FsResult<Arc<super::node::Node>>, reply: ReplyEntry) {
+    fn entry_reply(&self, r: FsResult<Arc<crate::fs::tables::node::Node>>, reply: ReplyEntry) {
         match r.and_then(|n| self.u.attr(&n).map(|a| (n, a))) {
             Ok((_, a)) => reply.entry(&self.ttl(), &a, GEN),
             Err(e) => reply.error(e),
@@ -96,7 +96,7 @@ impl StrataFs {
         name: &OsStr,
         obj: NewObject<'_>,
         req: &Request,
-    ) -> FsResult<Arc<super::node::Node>> {
+    ) -> FsResult<Arc<crate::fs::tables::node::Node>> {
         let p = self.u.node(parent.0)?;
         self.u
             .make_object(&p, name, obj, Self::who(req))
@@ -126,7 +126,7 @@ impl Filesystem for StrataFs {
         ] {
             let _ = config.add_capabilities(cap);
         }
-        if self.u.settings.passthrough != super::passthrough::Mode::Off
+        if self.u.settings.passthrough != crate::fs::union::passthrough::Mode::Off
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {

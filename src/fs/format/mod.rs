@@ -1,0 +1,4 @@
+//! Kernel overlayfs's on-disk format, shared by the driver and the image code: whiteout forms,
+//! opaque markers, overlay xattr names, and the rootless owner/mode override.
+
+pub mod whiteout;

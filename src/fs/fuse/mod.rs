@@ -1,0 +1,4 @@
+//! FUSE dispatch: the `fuser::Filesystem` implementation that unpacks each request, runs the
+//! union operation and replies.
+
+pub mod dispatch;

@@ -1,0 +1,7 @@
+//! The union's tables, data only: nodes (the inode table), open handles, the layers of one
+//! mount, and the pause gate.
+
+pub mod gate;
+pub mod handles;
+pub mod layer;
+pub mod node;
