@@ -16,11 +16,10 @@ mod union;
 #[cfg(test)]
 mod engine_tests;
 
+pub use format::override_stat::{self, StatOverride};
 pub use format::whiteout;
 pub use mounting::config::{self, MountConfig, MountError};
 pub use mounting::control::{PauseGuard, pause_client};
 pub use mounting::daemon::{mount, mount_child};
 pub use mounting::{mountinfo, options};
-pub use tables::node::StatOverride;
-pub use union::getattr::{format_override, parse_override};
 pub use union::passthrough;

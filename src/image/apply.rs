@@ -4,6 +4,7 @@
 
 use super::fsutil::{self, OPAQUE_TRUSTED, OPAQUE_USER, OVERRIDE_XATTR, WH_OPAQUE, WH_PREFIX};
 use super::{ImageError, Result};
+use crate::fs::override_stat::{self, Special, StatOverride};
 use crate::sys::at;
 use std::ffi::OsStr;
 use std::io::{self, Read};
@@ -217,7 +218,7 @@ fn apply_entry<R: Read>(
     }
     // In rootless mode the real mode must let us (the owner) keep working in the tree.
     let real_mode = |m: u32, min: u32| if opts.rootless { (m & 0o777) | min } else { m };
-    let mut override_type: Option<String> = None;
+    let mut override_type: Option<(Special, u64)> = None;
     let mut is_symlink = false;
     match kind {
         EntryType::Directory => {
@@ -292,10 +293,10 @@ fn apply_entry<R: Read>(
         EntryType::Char | EntryType::Block | EntryType::Fifo => {
             let major = hdr.device_major().ok().flatten().unwrap_or(0);
             let minor = hdr.device_minor().ok().flatten().unwrap_or(0);
-            let (fmt, tname) = match kind {
-                EntryType::Char => (libc::S_IFCHR, "char"),
-                EntryType::Block => (libc::S_IFBLK, "block"),
-                _ => (libc::S_IFIFO, "fifo"),
+            let (fmt, special) = match kind {
+                EntryType::Char => (libc::S_IFCHR, Special::Char),
+                EntryType::Block => (libc::S_IFBLK, Special::Block),
+                _ => (libc::S_IFIFO, Special::Fifo),
             };
             let dev = libc::makedev(major, minor);
             match at::mknod_at(pfd, name, fmt | 0o600, dev) {
@@ -306,7 +307,7 @@ fn apply_entry<R: Read>(
                 {
                     fsutil::create_file_at(pfd, name, 0o600)
                         .map_err(ctx("create device placeholder"))?;
-                    override_type = Some(format!("{tname}-{major}-{minor}"));
+                    override_type = Some((special, dev));
                 }
                 Err(e) => return Err(ctx("mknod")(e)),
             }
@@ -355,11 +356,12 @@ fn apply_entry<R: Read>(
                 0o600
             };
             at::chmod_at(pfd, name, real_mode(mode, min)).map_err(ctx("chmod"))?;
-            let mut v = format!("{uid}:{gid}:{mode:04o}");
-            if let Some(t) = &override_type {
-                v.push(':');
-                v.push_str(t);
-            }
+            let v = override_stat::format(&StatOverride {
+                uid,
+                gid,
+                perm: mode,
+                dev: override_type,
+            });
             fsutil::set_xattr(&ppath, OVERRIDE_XATTR, v.as_bytes())
                 .map_err(ctx("set override xattr on"))?;
         }

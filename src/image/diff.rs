@@ -4,6 +4,7 @@
 use super::fsutil::{self, OVERRIDE_XATTR, WH_OPAQUE, WH_PREFIX};
 use super::union;
 use super::{ImageError, Result};
+use crate::fs::override_stat::{self, Special};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
@@ -177,7 +178,7 @@ impl<W: Write> Writer<'_, W> {
     fn entry(&mut self, p: &Path, rel: &Path, meta: &fs::Metadata, lower_rel: &Path) -> Result<()> {
         let ctx = |what: &str| ImageError::io(format!("{what} {}", p.display()));
         let (mut uid, mut gid, mut mode) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
-        let mut dev_type: Option<String> = None;
+        let mut special: Option<(Special, u64)> = None;
         if let Some((u, g)) = self.opts.map_owner {
             if uid == u {
                 uid = 0;
@@ -191,9 +192,9 @@ impl<W: Write> Writer<'_, W> {
         for xn in fsutil::list_xattrs(p).map_err(ctx("list xattrs of"))? {
             if xn == OVERRIDE_XATTR {
                 if let Some(v) = fsutil::get_xattr(p, &xn).map_err(ctx("read xattr of"))?
-                    && let Some((u, g, m, t)) = fsutil::parse_override(&v)
+                    && let Some(o) = override_stat::parse(&v)
                 {
-                    (uid, gid, mode, dev_type) = (u, g, m & 0o7777, t);
+                    (uid, gid, mode, special) = (o.uid, o.gid, o.perm, o.dev);
                 }
                 continue;
             }
@@ -241,9 +242,16 @@ impl<W: Write> Writer<'_, W> {
                 .append_link(&mut h, &tname, &target)
                 .map_err(ctx("write tar"));
         }
-        if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || dev_type.is_some() {
-            let (kind, maj, min) = match dev_type.as_deref().and_then(parse_dev_type) {
-                Some(t) => t,
+        if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || special.is_some() {
+            let (kind, maj, min) = match special {
+                Some((k, dev)) => {
+                    let kind = match k {
+                        Special::Char => EntryType::Char,
+                        Special::Block => EntryType::Block,
+                        Special::Fifo => EntryType::Fifo,
+                    };
+                    (kind, libc::major(dev), libc::minor(dev))
+                }
                 None if ft.is_fifo() => (EntryType::Fifo, 0, 0),
                 None => {
                     let k = if ft.is_char_device() {
@@ -507,17 +515,6 @@ fn files_with_inodes(
         }
     }
     Ok(())
-}
-
-fn parse_dev_type(t: &str) -> Option<(EntryType, u32, u32)> {
-    let mut it = t.split('-');
-    let kind = match it.next()? {
-        "char" => EntryType::Char,
-        "block" => EntryType::Block,
-        "fifo" => EntryType::Fifo,
-        _ => return None,
-    };
-    Some((kind, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 /// One line of `strata diff`.

@@ -1,6 +1,7 @@
 //! The image code's file system helpers: the layer format's names (whiteouts, opaque and
 //! override xattrs), symlink-safe walks and writes below a directory fd, and xattrs by host
-//! path. The system call wrappers themselves are the driver's, in `crate::fs::sys`.
+//! path. The system call wrappers are in `crate::sys::at`; the override format is
+//! `crate::fs::override_stat`.
 
 use crate::sys::at;
 use std::ffi::OsStr;
@@ -10,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Name of the rootless override xattr (containers-storage compatible).
-pub const OVERRIDE_XATTR: &str = "user.containers.override_stat";
+pub const OVERRIDE_XATTR: &str = crate::fs::override_stat::XATTR;
 /// Opaque-dir xattr as root.
 pub const OPAQUE_TRUSTED: &str = "trusted.overlay.opaque";
 /// Opaque-dir xattr rootless (kernel overlay `userxattr`).
@@ -156,16 +157,6 @@ pub fn is_whiteout_dev(meta: &std::fs::Metadata) -> bool {
 /// The effective uid is 0.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// Parse a `user.containers.override_stat` value `UID:GID:MODE[:TYPE]`.
-pub fn parse_override(v: &[u8]) -> Option<(u32, u32, u32, Option<String>)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let mut it = s.trim().splitn(4, ':');
-    let uid = it.next()?.parse().ok()?;
-    let gid = it.next()?.parse().ok()?;
-    let mode = u32::from_str_radix(it.next()?, 8).ok()?;
-    Some((uid, gid, mode, it.next().map(str::to_string)))
 }
 
 /// Name as bytes to a `&CStr`-free OsStr helper.

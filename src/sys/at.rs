@@ -832,3 +832,56 @@ pub fn raise_nofile_limit() {
         }
     }
 }
+
+/// `name_to_handle_at`: the handle type and bytes of `name` in `dir` (not following links).
+pub fn file_handle(dir: BorrowedFd<'_>, name: &OsStr) -> Option<(i32, Vec<u8>)> {
+    const MAX_HANDLE_SZ: usize = 128;
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+    let mut buf = vec![0u8; 8 + MAX_HANDLE_SZ];
+    buf[0..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
+    let c = std::ffi::CString::new(name.as_bytes()).ok()?;
+    let mut mount_id: libc::c_int = 0;
+    // An empty name is `dir` itself (a directory's key).
+    let flags = if name.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
+    // SAFETY: buf is a file_handle with room for MAX_HANDLE_SZ bytes; c is NUL-terminated.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id as *mut libc::c_int,
+            flags,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let len = (u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize).min(MAX_HANDLE_SZ);
+    let handle_type = i32::from_ne_bytes(buf[4..8].try_into().ok()?);
+    Some((handle_type, buf[8..8 + len].to_vec()))
+}
+
+/// The uuid of the filesystem holding `fd` (`FS_IOC_GETFSUUID`), as the kernel puts it in
+/// file handles; all zero for filesystems without one.
+pub fn fs_uuid(fd: BorrowedFd<'_>) -> [u8; 16] {
+    // struct fsuuid2 { u8 len; u8 uuid[16]; }, _IOR(0x15, 0, struct fsuuid2)
+    const FS_IOC_GETFSUUID: libc::c_ulong = 0x8011_1500;
+    let mut buf = [0u8; 17];
+    // The ioctl needs a real open file, not an O_PATH one.
+    let Ok(dir) = open_at(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
+        return [0; 16];
+    };
+    // SAFETY: buf has the size of struct fsuuid2.
+    let r = unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_GETFSUUID, buf.as_mut_ptr()) };
+    let mut uuid = [0u8; 16];
+    if r == 0 && buf[0] as usize <= 16 {
+        let n = buf[0] as usize;
+        uuid[..n].copy_from_slice(&buf[1..1 + n]);
+    }
+    uuid
+}

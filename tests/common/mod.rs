@@ -168,10 +168,12 @@ fn describe(p: &Path, rel: &str) -> String {
         "fifo".into()
     };
     if let Ok(Some(v)) = strata::image::fsutil::get_xattr(p, "user.containers.override_stat") {
-        let (u, g, md, t) = strata::image::fsutil::parse_override(&v).unwrap();
-        (uid, gid, mode) = (u, g, md);
-        if let Some(t) = t {
-            kind = format!("dev:{}", t.split_once('-').unwrap().1.replace('-', ":"));
+        let o = strata::fs::override_stat::parse(&v).unwrap();
+        (uid, gid, mode) = (o.uid, o.gid, o.perm);
+        match o.dev {
+            Some((strata::fs::override_stat::Special::Fifo, _)) => kind = "fifo".into(),
+            Some((_, dev)) => kind = format!("dev:{}:{}", libc::major(dev), libc::minor(dev)),
+            None => {}
         }
     }
     if ft.is_symlink() {

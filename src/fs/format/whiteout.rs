@@ -254,11 +254,8 @@ pub fn is_internal_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.")
         || name.starts_with(b"user.overlay.")
         || name.starts_with(b"user.fuseoverlayfs.")
-        || name == OVERRIDE_STAT_XATTR.as_bytes()
+        || name == super::override_stat::XATTR.as_bytes()
 }
-
-/// Owner, mode and device numbers that an unprivileged unpacker could not apply.
-pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
 
 /// Probe whether `trusted.*` xattrs can be set in `work` (not in a user namespace).
 pub fn probe_trusted_xattr(work: BorrowedFd<'_>) -> bool {

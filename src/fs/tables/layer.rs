@@ -24,7 +24,7 @@ impl Layer {
         let fd = at::open_dir_path(path)?;
         let st = at::fstat(fd.as_fd())?;
         Ok(Layer {
-            uuid: crate::fs::union::index::fs_uuid(fd.as_fd()),
+            uuid: crate::sys::at::fs_uuid(fd.as_fd()),
             fs_type: at::fs_type(fd.as_fd()).unwrap_or(0),
             fd: std::sync::Arc::new(fd),
             dev: st.st_dev,

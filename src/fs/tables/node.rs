@@ -60,15 +60,14 @@ impl LowerDir {
     }
 }
 
-/// Owner and mode recorded by an unprivileged unpacker (`user.containers.override_stat`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatOverride {
-    pub uid: u32,
-    pub gid: u32,
-    /// Permission bits including suid/sgid/sticky.
-    pub perm: u32,
-    /// Device type and number for device nodes stored as empty files.
-    pub dev: Option<(FileType, u64)>,
+/// Per node: its FUSE passthrough backing id while passthrough opens exist, and how many
+/// opens of each kind are live (the kernel refuses to mix cached and passthrough opens of one
+/// inode). Managed by the union's passthrough code.
+#[derive(Debug, Default)]
+pub struct Backing {
+    pub id: Option<Arc<fuser::BackingId>>,
+    pub passthrough_opens: u32,
+    pub cached_opens: u32,
 }
 
 /// Where a node's object lives. Changes only under the node's write lock.
@@ -89,9 +88,9 @@ pub struct NodeState {
     /// The upper directory is opaque (nothing below shows through).
     pub opaque: bool,
     /// Values recorded by a rootless unpack, shown instead of the real ones.
-    pub over: Option<StatOverride>,
+    pub over: Option<crate::fs::format::override_stat::StatOverride>,
     /// Non-directories with hard links: the object is the hard-link index entry of this key.
-    pub indexed: Option<Box<crate::fs::union::index::IndexKey>>,
+    pub indexed: Option<Box<crate::fs::format::index::IndexKey>>,
     /// The object that holds the metadata (the upper one, or else the topmost lower one) has
     /// no data of its own: it is at [`NodeState::data`] (kernel overlayfs `metacopy`).
     pub metacopy: bool,
@@ -138,7 +137,7 @@ pub struct Node {
     /// The fd of an open handle, to stat the object once its last name is gone.
     pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
     /// Passthrough state of its open files.
-    pub backing: Mutex<crate::fs::union::passthrough::Backing>,
+    pub backing: Mutex<Backing>,
 }
 
 impl Node {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::fs::tables::node::StatOverride;
+use crate::fs::format::override_stat::{Special, StatOverride};
 
 /// The fuser file type of a stat mode.
 pub fn file_type(mode: u32) -> FileType {
@@ -59,7 +59,11 @@ pub fn to_file_attr(
         gid = o.gid;
         perm = (o.perm & 0o7777) as u16;
         if let Some((k, dev)) = o.dev {
-            kind = k;
+            kind = match k {
+                Special::Char => FileType::CharDevice,
+                Special::Block => FileType::BlockDevice,
+                Special::Fifo => FileType::NamedPipe,
+            };
             rdev = dev as u32;
         }
     }
@@ -79,69 +83,5 @@ pub fn to_file_attr(
         rdev,
         blksize: st.st_blksize as u32,
         flags: 0,
-    }
-}
-
-/// Parse `UID:GID:MODE[:TYPE]` (MODE octal permission bits, TYPE `char-MAJ-MIN`,
-/// `block-MAJ-MIN` or a plain type word) as written by rootless unpackers.
-pub fn parse_override(value: &[u8]) -> Option<StatOverride> {
-    let s = std::str::from_utf8(value)
-        .ok()?
-        .trim_end_matches('\0')
-        .trim();
-    let mut parts = s.split(':');
-    let uid = parts.next()?.parse().ok()?;
-    let gid = parts.next()?.parse().ok()?;
-    let perm = u32::from_str_radix(parts.next()?, 8).ok()? & 0o7777;
-    let dev = match parts.next() {
-        Some(t) if t.starts_with("char-") || t.starts_with("block-") => {
-            let mut p = t.split('-');
-            let kind = if p.next()? == "char" {
-                FileType::CharDevice
-            } else {
-                FileType::BlockDevice
-            };
-            let major: u32 = p.next()?.parse().ok()?;
-            let minor: u32 = p.next()?.parse().ok()?;
-            Some((kind, libc::makedev(major, minor)))
-        }
-        _ => None,
-    };
-    Some(StatOverride {
-        uid,
-        gid,
-        perm,
-        dev,
-    })
-}
-
-/// Format an override as [`parse_override`] reads it.
-pub fn format_override(o: &StatOverride) -> String {
-    let mut s = format!("{}:{}:{:04o}", o.uid, o.gid, o.perm & 0o7777);
-    if let Some((kind, dev)) = o.dev {
-        let k = if kind == FileType::CharDevice {
-            "char"
-        } else {
-            "block"
-        };
-        s.push_str(&format!(":{}-{}-{}", k, libc::major(dev), libc::minor(dev)));
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn override_round_trips() -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let o = parse_override(b"0:5:4755").ok_or("0:5:4755 does not parse")?;
-        assert_eq!((o.uid, o.gid, o.perm, o.dev), (0, 5, 0o4755, None));
-        assert_eq!(format_override(&o), "0:5:4755");
-        let d = parse_override(b"0:0:0660:char-1-3").ok_or("a device does not parse")?;
-        assert_eq!(d.dev, Some((FileType::CharDevice, libc::makedev(1, 3))));
-        assert_eq!(format_override(&d), "0:0:0660:char-1-3");
-        assert!(parse_override(b"garbage").is_none());
-        Ok(())
     }
 }

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use fuser::Errno;
 
+use crate::fs::format::index::IndexKey;
+use crate::fs::format::override_stat;
 use crate::fs::format::whiteout::{self, Marks};
 use crate::fs::tables::layer::Place;
 use crate::fs::tables::node::{DataLoc, Link, LowerDir, Node, NodeState};
 use crate::fs::union::getattr;
-use crate::fs::union::index::IndexKey;
 use crate::fs::union::{FsResult, Union, errno};
 use crate::sys::at;
 
@@ -622,14 +623,14 @@ impl Union {
     /// origin's, when the handle belongs to a lower layer's filesystem (read from the handle
     /// itself where its layout is known, else by opening it, which needs privilege).
     fn origin_ino(&self, value: &[u8], indexed: bool) -> Option<u64> {
-        let o = crate::fs::union::index::parse_origin(value)?;
+        let o = crate::fs::format::index::parse_origin(value)?;
         let (idx, layer) = self
             .layers
             .lowers
             .iter()
             .enumerate()
             .find(|(_, l)| l.uuid == o.uuid)?;
-        if let Some(ino) = crate::fs::union::index::ino_in_handle(layer.fs_type, &o) {
+        if let Some(ino) = crate::fs::format::index::ino_in_handle(layer.fs_type, &o) {
             return Some(self.layers.ino(Place::Lower(idx), ino));
         }
         let fd = at::open_by_handle(layer.fd(), o.handle_type, &o.fid).ok()?;
@@ -647,7 +648,7 @@ impl Union {
         parent: &Arc<Node>,
         name: &OsStr,
         kind: fuser::FileType,
-    ) -> FsResult<Option<crate::fs::tables::node::StatOverride>> {
+    ) -> FsResult<Option<crate::fs::format::override_stat::StatOverride>> {
         let (dir, name): (Arc<OwnedFd>, &OsStr) = if kind == fuser::FileType::Directory {
             match state
                 .upper_dir
@@ -676,8 +677,8 @@ impl Union {
                 None => return Ok(None),
             }
         };
-        match at::get_xattr_at(dir.as_fd(), name, whiteout::OVERRIDE_STAT_XATTR) {
-            Ok(Some(v)) => Ok(getattr::parse_override(&v)),
+        match at::get_xattr_at(dir.as_fd(), name, override_stat::XATTR) {
+            Ok(Some(v)) => Ok(override_stat::parse(&v)),
             _ => Ok(None),
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use fuser::BackingId;
 
 use crate::fs::tables::handles::FileHandle;
+pub use crate::fs::tables::node::Backing;
 use crate::fs::tables::node::Node;
 use crate::fs::union::Union;
 
@@ -36,15 +37,6 @@ impl Mode {
             _ => None,
         }
     }
-}
-
-/// Per node: its backing id while passthrough opens exist, and how many opens of each kind
-/// are live (the kernel refuses to mix cached and passthrough opens of one inode).
-#[derive(Debug, Default)]
-pub struct Backing {
-    id: Option<Arc<BackingId>>,
-    passthrough_opens: u32,
-    cached_opens: u32,
 }
 
 impl Union {

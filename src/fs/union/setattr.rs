@@ -9,10 +9,10 @@ use std::time::SystemTime;
 
 use fuser::{Errno, FileAttr, TimeOrNow};
 
-use crate::fs::format::whiteout::{self, OVERRIDE_STAT_XATTR};
+use crate::fs::format::override_stat;
+use crate::fs::format::whiteout;
 use crate::fs::tables::node::Node;
 use crate::fs::union::copyup::{copy_up, copy_up_meta};
-use crate::fs::union::getattr;
 use crate::fs::union::{FsResult, Union, errno};
 use crate::sys::at;
 
@@ -166,11 +166,11 @@ impl Union {
     fn store_override(
         &self,
         node: &Arc<Node>,
-        o: crate::fs::tables::node::StatOverride,
+        o: crate::fs::format::override_stat::StatOverride,
     ) -> FsResult<()> {
         let fd = self.object_fd(node)?;
-        let v = getattr::format_override(&o);
-        at::set_xattr(fd.as_fd(), OVERRIDE_STAT_XATTR.as_bytes(), v.as_bytes(), 0)
+        let v = override_stat::format(&o);
+        at::set_xattr(fd.as_fd(), override_stat::XATTR.as_bytes(), v.as_bytes(), 0)
             .map_err(errno)?;
         node.state.write().over = Some(o);
         Ok(())
