@@ -26,7 +26,7 @@ const MOTD: &str = "hello from strata\n";
 
 /// Why these tests cannot run here (not root, podman missing), or `None`.
 fn skip_reason() -> Option<String> {
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Some("not running as root (the tests set up users and storage)".into());
     }
     match Command::new("podman").arg("--version").output() {
@@ -246,9 +246,10 @@ impl Podman {
             };
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if text(&cmdline).contains("catatonit") || text(&cmdline).contains("podman") {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         // root: unmount what is left in podman's namespace (deepest first), then end it

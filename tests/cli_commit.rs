@@ -24,8 +24,14 @@ fn make_upper(upper: &Path, rootless: bool) {
     if rootless {
         std::fs::write(upper.join("data/.wh.keep.txt"), "").unwrap();
     } else {
-        let c = std::ffi::CString::new(upper.join("data/keep.txt").to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("data/keep.txt"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
     }
     // Replaced directory: opaque.
     std::fs::create_dir_all(upper.join("usr")).unwrap();
@@ -178,7 +184,7 @@ fn unprivileged_user_load_save_roundtrip() {
     let Some((fx, work)) = setup("unpriv") else {
         return;
     };
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = rustix::process::geteuid().is_root();
     if is_root && !have("setpriv") {
         eprintln!("SKIP: running as root without setpriv to drop privileges");
         return;
@@ -304,8 +310,14 @@ fn renamed_dir_roundtrip(rootless: bool) {
         if rootless {
             std::fs::write(dir.join(format!(".wh.{name}")), "").unwrap();
         } else {
-            let cs = std::ffi::CString::new(dir.join(name).to_str().unwrap()).unwrap();
-            assert_eq!(unsafe { libc::mknod(cs.as_ptr(), libc::S_IFCHR, 0) }, 0);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                dir.join(name),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )
+            .unwrap();
         }
     };
     // mv /data /moved; mv /moved/sub /moved/sub2; rm /moved/keep.txt; echo x > /moved/extra

@@ -128,7 +128,7 @@ fn mount_change_commit_save_umount_mount_again_rm() {
 #[test]
 fn unprivileged_mount_shows_the_image_owners_and_modes() {
     let Some(fx) = fixtures() else { return };
-    if unsafe { libc::geteuid() } != 0 || !have("setpriv") || !have("fusermount3") {
+    if !rustix::process::geteuid().is_root() || !have("setpriv") || !have("fusermount3") {
         eprintln!("SKIP: needs root with setpriv and fusermount3 to run as nobody");
         return;
     }

@@ -36,7 +36,7 @@ fn skip(reason: &str) {
 
 /// Why these tests cannot run here, or `None`.
 fn missing() -> Option<String> {
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Some("not running as root (the tests make users and open devices)".into());
     }
     if !Path::new("/dev/fuse").exists() {
@@ -1146,9 +1146,10 @@ fn lifecycle(who: Who, ws: &Path) {
         .expect("supervisor pid") as i32;
     let init = rec["run"]["init_pid"].as_u64().expect("init pid") as u32;
     assert!(Path::new(&format!("/proc/{init}")).exists());
-    unsafe {
-        libc::kill(sup, libc::SIGKILL);
-    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     wait_for("the container's processes are gone", 10, || {
         processes_with(&id).is_empty() && !Path::new(&format!("/proc/{init}")).exists()
     });
@@ -1380,31 +1381,19 @@ struct Pty {
 impl Pty {
     /// Start `cmd` on the slave of a new pty (rows x cols) as its controlling terminal.
     fn spawn(mut cmd: Command, rows: u16, cols: u16) -> (Pty, Child) {
-        use std::os::fd::FromRawFd;
-        use std::os::unix::process::CommandExt;
-        let (mut m, mut sl) = (0, 0);
-        let ws = libc::winsize {
+        let ws = nix::pty::Winsize {
             ws_row: rows,
             ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        let r =
-            unsafe { libc::openpty(&mut m, &mut sl, std::ptr::null_mut(), std::ptr::null(), &ws) };
-        assert_eq!(r, 0, "openpty");
-        let master = unsafe { fs::File::from_raw_fd(m) };
-        let slave = unsafe { fs::File::from_raw_fd(sl) };
+        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        let master = fs::File::from(pty.master);
+        let slave = fs::File::from(pty.slave);
         cmd.stdin(slave.try_clone().expect("dup"))
             .stdout(slave.try_clone().expect("dup"))
             .stderr(slave);
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        strata::sys::process::new_session_on_terminal(&mut cmd);
         let child = cmd.spawn().expect("spawn on the pty");
         let out = Arc::new(Mutex::new(Vec::new()));
         let (o, mut rd) = (out.clone(), master.try_clone().expect("dup"));
@@ -1439,16 +1428,8 @@ impl Pty {
     }
 
     fn resize(&self, rows: u16, cols: u16) {
-        use std::os::fd::AsRawFd;
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        unsafe {
-            libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        }
+        use std::os::fd::AsFd;
+        let _ = strata::sys::term::set_window_size(self.master.as_fd(), rows, cols);
     }
 }
 
@@ -1502,9 +1483,10 @@ fn interactive_tty_rootless() {
     // the window size follows the caller's (SIGWINCH)
     pty.resize(40, 120);
     if let Some(pid) = Some(child.id() as i32) {
-        unsafe {
-            libc::kill(pid, libc::SIGWINCH);
-        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGWINCH,
+        );
     }
     std::thread::sleep(Duration::from_millis(300));
     pty.send(b"stty size; exit 3\n");

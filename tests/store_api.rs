@@ -152,26 +152,9 @@ fn layer_tar_is_deterministic() {
             std::fs::write(d.join(n), n.as_bytes()).unwrap();
         }
         for n in order {
-            let c = std::ffi::CString::new(d.join(n).to_str().unwrap()).unwrap();
-            let t = [libc::timespec {
-                tv_sec: 1000,
-                tv_nsec: 0,
-            }; 2];
-            unsafe {
-                libc::utimensat(
-                    libc::AT_FDCWD,
-                    c.as_ptr(),
-                    t.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
+            set_times(&d.join(n), rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
         }
-        let c = std::ffi::CString::new(d.join("dir").to_str().unwrap()).unwrap();
-        let t = [libc::timespec {
-            tv_sec: 1000,
-            tv_nsec: 0,
-        }; 2];
-        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), 0) };
+        set_times(&d.join("dir"), rustix::fs::AtFlags::empty());
     };
     let (a, b) = (work.join("a"), work.join("b"));
     mk(&a, &["dir/z", "dir/a", "dir/m", "top"]);
@@ -255,4 +238,17 @@ fn import_pulled_layout_without_the_blobs_the_store_has() {
         theirs
     );
     assert!(ok(&root, &["fsck"]).contains("clean"));
+}
+
+/// Set both times of `p` to 1000 s after the epoch.
+fn set_times(p: &std::path::Path, flags: rustix::fs::AtFlags) {
+    let t = rustix::fs::Timespec {
+        tv_sec: 1000,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, p, &times, flags).unwrap();
 }

@@ -46,7 +46,7 @@ pub fn skip_reason() -> Option<String> {
     static REASON: OnceLock<Option<String>> = OnceLock::new();
     REASON
         .get_or_init(|| {
-            if unsafe { libc::geteuid() } != 0 {
+            if !rustix::process::geteuid().is_root() {
                 return Some("not running as root (mounting needs root)".into());
             }
             if !Path::new("/dev/fuse").exists() {
@@ -141,47 +141,27 @@ fn mkdirs(p: &Path) {
 
 /// Set an xattr on a path without following symlinks.
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let n = CString::new(name).expect("xattr name");
-    let r = unsafe {
-        libc::lsetxattr(
-            cpath(p).as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert!(
-        r == 0,
-        "setxattr {name} on {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
+    if let Err(e) = rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()) {
+        panic!("setxattr {name} on {}: {e}", p.display());
+    }
 }
 
 /// Read one xattr (no symlink following); `None` when absent.
 pub fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let n = CString::new(name).ok()?;
-    let c = cpath(p);
     let mut buf = vec![0u8; 65536];
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return None;
-    }
-    buf.truncate(r as usize);
+    let n = rustix::fs::lgetxattr(p, name, &mut buf[..]).ok()?;
+    buf.truncate(n);
     Some(buf)
 }
 
 /// List xattr names of a path (no symlink following).
 pub fn list_xattrs(p: &Path) -> Vec<String> {
-    let c = cpath(p);
     let mut buf = vec![0u8; 65536];
-    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r <= 0 {
+    let Ok(n) = rustix::fs::llistxattr(p, &mut buf[..]) else {
         return Vec::new();
-    }
-    buf.truncate(r as usize);
-    buf.split(|b| *b == 0)
+    };
+    buf[..n]
+        .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
@@ -189,40 +169,30 @@ pub fn list_xattrs(p: &Path) -> Vec<String> {
 
 fn mknod(p: &Path, mode: u32, major: u32, minor: u32) {
     let dev = libc::makedev(major, minor);
-    let r = unsafe { libc::mknod(cpath(p).as_ptr(), mode, dev) };
-    assert!(
-        r == 0,
-        "mknod {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
+    let kind = rustix::fs::FileType::from_raw_mode(mode);
+    let perm = rustix::fs::Mode::from_raw_mode(mode);
+    if let Err(e) = rustix::fs::mknodat(rustix::fs::CWD, p, kind, perm, dev) {
+        panic!("mknod {}: {e}", p.display());
+    }
 }
 
 fn set_mtime(p: &Path, secs: i64) {
-    let ts = [
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-    ];
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            cpath(p).as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
     };
-    assert!(
-        r == 0,
-        "utimensat {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    if let Err(e) = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    ) {
+        panic!("utimensat {}: {e}", p.display());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -641,9 +611,10 @@ fn watchdog(pid: u32, mnt: PathBuf, done: std::sync::Arc<std::sync::atomic::Atom
                 "watchdog: {} still mounted after {secs} s: killing the daemon",
                 mnt.display()
             );
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     });
 }

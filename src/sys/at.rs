@@ -53,7 +53,11 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<libc::stat64> {
     } else {
         libc::AT_SYMLINK_NOFOLLOW
     };
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::fstatat64(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: the call above succeeded, so the kernel filled in the whole struct.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -64,6 +68,7 @@ pub fn fs_type(fd: BorrowedFd<'_>) -> SysResult<i64> {
     check(unsafe { libc::fstatfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstatfs64 filled it in.
     #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
+    // SAFETY: the call above succeeded, so the kernel filled in the whole struct.
     Ok(unsafe { st.assume_init() }.f_type as i64)
 }
 
@@ -85,6 +90,9 @@ pub fn stat_at_opt(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<libc::
 pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> SysResult<OwnedFd> {
     let c = cstr(name)?;
     let fd = retry(|| {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         check(unsafe {
             libc::openat(
                 dir.as_raw_fd(),
@@ -94,13 +102,18 @@ pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> SysR
             )
         })
     })?;
+    // SAFETY: the descriptor was just returned by a successful call and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `open(path, flags | O_DIRECTORY | O_CLOEXEC)`, following symlinks in `path`.
 fn open_host_dir(path: &Path, flags: i32) -> SysResult<OwnedFd> {
     let c = cstr(path.as_os_str())?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     let fd = check(unsafe { libc::open(c.as_ptr(), flags | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    // SAFETY: the descriptor was just returned by a successful call and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -124,6 +137,9 @@ pub fn proc_path(fd: BorrowedFd<'_>) -> CString {
 /// `mkdirat(dir, name, mode)`.
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
     let c = cstr(name)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) })?;
     Ok(())
 }
@@ -131,6 +147,9 @@ pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
 /// `mknodat(dir, name, mode, rdev)`.
 pub fn mknod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysResult<()> {
     let c = cstr(name)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, rdev) })?;
     Ok(())
 }
@@ -139,6 +158,9 @@ pub fn mknod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysR
 pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     let t = cstr(target)?;
     let c = cstr(name)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })?;
     Ok(())
 }
@@ -152,6 +174,9 @@ pub fn link_at(
 ) -> SysResult<()> {
     let o = cstr(oldname)?;
     let n = cstr(newname)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe {
         libc::linkat(
             olddir.as_raw_fd(),
@@ -167,6 +192,9 @@ pub fn link_at(
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> SysResult<()> {
     let c = cstr(name)?;
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
     Ok(())
 }
@@ -180,6 +208,9 @@ pub fn rename_at(
 ) -> SysResult<()> {
     let o = cstr(oldname)?;
     let n = cstr(newname)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe {
         libc::renameat2(
             olddir.as_raw_fd(),
@@ -195,6 +226,9 @@ pub fn rename_at(
 pub fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
     let c = cstr(name)?;
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     let n = check_ssize(unsafe {
         libc::readlinkat(
             dir.as_raw_fd(),
@@ -215,6 +249,9 @@ pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysRes
     } else {
         libc::AT_SYMLINK_NOFOLLOW
     };
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) })?;
     Ok(())
 }
@@ -223,6 +260,9 @@ pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysRes
 /// `AT_SYMLINK_NOFOLLOW`), so only for entries known not to be one.
 pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
     let c = cstr(name)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode, 0) })?;
     Ok(())
 }
@@ -230,6 +270,9 @@ pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
 /// chmod of the object behind an fd (also an `O_PATH` one, through /proc).
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     // fchmodat2(fd, "", AT_EMPTY_PATH) (Linux 6.6) takes O_PATH fds in one call.
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     let r = unsafe {
         libc::syscall(
             libc::SYS_fchmodat2,
@@ -246,6 +289,9 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     if !matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
         return Err(err);
     }
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } == 0 {
         return Ok(());
     }
@@ -254,6 +300,9 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
         return Err(err);
     }
     let p = proc_path(fd);
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::chmod(p.as_ptr(), mode) })?;
     Ok(())
 }
@@ -263,10 +312,16 @@ pub fn utimens_at(dir: BorrowedFd<'_>, name: &OsStr, times: &[libc::timespec; 2]
     if name.is_empty() {
         // utimensat rejects AT_EMPTY_PATH; go through /proc for O_PATH fds.
         let p = proc_path(dir);
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })?;
         return Ok(());
     }
     let c = cstr(name)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe {
         libc::utimensat(
             dir.as_raw_fd(),
@@ -299,6 +354,8 @@ fn xattr_name(name: &[u8]) -> SysResult<CString> {
 
 /// `getxattr(p, n)`, or `lgetxattr` unless `follow`; `/proc/self/fd/N` paths must follow.
 fn get_xattr_cstr(p: &CStr, n: &CStr, follow: bool) -> SysResult<Option<Vec<u8>>> {
+    // SAFETY: called only with a pointer to a live buffer and its length (or null and 0 to ask for
+    // the size); the strings are NUL-terminated.
     let get = |buf: *mut libc::c_void, size: usize| unsafe {
         if follow {
             libc::getxattr(p.as_ptr(), n.as_ptr(), buf, size)
@@ -337,6 +394,9 @@ pub fn get_xattr_raw(fd: BorrowedFd<'_>, name: &CStr, size: usize) -> SysResult<
     } else {
         buf.as_mut_ptr().cast()
     };
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     let n = check_ssize(unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), ptr, size) })?;
     if size == 0 {
         return Ok(vec![0u8; n]);
@@ -357,6 +417,8 @@ pub fn llist_xattr(path: &Path) -> SysResult<Vec<Vec<u8>>> {
 
 /// `listxattr(p)`, or `llistxattr` unless `follow`; `/proc/self/fd/N` paths must follow.
 fn list_xattr_cstr(p: &CStr, follow: bool) -> SysResult<Vec<Vec<u8>>> {
+    // SAFETY: called only with a pointer to a live buffer and its length (or null and 0 to ask for
+    // the size); the strings are NUL-terminated.
     let list = |buf: *mut libc::c_char, size: usize| unsafe {
         if follow {
             libc::listxattr(p.as_ptr(), buf, size)
@@ -599,6 +661,9 @@ pub fn lset_xattr(path: &Path, name: &[u8], value: &[u8], flags: i32) -> SysResu
 /// `setxattr(p, n, value, flags)`, or `lsetxattr` unless `follow`.
 fn set_xattr_cstr(p: &CStr, n: &CStr, value: &[u8], flags: i32, follow: bool) -> SysResult<()> {
     let (v, len) = (value.as_ptr().cast(), value.len());
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe {
         if follow {
             libc::setxattr(p.as_ptr(), n.as_ptr(), v, len, flags)
@@ -613,12 +678,18 @@ fn set_xattr_cstr(p: &CStr, n: &CStr, value: &[u8], flags: i32, follow: bool) ->
 pub fn remove_xattr(fd: BorrowedFd<'_>, name: &[u8]) -> SysResult<()> {
     let p = proc_path(fd);
     let n = xattr_name(name)?;
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })?;
     Ok(())
 }
 
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> SysResult<usize> {
     retry(|| {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         check_ssize(unsafe {
             libc::pread64(
                 fd.as_raw_fd(),
@@ -633,6 +704,9 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> SysResult<usize> {
 /// pread into uninitialised memory (saves zeroing read buffers); returns bytes read.
 pub fn pread_uninit(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>], off: u64) -> SysResult<usize> {
     retry(|| {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         check_ssize(unsafe {
             libc::pread64(
                 fd.as_raw_fd(),
@@ -644,8 +718,32 @@ pub fn pread_uninit(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>], off: u64) -
     })
 }
 
+/// Read up to `size` bytes at `off` into a new vector (shorter at end of file), without
+/// zeroing the buffer first.
+pub fn pread_to_vec(fd: BorrowedFd<'_>, size: usize, off: u64) -> SysResult<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(size);
+    let mut got = 0usize;
+    while got < size {
+        let n = pread_uninit(
+            fd,
+            &mut buf.spare_capacity_mut()[..size - got],
+            off + got as u64,
+        )?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+        // SAFETY: pread initialised the first `n` spare bytes, after the `got - n` before.
+        unsafe { buf.set_len(got) };
+    }
+    Ok(buf)
+}
+
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> SysResult<usize> {
     retry(|| {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         check_ssize(unsafe {
             libc::pwrite64(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as i64)
         })
@@ -653,14 +751,23 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> SysResult<usize> {
 }
 
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> SysResult<()> {
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     retry(|| check(unsafe { libc::ftruncate64(fd.as_raw_fd(), len as i64) }))?;
     Ok(())
 }
 
 pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
     let r = if datasync {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         unsafe { libc::fdatasync(fd.as_raw_fd()) }
     } else {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         unsafe { libc::fsync(fd.as_raw_fd()) }
     };
     check(r)?;
@@ -669,6 +776,9 @@ pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
 
 /// Start writeback of a byte range without waiting for it (sync_file_range WRITE).
 pub fn start_writeback(fd: BorrowedFd<'_>, off: u64, len: u64) -> SysResult<()> {
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe {
         libc::sync_file_range(
             fd.as_raw_fd(),
@@ -681,11 +791,17 @@ pub fn start_writeback(fd: BorrowedFd<'_>, off: u64, len: u64) -> SysResult<()> 
 }
 
 pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> SysResult<()> {
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     retry(|| check(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, off as i64, len as i64) }))?;
     Ok(())
 }
 
 pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> SysResult<i64> {
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     let r = unsafe { libc::lseek64(fd.as_raw_fd(), off, whence) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -704,6 +820,9 @@ pub fn copy_file_range(
     let mut oi = off_in as i64;
     let mut oo = off_out as i64;
     retry(|| {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         check_ssize(unsafe {
             libc::copy_file_range(
                 fd_in.as_raw_fd(),
@@ -719,7 +838,11 @@ pub fn copy_file_range(
 
 pub fn statvfs(fd: BorrowedFd<'_>) -> SysResult<libc::statvfs64> {
     let mut st = MaybeUninit::<libc::statvfs64>::uninit();
+    // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to live
+    // NUL-terminated strings and to buffers whose lengths are passed with them; the kernel touches
+    // nothing else.
     check(unsafe { libc::fstatvfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: the call above succeeded, so the kernel filled in the whole struct.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -746,6 +869,9 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
 fn read_dir_with(fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<Vec<RawDirEntry>> {
     let mut out = Vec::new();
     loop {
+        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
+        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
+        // touches nothing else.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,

@@ -9,6 +9,8 @@
 //! - [`net`]: bringing the loopback interface of a new network namespace up.
 //! - [`socket`]: unix sockets at paths longer than `sun_path`.
 
+#![allow(unsafe_code)]
+
 pub mod at;
 pub mod net;
 pub mod process;

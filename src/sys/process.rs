@@ -179,6 +179,22 @@ pub fn new_session(cmd: &mut std::process::Command) {
     }
 }
 
+/// Have the child `cmd` spawns start a new session whose controlling terminal is its stdin
+/// (setsid, then TIOCSCTTY on fd 0), as a terminal emulator starts a shell.
+pub fn new_session_on_terminal(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
+    // ioctl(2) with an int argument, both async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Have the child `cmd` spawns run in a private mount namespace of its own where `src` is
 /// bound on `dst` (e.g. a network namespace file bound where a tool that only takes a path
 /// can open it); the bind goes away with the child.
@@ -221,4 +237,26 @@ pub fn bind_in_private_mount_ns(
         });
     }
     Ok(())
+}
+
+/// Point stdin, stdout and stderr at /dev/null (or, where /dev/null cannot be opened, at an
+/// empty memory file), so that a daemon holds none of its caller's.
+pub fn stdio_to_null() {
+    let devnull = std::ffi::CString::new("/dev/null").unwrap_or_default();
+    let name = std::ffi::CString::new("strata-null").unwrap_or_default();
+    // SAFETY: plain fd calls on fds this process owns; the strings are NUL-terminated.
+    unsafe {
+        let mut fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
+        if fd < 0 {
+            fd = libc::memfd_create(name.as_ptr(), 0);
+        }
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
 }

@@ -2,9 +2,8 @@
 //! starts. The child mounts and reports success (or its error) through a pipe; the caller
 //! returns only once the mount is live.
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use crate::fs::fuse::dispatch::StrataFs;
 use crate::fs::mounting::config::{MountConfig, MountError};
 use crate::fs::tables::layer::Layers;
 use crate::fs::union::{Settings, Union};
+use crate::sys::process::Forked;
 
 fn invalid(msg: String) -> MountError {
     MountError::Invalid(msg)
@@ -144,7 +144,7 @@ pub(in crate::fs) fn build(
 ) -> Result<Union, MountError> {
     let layers = Layers::open(lowers, upper, work).map_err(io_err("opening the layers".into()))?;
     clean_work(&layers);
-    let privileged = unsafe { libc::geteuid() } == 0;
+    let privileged = rustix::process::geteuid().is_root();
     let whiteout_dev = layers
         .work
         .as_ref()
@@ -184,7 +184,7 @@ pub(in crate::fs) fn build(
 }
 
 fn fuse_config(cfg: &MountConfig, read_only: bool) -> Config {
-    let privileged = unsafe { libc::geteuid() } == 0;
+    let privileged = rustix::process::geteuid().is_root();
     let mut c = Config::default();
     c.mount_options = vec![
         MountOption::FSName("strata".into()),
@@ -248,20 +248,17 @@ pub fn mount_child(cfg: &MountConfig) -> Result<u32, MountError> {
 fn spawn_daemon(cfg: &MountConfig, child_of_caller: bool) -> Result<u32, MountError> {
     let (lowers, upper, work, mnt) = validate(cfg)?;
     let parent = std::process::id();
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(MountError::Io {
-            context: "pipe".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let (mut rd, wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
-    match unsafe { libc::fork() } {
-        -1 => Err(MountError::Io {
+    let (mut rd, wr) = std::io::pipe().map_err(|source| MountError::Io {
+        context: "pipe".into(),
+        source,
+    })?;
+    // fork refuses (an error, not undefined behaviour) when a thread has been started.
+    match crate::sys::process::fork() {
+        Err(source) => Err(MountError::Io {
             context: "fork".into(),
-            source: std::io::Error::last_os_error(),
+            source,
         }),
-        0 => {
+        Ok(Forked::Child) => {
             drop(rd);
             if child_of_caller {
                 // This fresh child owns none of the caller's objects: drop their descriptors.
@@ -270,10 +267,8 @@ fn spawn_daemon(cfg: &MountConfig, child_of_caller: bool) -> Result<u32, MountEr
                     crate::sys::process::exit_now(1);
                 }
             }
-            unsafe {
-                libc::setsid();
-            }
-            detach_stdio();
+            let _ = rustix::process::setsid();
+            crate::sys::process::stdio_to_null();
             let r = serve(
                 cfg,
                 &lowers,
@@ -284,39 +279,16 @@ fn spawn_daemon(cfg: &MountConfig, child_of_caller: bool) -> Result<u32, MountEr
             );
             std::process::exit(if r.is_ok() { 0 } else { 1 });
         }
-        child => {
+        Ok(Forked::Parent(child)) => {
             drop(wr);
             let mut msg = Vec::new();
             let _ = rd.read_to_end(&mut msg);
             match msg.first() {
-                Some(0) => Ok(child as u32),
+                Some(0) => Ok(child.as_raw() as u32),
                 Some(_) => Err(invalid(String::from_utf8_lossy(&msg[1..]).into_owned())),
                 None => Err(invalid(
                     "the mount daemon exited before the mount was live".into(),
                 )),
-            }
-        }
-    }
-}
-
-fn detach_stdio() {
-    // The daemon must not hold its caller's stdout and stderr (a caller reading them to the
-    // end would wait for the mount's lifetime): /dev/null, or an empty memory file where
-    // /dev/null cannot be opened.
-    let devnull = std::ffi::CString::new("/dev/null").unwrap_or_default();
-    let name = std::ffi::CString::new("strata-null").unwrap_or_default();
-    // SAFETY: plain fd calls on fds this process owns; the strings are NUL-terminated.
-    unsafe {
-        let mut fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
-        if fd < 0 {
-            fd = libc::memfd_create(name.as_ptr(), 0);
-        }
-        if fd >= 0 {
-            libc::dup2(fd, 0);
-            libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
-            if fd > 2 {
-                libc::close(fd);
             }
         }
     }
@@ -329,7 +301,7 @@ fn serve(
     upper: Option<&Path>,
     work: Option<&Path>,
     mnt: &Path,
-    mut ready: Option<File>,
+    mut ready: Option<std::io::PipeWriter>,
 ) -> Result<(), MountError> {
     let mut report = |r: Result<(), &MountError>| {
         if let Some(mut p) = ready.take() {
@@ -354,7 +326,7 @@ fn serve(
         rdplus: Default::default(),
     };
     let fcfg = fuse_config(cfg, upper.is_none());
-    let session = if unsafe { libc::geteuid() } == 0 {
+    let session = if rustix::process::geteuid().is_root() {
         crate::fs::mounting::kmount::mount_fuse(
             mnt,
             &fcfg.mount_options,

@@ -2,10 +2,11 @@
 //! subtype) the way fuse-overlayfs shows `fuse.fuse-overlayfs`; unprivileged mounts go through
 //! fusermount3 inside fuser.
 
-use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::MountFlags;
 
 use fuser::MountOption;
 
@@ -15,57 +16,38 @@ pub fn mount_fuse(
     options: &[MountOption],
     allow_other: bool,
 ) -> std::io::Result<OwnedFd> {
-    let dev = CString::new("/dev/fuse").unwrap_or_default();
-    let fd = unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let target = CString::new(mnt.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fd = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
     let meta = std::fs::metadata(mnt)?;
     let rootmode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & libc::S_IFMT;
     let mut data = format!(
         "fd={},rootmode={:o},user_id={},group_id={}",
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         rootmode,
-        unsafe { libc::getuid() },
-        unsafe { libc::getgid() }
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw()
     );
-    let mut flags: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
     for o in options {
         match o {
             MountOption::DefaultPermissions => data.push_str(",default_permissions"),
-            MountOption::Suid => flags &= !libc::MS_NOSUID,
-            MountOption::Dev => flags &= !libc::MS_NODEV,
-            MountOption::NoSuid => flags |= libc::MS_NOSUID,
-            MountOption::NoDev => flags |= libc::MS_NODEV,
-            MountOption::RO => flags |= libc::MS_RDONLY,
-            MountOption::NoExec => flags |= libc::MS_NOEXEC,
-            MountOption::NoAtime => flags |= libc::MS_NOATIME,
-            MountOption::Sync => flags |= libc::MS_SYNCHRONOUS,
-            MountOption::DirSync => flags |= libc::MS_DIRSYNC,
+            MountOption::Suid => flags.remove(MountFlags::NOSUID),
+            MountOption::Dev => flags.remove(MountFlags::NODEV),
+            MountOption::NoSuid => flags |= MountFlags::NOSUID,
+            MountOption::NoDev => flags |= MountFlags::NODEV,
+            MountOption::RO => flags |= MountFlags::RDONLY,
+            MountOption::NoExec => flags |= MountFlags::NOEXEC,
+            MountOption::NoAtime => flags |= MountFlags::NOATIME,
+            MountOption::Sync => flags |= MountFlags::SYNCHRONOUS,
+            MountOption::DirSync => flags |= MountFlags::DIRSYNC,
             _ => {}
         }
     }
     if allow_other {
         data.push_str(",allow_other");
     }
-    let source = CString::new("strata").unwrap_or_default();
-    let fstype = CString::new("fuse.strata").unwrap_or_default();
-    let data = CString::new(data).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let r = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            flags,
-            data.as_ptr().cast(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let data = std::ffi::CString::new(data)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    rustix::mount::mount("strata", mnt, "fuse.strata", flags, Some(data.as_c_str()))?;
     Ok(fd)
 }
 

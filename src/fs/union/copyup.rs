@@ -61,9 +61,7 @@ pub fn copy_data(
     size: u64,
     durable: bool,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    if unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) } == 0 {
+    if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(());
     }
     let mut pos: u64 = 0;

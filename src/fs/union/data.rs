@@ -96,24 +96,7 @@ impl Union {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        let size = size as usize;
-        let mut buf: Vec<u8> = Vec::with_capacity(size);
-        let mut got = 0usize;
-        while got < size {
-            let n = at::pread_uninit(
-                fd.as_fd(),
-                &mut buf.spare_capacity_mut()[..size - got],
-                offset + got as u64,
-            )
-            .map_err(errno)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-            // SAFETY: pread initialised the first `n` spare bytes.
-            unsafe { buf.set_len(got) };
-        }
-        Ok(buf)
+        at::pread_to_vec(fd.as_fd(), size as usize, offset).map_err(errno)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
