@@ -144,6 +144,9 @@ pub(in crate::fs) fn build(
 ) -> Result<Union, MountError> {
     let layers = Layers::open(lowers, upper, work).map_err(io_err("opening the layers".into()))?;
     clean_work(&layers);
+    // The privilege question, answered once for the mount: root may chown, set trusted.*
+    // xattrs (where the work dir allows), mknod 0/0 whiteouts, register passthrough files and
+    // call mount(2) itself. Everything below reads `Settings` and `Format`.
     let privileged = rustix::process::geteuid().is_root();
     let whiteout_dev = layers
         .work
@@ -183,8 +186,8 @@ pub(in crate::fs) fn build(
     Union::new(layers, fmt, settings).map_err(io_err("reading the layer roots".into()))
 }
 
-fn fuse_config(cfg: &MountConfig, read_only: bool) -> Config {
-    let privileged = rustix::process::geteuid().is_root();
+/// The FUSE session's options; `privileged` as decided by [`build`].
+fn fuse_config(cfg: &MountConfig, read_only: bool, privileged: bool) -> Config {
     let mut c = Config::default();
     c.mount_options = vec![
         MountOption::FSName("strata".into()),
@@ -325,8 +328,9 @@ fn serve(
         passthrough: false,
         rdplus: Default::default(),
     };
-    let fcfg = fuse_config(cfg, upper.is_none());
-    let session = if rustix::process::geteuid().is_root() {
+    let privileged = union.settings.privileged;
+    let fcfg = fuse_config(cfg, upper.is_none(), privileged);
+    let session = if privileged {
         crate::fs::mounting::kmount::mount_fuse(
             mnt,
             &fcfg.mount_options,
