@@ -14,7 +14,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::tables::handles::{DirEntry, DirHandle};
+use crate::fs::union::data;
 use crate::fs::union::names::{Creator, NewObject};
 use crate::fs::union::setattr::SetAttr;
 use crate::fs::union::{FsResult, Union};
@@ -31,15 +31,13 @@ pub struct StrataFs {
 
 const GEN: Generation = Generation(0);
 
-fn trace<T>(debug: bool, op: &str, ino: u64, name: Option<&OsStr>, t: Instant, r: &FsResult<T>) {
-    if debug {
-        let res = match r {
-            Ok(_) => "ok".to_string(),
-            Err(e) => format!("errno {}", e.code()),
-        };
-        let name = name.map(|n| format!(" {:?}", n)).unwrap_or_default();
-        log::debug!("{op} ino={ino}{name} -> {res} ({:?})", t.elapsed());
-    }
+fn trace<T>(op: &str, ino: u64, name: Option<&OsStr>, t: Instant, r: &FsResult<T>) {
+    let res = match r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("errno {}", e.code()),
+    };
+    let name = name.map(|n| format!(" {:?}", n)).unwrap_or_default();
+    log::debug!("{op} ino={ino}{name} -> {res} ({:?})", t.elapsed());
 }
 
 /// The attributes of a negative lookup reply (node id 0).
@@ -72,6 +70,24 @@ fn reply_empty(reply: ReplyEmpty, r: FsResult<()>) {
 }
 
 impl StrataFs {
+    /// Run union operation `op` on node `ino` (and `name`); with `-o debug`, trace its
+    /// outcome and time.
+    fn timed<T>(
+        &self,
+        op: &str,
+        ino: u64,
+        name: Option<&OsStr>,
+        f: impl FnOnce() -> FsResult<T>,
+    ) -> FsResult<T> {
+        if !self.debug {
+            return f();
+        }
+        let t = Instant::now();
+        let r = f();
+        trace(op, ino, name, t, &r);
+        r
+    }
+
     fn ttl(&self) -> Duration {
         self.u.settings.timeout
     }
@@ -102,17 +118,6 @@ impl StrataFs {
             .make_object(&p, name, obj, Self::who(req))
             .map(|(n, _)| n)
     }
-
-    fn dir_entries(&self, fh: u64, offset: u64) -> FsResult<(Arc<DirHandle>, Arc<Vec<DirEntry>>)> {
-        let h = self.u.handles.dir(fh).ok_or(Errno::EBADF)?;
-        let mut g = h.entries.lock();
-        if offset == 0 || g.is_none() {
-            *g = Some(Arc::new(self.u.list_dir(&h.node)?));
-        }
-        let list = g.clone().ok_or(Errno::EIO)?;
-        drop(g);
-        Ok((h, list))
-    }
 }
 
 impl Filesystem for StrataFs {
@@ -136,12 +141,11 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let t = Instant::now();
-        let r = self
-            .u
-            .node(parent.0)
-            .and_then(|p| self.u.lookup_attr(&p, name));
-        trace(self.debug, "lookup", parent.0, Some(name), t, &r);
+        let r = self.timed("lookup", parent.0, Some(name), || {
+            self.u
+                .node(parent.0)
+                .and_then(|p| self.u.lookup_attr(&p, name))
+        });
         match r {
             Ok((_, a)) => {
                 if a.kind != fuser::FileType::Directory {
@@ -161,13 +165,13 @@ impl Filesystem for StrataFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let t = Instant::now();
-        let r = self.u.node(ino.0).and_then(|n| self.u.attr(&n));
-        let r = match (r, fh) {
-            (Err(e), Some(fh)) if e == Errno::ENOENT => self.u.handle_attr(fh.0),
-            (r, _) => r,
-        };
-        trace(self.debug, "getattr", ino.0, None, t, &r);
+        let r = self.timed("getattr", ino.0, None, || {
+            let r = self.u.node(ino.0).and_then(|n| self.u.attr(&n));
+            match (r, fh) {
+                (Err(e), Some(fh)) if e == Errno::ENOENT => self.u.handle_attr(fh.0),
+                (r, _) => r,
+            }
+        });
         match r {
             Ok(a) => reply.attr(&self.ttl(), &a),
             Err(e) => reply.error(e),
@@ -192,18 +196,18 @@ impl Filesystem for StrataFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let t = Instant::now();
-        let a = SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime,
-            mtime,
-            fh: fh.map(|f| f.0),
-        };
-        let r = self.u.node(ino.0).and_then(|n| self.u.setattr(&n, a));
-        trace(self.debug, "setattr", ino.0, None, t, &r);
+        let r = self.timed("setattr", ino.0, None, || {
+            let a = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+                fh: fh.map(|f| f.0),
+            };
+            self.u.node(ino.0).and_then(|n| self.u.setattr(&n, a))
+        });
         match r {
             Ok(a) => reply.attr(&self.ttl(), &a),
             Err(e) => reply.error(e),
@@ -211,9 +215,9 @@ impl Filesystem for StrataFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let t = Instant::now();
-        let r = self.u.node(ino.0).and_then(|n| self.u.readlink(&n));
-        trace(self.debug, "readlink", ino.0, None, t, &r);
+        let r = self.timed("readlink", ino.0, None, || {
+            self.u.node(ino.0).and_then(|n| self.u.readlink(&n))
+        });
         match r {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
@@ -230,13 +234,13 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let t = Instant::now();
-        let obj = NewObject::Node {
-            mode: (mode & libc::S_IFMT) | (mode & 0o7777 & !umask),
-            rdev: rdev as u64,
-        };
-        let r = self.create_entry(parent, name, obj, req);
-        trace(self.debug, "mknod", parent.0, Some(name), t, &r);
+        let r = self.timed("mknod", parent.0, Some(name), || {
+            let obj = NewObject::Node {
+                mode: (mode & libc::S_IFMT) | (mode & 0o7777 & !umask),
+                rdev: rdev as u64,
+            };
+            self.create_entry(parent, name, obj, req)
+        });
         self.entry_reply(r, reply);
     }
 
@@ -249,30 +253,30 @@ impl Filesystem for StrataFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let t = Instant::now();
-        let r = self.create_entry(
-            parent,
-            name,
-            NewObject::Dir {
-                mode: mode & 0o7777 & !umask,
-            },
-            req,
-        );
-        trace(self.debug, "mkdir", parent.0, Some(name), t, &r);
+        let r = self.timed("mkdir", parent.0, Some(name), || {
+            self.create_entry(
+                parent,
+                name,
+                NewObject::Dir {
+                    mode: mode & 0o7777 & !umask,
+                },
+                req,
+            )
+        });
         self.entry_reply(r, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let t = Instant::now();
-        let r = self.u.node(parent.0).and_then(|p| self.u.unlink(&p, name));
-        trace(self.debug, "unlink", parent.0, Some(name), t, &r);
+        let r = self.timed("unlink", parent.0, Some(name), || {
+            self.u.node(parent.0).and_then(|p| self.u.unlink(&p, name))
+        });
         reply_empty(reply, r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let t = Instant::now();
-        let r = self.u.node(parent.0).and_then(|p| self.u.rmdir(&p, name));
-        trace(self.debug, "rmdir", parent.0, Some(name), t, &r);
+        let r = self.timed("rmdir", parent.0, Some(name), || {
+            self.u.node(parent.0).and_then(|p| self.u.rmdir(&p, name))
+        });
         reply_empty(reply, r);
     }
 
@@ -284,16 +288,16 @@ impl Filesystem for StrataFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let t = Instant::now();
-        let r = self.create_entry(
-            parent,
-            link_name,
-            NewObject::Symlink {
-                target: target.as_os_str(),
-            },
-            req,
-        );
-        trace(self.debug, "symlink", parent.0, Some(link_name), t, &r);
+        let r = self.timed("symlink", parent.0, Some(link_name), || {
+            self.create_entry(
+                parent,
+                link_name,
+                NewObject::Symlink {
+                    target: target.as_os_str(),
+                },
+                req,
+            )
+        });
         self.entry_reply(r, reply);
     }
 
@@ -307,12 +311,12 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let t = Instant::now();
-        let r = self.u.node(parent.0).and_then(|p1| {
-            let p2 = self.u.node(newparent.0)?;
-            self.u.rename(&p1, name, &p2, newname, flags.bits())
+        let r = self.timed("rename", parent.0, Some(name), || {
+            self.u.node(parent.0).and_then(|p1| {
+                let p2 = self.u.node(newparent.0)?;
+                self.u.rename(&p1, name, &p2, newname, flags.bits())
+            })
         });
-        trace(self.debug, "rename", parent.0, Some(name), t, &r);
         reply_empty(reply, r);
     }
 
@@ -324,22 +328,22 @@ impl Filesystem for StrataFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let t = Instant::now();
-        let r = self.u.node(ino.0).and_then(|n| {
-            let p = self.u.node(newparent.0)?;
-            self.u.link(&n, &p, newname)
+        let r = self.timed("link", ino.0, Some(newname), || {
+            self.u.node(ino.0).and_then(|n| {
+                let p = self.u.node(newparent.0)?;
+                self.u.link(&n, &p, newname)
+            })
         });
-        trace(self.debug, "link", ino.0, Some(newname), t, &r);
         self.entry_reply(r, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let t = Instant::now();
-        let r = self.u.node(ino.0).and_then(|n| self.u.open(&n, flags.0));
-        trace(self.debug, "open", ino.0, None, t, &r);
+        let r = self.timed("open", ino.0, None, || {
+            self.u.node(ino.0).and_then(|n| self.u.open(&n, flags.0))
+        });
         match r {
             Ok(o) => {
-                let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+                let write = data::wants_write(flags.0);
                 let mut f = if o.keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
@@ -380,9 +384,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let t = Instant::now();
-        let r = self.u.read(fh.0, offset, size);
-        trace(self.debug, "read", ino.0, None, t, &r);
+        let r = self.timed("read", ino.0, None, || self.u.read(fh.0, offset, size));
         match r {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
@@ -401,9 +403,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let t = Instant::now();
-        let r = self.u.write(fh.0, offset, data);
-        trace(self.debug, "write", ino.0, None, t, &r);
+        let r = self.timed("write", ino.0, None, || self.u.write(fh.0, offset, data));
         match r {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
@@ -443,24 +443,14 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let t = Instant::now();
-        let r = self.u.fsync(fh.0, datasync);
-        trace(self.debug, "fsync", ino.0, None, t, &r);
+        let r = self.timed("fsync", ino.0, None, || self.u.fsync(fh.0, datasync));
         reply_empty(reply, r);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let t = Instant::now();
-        let r = self.u.node(ino.0).and_then(|n| {
-            if !n.is_dir() {
-                return Err(Errno::ENOTDIR);
-            }
-            Ok(self.u.handles.add_dir(DirHandle {
-                node: n,
-                entries: Default::default(),
-            }))
+        let r = self.timed("opendir", ino.0, None, || {
+            self.u.node(ino.0).and_then(|n| self.u.open_dir(n))
         });
-        trace(self.debug, "opendir", ino.0, None, t, &r);
         match r {
             // The kernel may keep listings in its page cache: every change to a directory
             // comes through this daemon, and the kernel drops its cache when one does.
@@ -480,9 +470,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let t = Instant::now();
-        let r = self.dir_entries(fh.0, offset);
-        trace(self.debug, "readdir", ino.0, None, t, &r);
+        let r = self.timed("readdir", ino.0, None, || self.u.dir_listing(fh.0, offset));
         let (h, list) = match r {
             Ok(x) => x,
             Err(e) => return reply.error(e),
@@ -529,9 +517,9 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let t = Instant::now();
-        let r = self.dir_entries(fh.0, offset);
-        trace(self.debug, "readdirplus", ino.0, None, t, &r);
+        let r = self.timed("readdirplus", ino.0, None, || {
+            self.u.dir_listing(fh.0, offset)
+        });
         let (h, list) = match r {
             Ok(x) => x,
             Err(e) => return reply.error(e),
@@ -601,12 +589,11 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let t = Instant::now();
-        let r = self
-            .u
-            .node(ino.0)
-            .and_then(|n| self.u.fsync_dir(&n, datasync));
-        trace(self.debug, "fsyncdir", ino.0, None, t, &r);
+        let r = self.timed("fsyncdir", ino.0, None, || {
+            self.u
+                .node(ino.0)
+                .and_then(|n| self.u.fsync_dir(&n, datasync))
+        });
         reply_empty(reply, r);
     }
 
@@ -636,22 +623,20 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let t = Instant::now();
-        let r = self
-            .u
-            .node(ino.0)
-            .and_then(|n| self.u.setxattr(&n, name, value, flags));
-        trace(self.debug, "setxattr", ino.0, Some(name), t, &r);
+        let r = self.timed("setxattr", ino.0, Some(name), || {
+            self.u
+                .node(ino.0)
+                .and_then(|n| self.u.setxattr(&n, name, value, flags))
+        });
         reply_empty(reply, r);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let t = Instant::now();
-        let r = self
-            .u
-            .node(ino.0)
-            .and_then(|n| self.u.getxattr(&n, name, size));
-        trace(self.debug, "getxattr", ino.0, Some(name), t, &r);
+        let r = self.timed("getxattr", ino.0, Some(name), || {
+            self.u
+                .node(ino.0)
+                .and_then(|n| self.u.getxattr(&n, name, size))
+        });
         match r {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) => reply.data(&v),
@@ -660,9 +645,9 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let t = Instant::now();
-        let r = self.u.node(ino.0).and_then(|n| self.u.listxattr(&n));
-        trace(self.debug, "listxattr", ino.0, None, t, &r);
+        let r = self.timed("listxattr", ino.0, None, || {
+            self.u.node(ino.0).and_then(|n| self.u.listxattr(&n))
+        });
         match r {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
@@ -672,12 +657,11 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let t = Instant::now();
-        let r = self
-            .u
-            .node(ino.0)
-            .and_then(|n| self.u.removexattr(&n, name));
-        trace(self.debug, "removexattr", ino.0, Some(name), t, &r);
+        let r = self.timed("removexattr", ino.0, Some(name), || {
+            self.u
+                .node(ino.0)
+                .and_then(|n| self.u.removexattr(&n, name))
+        });
         reply_empty(reply, r);
     }
 
@@ -691,21 +675,21 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let t = Instant::now();
-        let r = self.u.node(parent.0).and_then(|p| {
-            let obj = NewObject::File {
-                mode: mode & 0o7777 & !umask,
-                flags,
-            };
-            let (node, fd) = self.u.make_object(&p, name, obj, Self::who(req))?;
-            let fd = fd.ok_or(Errno::EIO)?;
-            let a = self.u.attr(&node)?;
-            let bflags = flags
-                & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_TRUNC);
-            let fh = self.u.add_handle(&node, fd, bflags, true);
-            Ok((a, fh))
+        let r = self.timed("create", parent.0, Some(name), || {
+            self.u.node(parent.0).and_then(|p| {
+                let obj = NewObject::File {
+                    mode: mode & 0o7777 & !umask,
+                    flags,
+                };
+                let (node, fd) = self.u.make_object(&p, name, obj, Self::who(req))?;
+                let fd = fd.ok_or(Errno::EIO)?;
+                let a = self.u.attr(&node)?;
+                let fh = self
+                    .u
+                    .add_handle(&node, fd, data::backing_flags(flags), true);
+                Ok((a, fh))
+            })
         });
-        trace(self.debug, "create", parent.0, Some(name), t, &r);
         match r {
             Ok((a, fh)) => {
                 let backing = match (self.passthrough, self.u.handles.file(fh)) {
@@ -742,9 +726,9 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let t = Instant::now();
-        let r = self.u.fallocate(fh.0, offset, length, mode);
-        trace(self.debug, "fallocate", ino.0, None, t, &r);
+        let r = self.timed("fallocate", ino.0, None, || {
+            self.u.fallocate(fh.0, offset, length, mode)
+        });
         reply_empty(reply, r);
     }
 
@@ -757,9 +741,7 @@ impl Filesystem for StrataFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let t = Instant::now();
-        let r = self.u.lseek(fh.0, offset, whence);
-        trace(self.debug, "lseek", ino.0, None, t, &r);
+        let r = self.timed("lseek", ino.0, None, || self.u.lseek(fh.0, offset, whence));
         match r {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
@@ -779,11 +761,10 @@ impl Filesystem for StrataFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let t = Instant::now();
-        let r = self
-            .u
-            .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
-        trace(self.debug, "copy_file_range", ino_in.0, None, t, &r);
+        let r = self.timed("copy_file_range", ino_in.0, None, || {
+            self.u
+                .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+        });
         match r {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),

@@ -21,13 +21,14 @@ pub struct Opened {
     pub keep_cache: bool,
 }
 
-fn wants_write(flags: i32) -> bool {
+/// Whether an open with `flags` may change the file (and so copies it up first).
+pub fn wants_write(flags: i32) -> bool {
     let acc = flags & libc::O_ACCMODE;
     acc == libc::O_WRONLY || acc == libc::O_RDWR || flags & libc::O_TRUNC != 0
 }
 
 /// Flags for the backing fd: no create/append (the kernel gives explicit offsets).
-fn backing_flags(flags: i32) -> i32 {
+pub fn backing_flags(flags: i32) -> i32 {
     flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_TRUNC)
 }
 

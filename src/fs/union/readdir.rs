@@ -8,10 +8,10 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use fuser::FileType;
+use fuser::{Errno, FileType};
 
 use crate::fs::format::whiteout::{self, OPAQUE_FILE, WH_PREFIX};
-use crate::fs::tables::handles::DirEntry;
+use crate::fs::tables::handles::{DirEntry, DirHandle};
 use crate::fs::tables::layer::Place;
 use crate::fs::tables::node::Node;
 use crate::fs::union::getattr;
@@ -133,5 +133,36 @@ impl Union {
     /// Whether directory `node` shows no entries at all.
     pub fn dir_is_empty(&self, node: &Arc<Node>) -> FsResult<bool> {
         Ok(self.list_dir(node)?.is_empty())
+    }
+}
+
+impl Union {
+    /// Open directory `node` for listing: a handle whose listing is read at the first
+    /// READDIR and kept until the kernel reads from offset 0 again (rewinddir).
+    pub fn open_dir(&self, node: Arc<Node>) -> FsResult<u64> {
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(self.handles.add_dir(DirHandle {
+            node,
+            entries: Default::default(),
+        }))
+    }
+
+    /// The listing of directory handle `fh` for a read at `offset`: offsets 1 and 2 are `.`
+    /// and `..`, entry `i` of the list has offset `i + 3`; a read from 0 lists afresh.
+    pub fn dir_listing(
+        &self,
+        fh: u64,
+        offset: u64,
+    ) -> FsResult<(Arc<DirHandle>, Arc<Vec<DirEntry>>)> {
+        let h = self.handles.dir(fh).ok_or(Errno::EBADF)?;
+        let mut g = h.entries.lock();
+        if offset == 0 || g.is_none() {
+            *g = Some(Arc::new(self.list_dir(&h.node)?));
+        }
+        let list = g.clone().ok_or(Errno::EIO)?;
+        drop(g);
+        Ok((h, list))
     }
 }
