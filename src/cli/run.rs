@@ -264,7 +264,12 @@ pub fn run(store: &Store, a: &RunArgs) -> anyhow::Result<i32> {
             println!("{id}");
             return Ok(0);
         }
-        Outcome::Exited(code) => code,
+        Outcome::Exited(code) => {
+            // The supervisor reports the exit before it unmounts and lets go of the
+            // container: return once it has, so that the next command sees it stopped.
+            wait_stopped(store, &rec, Duration::from_secs(15));
+            code
+        }
         Outcome::Lost => recorded_exit(store, &rec.id),
     };
     // A run whose process never started (125 from strata, 126/127 from exec) leaves nothing.
@@ -355,7 +360,10 @@ pub fn start(
                 println!("{}", c.name);
                 0
             }
-            Outcome::Exited(code) => code,
+            Outcome::Exited(code) => {
+                wait_stopped(store, &c, Duration::from_secs(15));
+                code
+            }
             Outcome::Lost => recorded_exit(store, &c.id),
         };
         if !attach && code != 0 {
