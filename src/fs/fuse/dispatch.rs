@@ -14,6 +14,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::fs::union::FsError;
 use crate::fs::union::data;
 use crate::fs::union::names::{Creator, NewObject};
 use crate::fs::union::setattr::SetAttr;
@@ -65,7 +66,7 @@ fn negative_entry() -> fuser::FileAttr {
 fn reply_empty(reply: ReplyEmpty, r: FsResult<()>) {
     match r {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
+        Err(e) => reply.error(e.into()),
     }
 }
 
@@ -102,7 +103,7 @@ impl StrataFs {
     fn entry_reply(&self, r: FsResult<Arc<crate::fs::tables::node::Node>>, reply: ReplyEntry) {
         match r.and_then(|n| self.u.attr(&n).map(|a| (n, a))) {
             Ok((_, a)) => reply.entry(&self.ttl(), &a, GEN),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -156,7 +157,7 @@ impl Filesystem for StrataFs {
             // A negative entry the kernel may cache: every change to the union comes
             // through this daemon, which the kernel sees, so it cannot go stale.
             Err(e) if e == Errno::ENOENT => reply.entry(&self.ttl(), &negative_entry(), GEN),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -174,7 +175,7 @@ impl Filesystem for StrataFs {
         });
         match r {
             Ok(a) => reply.attr(&self.ttl(), &a),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -210,7 +211,7 @@ impl Filesystem for StrataFs {
         });
         match r {
             Ok(a) => reply.attr(&self.ttl(), &a),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -220,7 +221,7 @@ impl Filesystem for StrataFs {
         });
         match r {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -369,7 +370,7 @@ impl Filesystem for StrataFs {
                     None => reply.opened(FileHandle(o.fh), f),
                 }
             }
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -387,7 +388,7 @@ impl Filesystem for StrataFs {
         let r = self.timed("read", ino.0, None, || self.u.read(fh.0, offset, size));
         match r {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -406,7 +407,7 @@ impl Filesystem for StrataFs {
         let r = self.timed("write", ino.0, None, || self.u.write(fh.0, offset, data));
         match r {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -458,7 +459,7 @@ impl Filesystem for StrataFs {
                 FileHandle(fh),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -473,7 +474,7 @@ impl Filesystem for StrataFs {
         let r = self.timed("readdir", ino.0, None, || self.u.dir_listing(fh.0, offset));
         let (h, list) = match r {
             Ok(x) => x,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(e.into()),
         };
         let mut off = offset;
         if off == 0 {
@@ -522,7 +523,7 @@ impl Filesystem for StrataFs {
         });
         let (h, list) = match r {
             Ok(x) => x,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(e.into()),
         };
         let ttl = self.ttl();
         let mut off = offset;
@@ -609,7 +610,7 @@ impl Filesystem for StrataFs {
                 s.f_namemax as u32,
                 s.f_frsize as u32,
             ),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -640,7 +641,7 @@ impl Filesystem for StrataFs {
         match r {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -652,7 +653,7 @@ impl Filesystem for StrataFs {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -682,7 +683,7 @@ impl Filesystem for StrataFs {
                     flags,
                 };
                 let (node, fd) = self.u.make_object(&p, name, obj, Self::who(req))?;
-                let fd = fd.ok_or(Errno::EIO)?;
+                let fd = fd.ok_or(FsError(Errno::EIO))?;
                 let a = self.u.attr(&node)?;
                 let fh = self
                     .u
@@ -712,7 +713,7 @@ impl Filesystem for StrataFs {
                     }
                 }
             }
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -744,7 +745,7 @@ impl Filesystem for StrataFs {
         let r = self.timed("lseek", ino.0, None, || self.u.lseek(fh.0, offset, whence));
         match r {
             Ok(o) => reply.offset(o),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 
@@ -767,7 +768,7 @@ impl Filesystem for StrataFs {
         });
         match r {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.into()),
         }
     }
 }

@@ -11,6 +11,7 @@ use fuser::Errno;
 
 use crate::fs::format::whiteout;
 use crate::fs::tables::node::Node;
+use crate::fs::union::FsError;
 use crate::fs::union::{FsResult, Union, errno};
 use crate::sys::at;
 
@@ -192,13 +193,13 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     }
     let src = u.data_entry_of(node)?;
     let dst = u.entry_of(node)?;
-    let sfd = at::open_at(src.dir(), &src.name, libc::O_RDONLY, 0).map_err(errno)?;
-    let dfd = at::open_at(dst.dir(), &dst.name, libc::O_WRONLY, 0).map_err(errno)?;
-    let before = at::fstat(dfd.as_fd()).map_err(errno)?;
-    let size = at::fstat(sfd.as_fd()).map_err(errno)?.st_size as u64;
-    copy_data(sfd.as_fd(), dfd.as_fd(), size, u.settings.sync_copy_up).map_err(errno)?;
+    let sfd = at::open_at(src.dir(), &src.name, libc::O_RDONLY, 0)?;
+    let dfd = at::open_at(dst.dir(), &dst.name, libc::O_WRONLY, 0)?;
+    let before = at::fstat(dfd.as_fd())?;
+    let size = at::fstat(sfd.as_fd())?.st_size as u64;
+    copy_data(sfd.as_fd(), dfd.as_fd(), size, u.settings.sync_copy_up)?;
     if u.settings.sync_copy_up {
-        at::fsync(dfd.as_fd(), false).map_err(errno)?;
+        at::fsync(dfd.as_fd(), false)?;
     }
     let _ = at::utimens_at(dfd.as_fd(), OsStr::new(""), &times_of(&before));
     match at::remove_xattr(
@@ -229,8 +230,8 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     // A metadata-only lower object (an upper written with metacopy=on, now a lower layer)
     // has its data further down.
     let data_src = u.data_entry_of(node)?;
-    let src_st = at::stat_at(src.dir(), &src.name).map_err(errno)?;
-    let parent_st = at::stat_at(pdir.as_fd(), OsStr::new("")).map_err(errno)?;
+    let src_st = at::stat_at(src.dir(), &src.name)?;
+    let parent_st = at::stat_at(pdir.as_fd(), OsStr::new(""))?;
     let tmp = u.temp_name();
 
     // Hard-linked lower files go through the index, so every name shares one upper inode.
@@ -308,8 +309,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
 
     let mut st = node.state.write();
     if node.is_dir() {
-        let fd =
-            at::open_at(pdir.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(errno)?;
+        let fd = at::open_at(pdir.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         st.upper_dir = Some(Arc::new(fd));
     } else if metacopy {
         if !st.metacopy {
@@ -361,9 +361,8 @@ fn make_meta_copy(
         tmp,
         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
         0o600,
-    )
-    .map_err(errno)?;
-    at::ftruncate(dfd.as_fd(), st.st_size as u64).map_err(errno)?;
+    )?;
+    at::ftruncate(dfd.as_fd(), st.st_size as u64)?;
     at::set_xattr(
         dfd.as_fd(),
         u.fmt
@@ -371,8 +370,7 @@ fn make_meta_copy(
             .as_bytes(),
         b"",
         0,
-    )
-    .map_err(errno)?;
+    )?;
     copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
 }
 
@@ -389,8 +387,8 @@ fn make_copy(
     let fmt = st.st_mode & libc::S_IFMT;
     match fmt {
         libc::S_IFDIR => {
-            at::mkdir_at(work, tmp, 0o700).map_err(errno)?;
-            let obj = at::open_at(work, tmp, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(errno)?;
+            at::mkdir_at(work, tmp, 0o700)?;
+            let obj = at::open_at(work, tmp, libc::O_PATH | libc::O_DIRECTORY, 0)?;
             let sfd = src_fd(src, libc::O_PATH)?;
             copy_meta(u, work, tmp, Some(obj.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
         }
@@ -402,32 +400,30 @@ fn make_copy(
                 tmp,
                 libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
                 0o600,
-            )
-            .map_err(errno)?;
+            )?;
             copy_data(
                 datafd.as_fd(),
                 dfd.as_fd(),
                 st.st_size as u64,
                 u.settings.sync_copy_up,
-            )
-            .map_err(errno)?;
-            copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st).map_err(errno)?;
+            )?;
+            copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st)?;
             if u.settings.sync_copy_up {
-                at::fsync(dfd.as_fd(), false).map_err(errno)?;
+                at::fsync(dfd.as_fd(), false)?;
             }
             Ok(())
         }
         libc::S_IFLNK => {
-            let target = at::readlink_at(src.dir(), &src.name).map_err(errno)?;
-            at::symlink_at(OsStr::from_bytes_compat(&target), work, tmp).map_err(errno)?;
+            let target = at::readlink_at(src.dir(), &src.name)?;
+            at::symlink_at(OsStr::from_bytes_compat(&target), work, tmp)?;
             copy_meta(u, work, tmp, None, None, st).map_err(errno)
         }
         _ => {
             if whiteout::is_whiteout_dev(st) {
-                return Err(Errno::EIO);
+                return Err(FsError(Errno::EIO));
             }
-            at::mknod_at(work, tmp, fmt | 0o600, st.st_rdev).map_err(errno)?;
-            let obj = at::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
+            at::mknod_at(work, tmp, fmt | 0o600, st.st_rdev)?;
+            let obj = at::open_at(work, tmp, libc::O_PATH, 0)?;
             let sfd = src_fd(src, libc::O_PATH)?;
             copy_meta(u, work, tmp, Some(obj.as_fd()), Some(sfd.as_fd()), st).map_err(errno)
         }

@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 
 use crate::fs::tables::handles::FileHandle;
 use crate::fs::tables::node::Node;
+use crate::fs::union::FsError;
 use crate::fs::union::copyup::copy_up;
 use crate::fs::union::{FsResult, Union, errno};
 use crate::sys::at;
@@ -53,7 +54,7 @@ impl Union {
         let bflags = backing_flags(flags);
         let fd = self.open_backing(node, bflags)?;
         if flags & libc::O_TRUNC != 0 {
-            at::ftruncate(fd.as_fd(), 0).map_err(errno)?;
+            at::ftruncate(fd.as_fd(), 0)?;
         }
         let on_upper = node.data_in_upper();
         Ok(Opened {
@@ -91,7 +92,7 @@ impl Union {
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
-        self.handles.file(fh).ok_or(Errno::EBADF)
+        self.handles.file(fh).ok_or(FsError(Errno::EBADF))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -106,7 +107,7 @@ impl Union {
         let fd = self.current_fd(&h)?;
         let mut done = 0usize;
         while done < data.len() {
-            let n = at::pwrite(fd.as_fd(), &data[done..], offset + done as u64).map_err(errno)?;
+            let n = at::pwrite(fd.as_fd(), &data[done..], offset + done as u64)?;
             if n == 0 {
                 break;
             }
@@ -143,8 +144,7 @@ impl Union {
         } else {
             e.name.as_os_str()
         };
-        let fd =
-            at::open_at(e.dir(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(errno)?;
+        let fd = at::open_at(e.dir(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         at::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 
@@ -184,7 +184,7 @@ impl Union {
                 ) =>
             {
                 let data = self.read(fh_in, off_in, len.min(1 << 20) as u32)?;
-                at::pwrite(fo.as_fd(), &data, off_out).map_err(errno)?
+                at::pwrite(fo.as_fd(), &data, off_out)?
             }
             Err(e) => return Err(errno(e)),
         };
@@ -198,7 +198,7 @@ impl Union {
             .upper
             .as_ref()
             .or(self.layers.lowers.first())
-            .ok_or(Errno::EIO)?;
+            .ok_or(FsError(Errno::EIO))?;
         at::statvfs(l.fd()).map_err(errno)
     }
 
@@ -211,7 +211,7 @@ impl Union {
     pub fn handle_attr(&self, fh: u64) -> FsResult<fuser::FileAttr> {
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        let st = at::fstat(fd.as_fd()).map_err(errno)?;
+        let st = at::fstat(fd.as_fd())?;
         Ok(self.attr_from_stat(&h.node, &st))
     }
 }

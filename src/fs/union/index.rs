@@ -63,7 +63,7 @@ impl Union {
         let Some(dir) = self.index_dir() else {
             return Ok(None);
         };
-        match at::stat_at_opt(dir, &key.name).map_err(errno)? {
+        match at::stat_at_opt(dir, &key.name)? {
             // A whiteout entry marks an object whose names were all removed.
             Some(st) if crate::fs::format::whiteout::is_whiteout_dev(&st) => Ok(None),
             other => Ok(other),
@@ -98,8 +98,8 @@ impl Union {
     /// Record union link count `union` on index entry `key`.
     fn set_index_nlink(&self, key: &IndexKey, union: u64) -> FsResult<()> {
         let dir = self.index_dir().ok_or(libc_err(libc::EIO))?;
-        let fd = at::open_at(dir, &key.name, libc::O_PATH, 0).map_err(errno)?;
-        let st = at::fstat(fd.as_fd()).map_err(errno)?;
+        let fd = at::open_at(dir, &key.name, libc::O_PATH, 0)?;
+        let st = at::fstat(fd.as_fd())?;
         at::set_xattr(
             fd.as_fd(),
             self.fmt
@@ -143,7 +143,7 @@ impl Union {
     ) -> FsResult<()> {
         let idx = self.index_dir().ok_or(libc_err(libc::EIO))?;
         self.layers.index_used.store(true, Ordering::Release);
-        let fd = at::open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
+        let fd = at::open_at(work, tmp, libc::O_PATH, 0)?;
         at::set_xattr(
             fd.as_fd(),
             self.fmt
@@ -151,8 +151,7 @@ impl Union {
                 .as_bytes(),
             &key.origin,
             0,
-        )
-        .map_err(errno)?;
+        )?;
         // Once in the index and under its name the upper inode has two links.
         at::set_xattr(
             fd.as_fd(),
@@ -161,8 +160,7 @@ impl Union {
                 .as_bytes(),
             nlink_value(union, 2).as_bytes(),
             0,
-        )
-        .map_err(errno)?;
+        )?;
         at::link_at(work, tmp, idx, &key.name).map_err(errno)
     }
 

@@ -17,6 +17,7 @@ use crate::fs::format::override_stat;
 use crate::fs::format::whiteout::{self, Marks};
 use crate::fs::tables::layer::Place;
 use crate::fs::tables::node::{DataLoc, Link, LowerDir, Node, NodeState};
+use crate::fs::union::FsError;
 use crate::fs::union::getattr;
 use crate::fs::union::{FsResult, Union, errno};
 use crate::sys::at;
@@ -36,7 +37,7 @@ fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<Found> {
         Ok(Some(st)) if whiteout::is_whiteout_dev(&st) => Ok(Found::Whiteout),
         Ok(Some(st)) => Ok(Found::Object(st)),
         Ok(None) => {
-            if whiteout::has_wh_file(dir, name).map_err(errno)? {
+            if whiteout::has_wh_file(dir, name)? {
                 Ok(Found::Whiteout)
             } else {
                 Ok(Found::Nothing)
@@ -196,7 +197,7 @@ impl Union {
             // else only those that look it (to refuse them, as the kernel does).
             let read_lower = !last_layer && (self.settings.metacopy || !has_its_data(&st));
             let marks = if is_upper || read_lower {
-                whiteout::marks_at(dir.as_fd(), comp).map_err(errno)?
+                whiteout::marks_at(dir.as_fd(), comp)?
             } else {
                 Marks::default()
             };
@@ -229,11 +230,9 @@ impl Union {
                 fd: Some(fd),
             }));
         }
-        let marks = whiteout::marks_at(dir.as_fd(), comp).map_err(errno)?;
+        let marks = whiteout::marks_at(dir.as_fd(), comp)?;
         let opaque = marks.opaque
-            || at::stat_at_opt(fd.as_fd(), OsStr::from_bytes(whiteout::OPAQUE_FILE))
-                .map_err(errno)?
-                .is_some();
+            || at::stat_at_opt(fd.as_fd(), OsStr::from_bytes(whiteout::OPAQUE_FILE))?.is_some();
         if opaque {
             w.stop = true;
             if last_element {
@@ -323,14 +322,14 @@ impl Union {
         name: &OsStr,
     ) -> FsResult<(Arc<Node>, fuser::FileAttr)> {
         if !parent.is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(FsError(Errno::ENOTDIR));
         }
         // Longer than any layer's names (the kernel's `namelen` check comes first).
         if name.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(FsError(Errno::ENAMETOOLONG));
         }
         if whiteout::is_reserved_name(name.as_bytes()) {
-            return Err(Errno::ENOENT);
+            return Err(FsError(Errno::ENOENT));
         }
         if let Some(n) = self.nodes.find_child(parent, name) {
             return match self.attr(&n) {
@@ -341,7 +340,9 @@ impl Union {
                 }
             };
         }
-        let (node, st) = self.resolve_with_stat(parent, name)?.ok_or(Errno::ENOENT)?;
+        let (node, st) = self
+            .resolve_with_stat(parent, name)?
+            .ok_or(FsError(Errno::ENOENT))?;
         let same_object = |a: &Node, b: &Node| match (self.real_stat(a), self.real_stat(b)) {
             (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
             _ => false,
@@ -425,7 +426,7 @@ impl Union {
         let mut i = 0;
         while !w.stop && i < stack.len() {
             if (w.metacopy || upper_metacopy) && !self.settings.metacopy {
-                return Err(self.refuse_metacopy(name));
+                return Err(self.refuse_metacopy(name).into());
             }
             let (layer, base) = stack[i].clone();
             i += 1;
@@ -445,14 +446,14 @@ impl Union {
             }
         }
         if (w.metacopy || upper_metacopy) && !self.settings.metacopy {
-            return Err(self.refuse_metacopy(name));
+            return Err(self.refuse_metacopy(name).into());
         }
         if w.metacopy || (upper_metacopy && hits.is_empty()) {
             log::warn!(
                 "metacopy with no lower data found: {}",
                 name.to_string_lossy()
             );
-            return Err(Errno::EIO);
+            return Err(FsError(Errno::EIO));
         }
 
         // The path of the object in the lower namespace (what a redirect of it would say).
@@ -686,9 +687,7 @@ impl Union {
     /// Whether index entry `key` is a metadata-only copy.
     fn index_is_metacopy(&self, key: &IndexKey) -> FsResult<bool> {
         match &self.layers.index {
-            Some(dir) => Ok(whiteout::marks_at(dir.as_fd(), &key.name)
-                .map_err(errno)?
-                .metacopy),
+            Some(dir) => Ok(whiteout::marks_at(dir.as_fd(), &key.name)?.metacopy),
             None => Ok(false),
         }
     }

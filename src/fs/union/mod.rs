@@ -30,11 +30,48 @@ use crate::fs::tables::node::{Link, LowerDir, Node, NodeState, NodeTable, ROOT_I
 use crate::sys::at;
 
 /// Result of a union operation: an errno goes back to the kernel as is.
-pub type FsResult<T> = Result<T, Errno>;
+pub type FsResult<T> = Result<T, FsError>;
 
-/// Turn an io::Error into the errno the kernel should see.
-pub fn errno(e: std::io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+/// The error of a union operation: the errno the kernel gets. `?` turns the `io::Error` of a
+/// system call into it (its errno, or EIO when it has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsError(pub Errno);
+
+impl FsError {
+    /// The errno number.
+    pub fn code(&self) -> i32 {
+        self.0.code()
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+}
+
+impl From<Errno> for FsError {
+    fn from(e: Errno) -> Self {
+        FsError(e)
+    }
+}
+
+impl From<FsError> for Errno {
+    fn from(e: FsError) -> Self {
+        e.0
+    }
+}
+
+impl PartialEq<Errno> for FsError {
+    fn eq(&self, other: &Errno) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Turn an io::Error into the error the kernel should see (for `map_err` where `?` cannot
+/// be used).
+pub fn errno(e: std::io::Error) -> FsError {
+    FsError::from(e)
 }
 
 /// Behaviour switches of a mounted union.
@@ -138,14 +175,14 @@ impl Union {
 
     /// The node the kernel calls `id`.
     pub fn node(&self, id: u64) -> FsResult<Arc<Node>> {
-        self.nodes.get(id).ok_or(Errno::ENOENT)
+        self.nodes.get(id).ok_or(FsError(Errno::ENOENT))
     }
 
     /// The parent directory node of `node` (ENOENT once its name was removed).
     pub fn parent_of(&self, node: &Node) -> FsResult<(Arc<Node>, std::ffi::OsString)> {
         let link = node.link();
         if link.parent == crate::fs::tables::node::DETACHED {
-            return Err(Errno::ENOENT);
+            return Err(FsError(Errno::ENOENT));
         }
         Ok((self.node(link.parent)?, link.name))
     }
@@ -161,7 +198,7 @@ impl Union {
                     name: Default::default(),
                 });
             }
-            let l = st.lower_dirs.first().ok_or(Errno::ENOENT)?;
+            let l = st.lower_dirs.first().ok_or(FsError(Errno::ENOENT))?;
             return Ok(Entry {
                 dir: l.fd.clone(),
                 name: Default::default(),
@@ -179,15 +216,15 @@ impl Union {
         let (parent, name) = self.parent_of(node)?;
         let pst = parent.state.read();
         if in_upper {
-            let dir = pst.upper_dir.clone().ok_or(Errno::EIO)?;
+            let dir = pst.upper_dir.clone().ok_or(FsError(Errno::EIO))?;
             return Ok(Entry { dir, name });
         }
-        let layer = lower_layer.ok_or(Errno::EIO)?;
+        let layer = lower_layer.ok_or(FsError(Errno::EIO))?;
         let l = pst
             .lower_dirs
             .iter()
             .find(|d| d.layer == layer)
-            .ok_or(Errno::EIO)?;
+            .ok_or(FsError(Errno::EIO))?;
         Ok(Entry {
             dir: l.fd.clone(),
             name,
@@ -202,7 +239,7 @@ impl Union {
             drop(st);
             return self.entry_of(node);
         }
-        let data = st.data.clone().ok_or(Errno::EIO)?;
+        let data = st.data.clone().ok_or(FsError(Errno::EIO))?;
         Ok(Entry {
             dir: data.dir,
             name: data.name,
@@ -221,7 +258,7 @@ impl Union {
         };
         drop(st);
         let e = self.entry_of(node)?;
-        let fd = at::open_at(e.dir(), &e.name, libc::O_PATH, 0).map_err(errno)?;
+        let fd = at::open_at(e.dir(), &e.name, libc::O_PATH, 0)?;
         let mut value = b"/".to_vec();
         value.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()));
         at::set_xattr(
@@ -246,7 +283,7 @@ impl Union {
         let st = match self.real_stat(node) {
             Err(e) if e == Errno::ENOENT => {
                 let fd = node.open_fd.lock().upgrade().ok_or(e)?;
-                at::fstat(fd.as_fd()).map_err(errno)?
+                at::fstat(fd.as_fd())?
             }
             other => other?,
         };
@@ -293,10 +330,14 @@ impl Union {
             return Ok(fd.clone());
         }
         if self.layers.upper.is_none() {
-            return Err(Errno::EROFS);
+            return Err(FsError(Errno::EROFS));
         }
         crate::fs::union::copyup::copy_up(self, node)?;
-        node.state.read().upper_dir.clone().ok_or(Errno::EIO)
+        node.state
+            .read()
+            .upper_dir
+            .clone()
+            .ok_or(FsError(Errno::EIO))
     }
 
     /// The work directory (EROFS on a read-only mount).
@@ -305,7 +346,7 @@ impl Union {
             .work
             .as_ref()
             .map(|w| w.as_fd())
-            .ok_or(Errno::EROFS)
+            .ok_or(FsError(Errno::EROFS))
     }
 
     /// Make a whiteout for `name` in upper directory `dir`. Char 0/0 whiteouts are hard links

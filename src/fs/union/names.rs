@@ -11,6 +11,7 @@ use fuser::Errno;
 use crate::fs::format::whiteout;
 use crate::fs::tables::layer::Place;
 use crate::fs::tables::node::{Link, Node, NodeState};
+use crate::fs::union::FsError;
 use crate::fs::union::getattr;
 use crate::fs::union::{FsResult, Union, errno};
 use crate::sys::at;
@@ -85,12 +86,12 @@ struct Slot {
 
 impl Union {
     fn slot(&self, dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<Slot> {
-        let dev_whiteout = match at::stat_at_opt(dir, name).map_err(errno)? {
+        let dev_whiteout = match at::stat_at_opt(dir, name)? {
             Some(st) if whiteout::is_whiteout_dev(&st) => true,
-            Some(_) => return Err(Errno::EEXIST),
+            Some(_) => return Err(FsError(Errno::EEXIST)),
             None => false,
         };
-        let wh_file = whiteout::has_wh_file(dir, name).map_err(errno)?;
+        let wh_file = whiteout::has_wh_file(dir, name)?;
         Ok(Slot {
             dev_whiteout,
             wh_file,
@@ -141,14 +142,13 @@ impl Union {
     ) -> FsResult<(Arc<Node>, Option<OwnedFd>)> {
         let _pass = self.gate.enter();
         let (udir, fd, over_whiteout) = self.place_object(parent, name, &obj, who)?;
-        let st = at::stat_at(udir.as_fd(), name).map_err(errno)?;
+        let st = at::stat_at(udir.as_fd(), name)?;
         let mut state = NodeState {
             in_upper: true,
             ..Default::default()
         };
         if obj.is_dir() {
-            let d = at::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
-                .map_err(errno)?;
+            let d = at::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
             state.upper_dir = Some(Arc::new(d));
             state.opaque = over_whiteout;
         }
@@ -174,21 +174,21 @@ impl Union {
         who: Creator,
     ) -> FsResult<(Arc<OwnedFd>, Option<OwnedFd>, bool)> {
         if whiteout::is_reserved_name(std::os::unix::ffi::OsStrExt::as_bytes(name)) {
-            return Err(Errno::EINVAL);
+            return Err(FsError(Errno::EINVAL));
         }
         // A character device 0/0 would be a whiteout: refused, as kernel overlayfs does.
         if let NewObject::Node { mode, rdev: 0 } = obj
             && mode & libc::S_IFMT == libc::S_IFCHR
         {
-            return Err(Errno::EPERM);
+            return Err(FsError(Errno::EPERM));
         }
         let udir = self.upper_dir(parent)?;
-        let parent_st = at::fstat(udir.as_fd()).map_err(errno)?;
+        let parent_st = at::fstat(udir.as_fd())?;
         let slot = self.slot(udir.as_fd(), name)?;
         let over_whiteout = slot.dev_whiteout || slot.wh_file;
         let fd;
         if !over_whiteout {
-            fd = obj.make(udir.as_fd(), name).map_err(errno)?;
+            fd = obj.make(udir.as_fd(), name)?;
             if let Err(e) = self.own(udir.as_fd(), name, obj, who, &parent_st) {
                 let _ = at::unlink_at(udir.as_fd(), name, obj.is_dir());
                 return Err(errno(e));
@@ -196,7 +196,7 @@ impl Union {
         } else {
             let work = self.work()?;
             let tmp = self.temp_name();
-            fd = obj.make(work, &tmp).map_err(errno)?;
+            fd = obj.make(work, &tmp)?;
             let placed = (|| -> std::io::Result<()> {
                 self.own(work, &tmp, obj, who, &parent_st)?;
                 if obj.is_dir() {
@@ -268,9 +268,11 @@ impl Union {
     /// Remove a non-directory.
     pub fn unlink(&self, parent: &Arc<Node>, name: &OsStr) -> FsResult<()> {
         let _pass = self.gate.enter();
-        let node = self.peek_child(parent, name)?.ok_or(Errno::ENOENT)?;
+        let node = self
+            .peek_child(parent, name)?
+            .ok_or(FsError(Errno::ENOENT))?;
         if node.is_dir() {
-            return Err(Errno::EISDIR);
+            return Err(FsError(Errno::EISDIR));
         }
         self.remove_name(parent, name, &node)
     }
@@ -278,12 +280,14 @@ impl Union {
     /// Remove an empty directory.
     pub fn rmdir(&self, parent: &Arc<Node>, name: &OsStr) -> FsResult<()> {
         let _pass = self.gate.enter();
-        let node = self.peek_child(parent, name)?.ok_or(Errno::ENOENT)?;
+        let node = self
+            .peek_child(parent, name)?
+            .ok_or(FsError(Errno::ENOENT))?;
         if !node.is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(FsError(Errno::ENOTDIR));
         }
         if !self.dir_is_empty(&node)? {
-            return Err(Errno::ENOTEMPTY);
+            return Err(FsError(Errno::ENOTEMPTY));
         }
         self.clear_upper_dir(&node)?;
         self.remove_name(parent, name, &node)
@@ -294,20 +298,18 @@ impl Union {
         let Some(udir) = node.state.read().upper_dir.clone() else {
             return Ok(());
         };
-        for e in at::read_dir(udir.as_fd()).map_err(errno)? {
+        for e in at::read_dir(udir.as_fd())? {
             let n = OsString::from(std::ffi::OsStr::new(""));
             let _ = n;
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.name);
-            at::unlink_at(udir.as_fd(), name, e.dtype == libc::DT_DIR).map_err(errno)?;
+            at::unlink_at(udir.as_fd(), name, e.dtype == libc::DT_DIR)?;
         }
         Ok(())
     }
 
     /// Whether `dir` (an upper directory) holds a real object (not a whiteout) at `name`.
     pub fn name_in_upper(&self, dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<bool> {
-        Ok(
-            matches!(at::stat_at_opt(dir, name).map_err(errno)?, Some(st) if !whiteout::is_whiteout_dev(&st)),
-        )
+        Ok(matches!(at::stat_at_opt(dir, name)?, Some(st) if !whiteout::is_whiteout_dev(&st)))
     }
 
     /// Make sure name `name` of non-directory `node` (already copied up under another name)
@@ -338,19 +340,19 @@ impl Union {
         // another name only).
         let in_upper = node.in_upper() && self.name_in_upper(udir.as_fd(), name)?;
         if !in_upper {
-            self.make_whiteout(udir.as_fd(), name).map_err(errno)?;
+            self.make_whiteout(udir.as_fd(), name)?;
             if let Some(key) = node.state.read().indexed.clone() {
                 let union = self.index_union_nlink(&key)?;
                 self.index_name_removed(&key, union)?;
             }
         } else if !needs_whiteout {
-            at::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
+            at::unlink_at(udir.as_fd(), name, node.is_dir())?;
         } else if self.fmt.whiteout_dev {
             // Build the whiteout in the work dir and swap it in, so the name never shows the
             // lower object in between.
             let work = self.work()?;
             let tmp = self.temp_name();
-            self.make_whiteout(work, &tmp).map_err(errno)?;
+            self.make_whiteout(work, &tmp)?;
             let swapped = if node.is_dir() {
                 at::rename_at(work, &tmp, udir.as_fd(), name, libc::RENAME_EXCHANGE)
                     .and_then(|_| at::unlink_at(work, &tmp, true))
@@ -362,8 +364,8 @@ impl Union {
                 return Err(errno(e));
             }
         } else {
-            self.make_whiteout(udir.as_fd(), name).map_err(errno)?;
-            at::unlink_at(udir.as_fd(), name, node.is_dir()).map_err(errno)?;
+            self.make_whiteout(udir.as_fd(), name)?;
+            at::unlink_at(udir.as_fd(), name, node.is_dir())?;
         }
         self.nodes.detach_child(parent, name);
         Ok(())

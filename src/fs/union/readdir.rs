@@ -14,8 +14,9 @@ use crate::fs::format::whiteout::{self, OPAQUE_FILE, WH_PREFIX};
 use crate::fs::tables::handles::{DirEntry, DirHandle};
 use crate::fs::tables::layer::Place;
 use crate::fs::tables::node::Node;
+use crate::fs::union::FsError;
 use crate::fs::union::getattr;
-use crate::fs::union::{FsResult, Union, errno};
+use crate::fs::union::{FsResult, Union};
 use crate::sys::at;
 
 /// Classify a raw entry: Some(hidden name) for whiteouts, None for a normal entry.
@@ -34,11 +35,10 @@ fn classify(dir: &std::os::fd::OwnedFd, e: &at::RawDirEntry) -> FsResult<Kind> {
     }
     let kind = match getattr::file_type_of_dtype(e.dtype) {
         Some(FileType::CharDevice) | None => {
-            let st =
-                match at::stat_at_opt(dir.as_fd(), OsStr::from_bytes(&e.name)).map_err(errno)? {
-                    Some(st) => st,
-                    None => return Ok(Kind::Marker),
-                };
+            let st = match at::stat_at_opt(dir.as_fd(), OsStr::from_bytes(&e.name))? {
+                Some(st) => st,
+                None => return Ok(Kind::Marker),
+            };
             if whiteout::is_whiteout_dev(&st) {
                 return Ok(Kind::Whiteout(e.name.clone()));
             }
@@ -57,7 +57,7 @@ impl Union {
         let mut out: Vec<DirEntry> = Vec::new();
 
         if let Some(udir) = &st.upper_dir {
-            for e in at::read_dir(udir.as_fd()).map_err(errno)? {
+            for e in at::read_dir(udir.as_fd())? {
                 match classify(udir, &e)? {
                     Kind::Marker => {}
                     Kind::Whiteout(name) => {
@@ -94,7 +94,7 @@ impl Union {
         if !st.opaque {
             for ld in &st.lower_dirs {
                 let mut hidden_here = Vec::new();
-                let entries = at::read_dir(ld.fd.as_fd()).map_err(errno)?;
+                let entries = at::read_dir(ld.fd.as_fd())?;
                 if !ld.names_known() {
                     // Lookups of the names just listed need not list the directory again.
                     ld.learn_names(entries.iter().map(|e| e.name.as_slice()));
@@ -141,7 +141,7 @@ impl Union {
     /// READDIR and kept until the kernel reads from offset 0 again (rewinddir).
     pub fn open_dir(&self, node: Arc<Node>) -> FsResult<u64> {
         if !node.is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(FsError(Errno::ENOTDIR));
         }
         Ok(self.handles.add_dir(DirHandle {
             node,
@@ -156,12 +156,12 @@ impl Union {
         fh: u64,
         offset: u64,
     ) -> FsResult<(Arc<DirHandle>, Arc<Vec<DirEntry>>)> {
-        let h = self.handles.dir(fh).ok_or(Errno::EBADF)?;
+        let h = self.handles.dir(fh).ok_or(FsError(Errno::EBADF))?;
         let mut g = h.entries.lock();
         if offset == 0 || g.is_none() {
             *g = Some(Arc::new(self.list_dir(&h.node)?));
         }
-        let list = g.clone().ok_or(Errno::EIO)?;
+        let list = g.clone().ok_or(FsError(Errno::EIO))?;
         drop(g);
         Ok((h, list))
     }

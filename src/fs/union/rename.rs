@@ -11,9 +11,10 @@ use fuser::Errno;
 
 use crate::fs::format::whiteout;
 use crate::fs::tables::node::Node;
+use crate::fs::union::FsError;
 use crate::fs::union::copyup::copy_up_meta;
 use crate::fs::union::lookup::join;
-use crate::fs::union::{FsResult, Union, errno};
+use crate::fs::union::{FsResult, Union};
 use crate::sys::at;
 
 impl Union {
@@ -27,20 +28,20 @@ impl Union {
         flags: u32,
     ) -> FsResult<()> {
         if flags & libc::RENAME_WHITEOUT != 0 {
-            return Err(Errno::EINVAL);
+            return Err(FsError(Errno::EINVAL));
         }
         if whiteout::is_reserved_name(n2.as_bytes()) {
-            return Err(Errno::EINVAL);
+            return Err(FsError(Errno::EINVAL));
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let _pass = self.gate.enter();
-        let src = self.peek_child(p1, n1)?.ok_or(Errno::ENOENT)?;
+        let src = self.peek_child(p1, n1)?.ok_or(FsError(Errno::ENOENT))?;
         let dst = self.peek_child(p2, n2)?;
         if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
-            return Err(Errno::EEXIST);
+            return Err(FsError(Errno::EEXIST));
         }
         if exchange && dst.is_none() {
-            return Err(Errno::ENOENT);
+            return Err(FsError(Errno::ENOENT));
         }
         if let Some(d) = &dst {
             if Arc::ptr_eq(d, &src) || (p1.id == p2.id && n1 == n2) {
@@ -49,13 +50,13 @@ impl Union {
             if !exchange {
                 if d.is_dir() != src.is_dir() {
                     return Err(if d.is_dir() {
-                        Errno::EISDIR
+                        FsError(Errno::EISDIR)
                     } else {
-                        Errno::ENOTDIR
+                        FsError(Errno::ENOTDIR)
                     });
                 }
                 if d.is_dir() && !self.dir_is_empty(d)? {
-                    return Err(Errno::ENOTEMPTY);
+                    return Err(FsError(Errno::ENOTEMPTY));
                 }
             }
         }
@@ -89,7 +90,7 @@ impl Union {
             if let Some(d) = &dst {
                 self.prepare_moved_dir(d, p1, n1, src_lower_at_name)?;
             }
-            at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_EXCHANGE).map_err(errno)?;
+            at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
             self.nodes.exchange_children(p1, n1, p2, n2);
             self.set_file_redirect(&src)?;
             if let Some(d) = &dst {
@@ -105,13 +106,13 @@ impl Union {
         {
             self.clear_upper_dir(d)?;
         }
-        let target = at::stat_at_opt(d2.as_fd(), n2).map_err(errno)?;
+        let target = at::stat_at_opt(d2.as_fd(), n2)?;
         let target_is_whiteout = target.as_ref().is_some_and(whiteout::is_whiteout_dev);
         if target_is_whiteout && src.is_dir() {
             // A directory cannot replace a device node: drop the whiteout first.
-            at::unlink_at(d2.as_fd(), n2, false).map_err(errno)?;
+            at::unlink_at(d2.as_fd(), n2, false)?;
         }
-        let wh_file_at_target = whiteout::has_wh_file(d2.as_fd(), n2).map_err(errno)?;
+        let wh_file_at_target = whiteout::has_wh_file(d2.as_fd(), n2)?;
 
         let leave_whiteout = src_lower_at_name;
         let mut done = false;
@@ -119,13 +120,13 @@ impl Union {
             done = at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, libc::RENAME_WHITEOUT).is_ok();
         }
         if !done {
-            at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, 0).map_err(errno)?;
+            at::rename_at(d1.as_fd(), n1, d2.as_fd(), n2, 0)?;
             if leave_whiteout {
-                self.make_whiteout(d1.as_fd(), n1).map_err(errno)?;
+                self.make_whiteout(d1.as_fd(), n1)?;
             }
         }
         if wh_file_at_target {
-            at::unlink_at(d2.as_fd(), &whiteout::wh_name(n2), false).map_err(errno)?;
+            at::unlink_at(d2.as_fd(), &whiteout::wh_name(n2), false)?;
         }
         self.nodes.move_child(p1, n1, p2, n2);
         self.set_file_redirect(&src)?;
@@ -146,7 +147,7 @@ impl Union {
         }
         let st = node.state.read().clone();
         let Some(udir) = st.upper_dir.clone() else {
-            return Err(Errno::EIO);
+            return Err(FsError(Errno::EIO));
         };
         if !st.lower_dirs.is_empty() && !st.opaque {
             let origin = st.lower_path.clone().unwrap_or_default();
@@ -162,11 +163,10 @@ impl Union {
                         .as_bytes(),
                     &value,
                     0,
-                )
-                .map_err(errno)?;
+                )?;
             }
         } else if target_has_lower && !st.opaque {
-            self.fmt.set_opaque(udir.as_fd()).map_err(errno)?;
+            self.fmt.set_opaque(udir.as_fd())?;
             node.state.write().opaque = true;
         }
         Ok(())

@@ -12,6 +12,7 @@ use fuser::{Errno, FileAttr, TimeOrNow};
 use crate::fs::format::override_stat;
 use crate::fs::format::whiteout;
 use crate::fs::tables::node::Node;
+use crate::fs::union::FsError;
 use crate::fs::union::copyup::{copy_up, copy_up_meta};
 use crate::fs::union::{FsResult, Union, errno};
 use crate::sys::at;
@@ -98,13 +99,13 @@ impl Union {
                             || e.raw_os_error() == Some(libc::EBADF) =>
                     {
                         let fd = self.open_for_truncate(node)?;
-                        at::ftruncate(fd.as_fd(), size).map_err(errno)?;
+                        at::ftruncate(fd.as_fd(), size)?;
                     }
-                    other => other.map_err(errno)?,
+                    other => other?,
                 }
             } else {
                 let fd = self.open_for_truncate(node)?;
-                at::ftruncate(fd.as_fd(), size).map_err(errno)?;
+                at::ftruncate(fd.as_fd(), size)?;
             }
         }
         // A node whose owner and mode come from an override xattr (rootless layers, read with
@@ -130,8 +131,7 @@ impl Union {
                     &name,
                     a.uid.unwrap_or(u32::MAX),
                     a.gid.unwrap_or(u32::MAX),
-                )
-                .map_err(errno)?;
+                )?;
             }
         }
         if let Some(mode) = a.mode {
@@ -140,19 +140,19 @@ impl Union {
                 self.store_override(node, o)?;
             } else if node.kind != fuser::FileType::Symlink {
                 if name.is_empty() {
-                    at::chmod_fd(dir.as_fd(), mode & 0o7777).map_err(errno)?;
+                    at::chmod_fd(dir.as_fd(), mode & 0o7777)?;
                 } else {
-                    let fd = at::open_at(dir.as_fd(), &name, libc::O_PATH, 0).map_err(errno)?;
-                    at::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(errno)?;
+                    let fd = at::open_at(dir.as_fd(), &name, libc::O_PATH, 0)?;
+                    at::chmod_fd(fd.as_fd(), mode & 0o7777)?;
                 }
             }
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let times = [timespec(a.atime), timespec(a.mtime)];
-            at::utimens_at(dir.as_fd(), &name, &times).map_err(errno)?;
+            at::utimens_at(dir.as_fd(), &name, &times)?;
         }
         if name.is_empty() && !node.is_dir() {
-            let st = at::fstat(dir.as_fd()).map_err(errno)?;
+            let st = at::fstat(dir.as_fd())?;
             return Ok(self.attr_from_stat(node, &st));
         }
         self.attr(node)
@@ -170,8 +170,7 @@ impl Union {
     ) -> FsResult<()> {
         let fd = self.object_fd(node)?;
         let v = override_stat::format(&o);
-        at::set_xattr(fd.as_fd(), override_stat::XATTR.as_bytes(), v.as_bytes(), 0)
-            .map_err(errno)?;
+        at::set_xattr(fd.as_fd(), override_stat::XATTR.as_bytes(), v.as_bytes(), 0)?;
         node.state.write().over = Some(o);
         Ok(())
     }
@@ -182,9 +181,9 @@ impl Union {
                 .as_bytes()
                 .starts_with(self.fmt.xattr_prefix.as_bytes())
             {
-                return Err(Errno::EOPNOTSUPP);
+                return Err(FsError(Errno::EOPNOTSUPP));
             }
-            return Err(Errno::ENODATA);
+            return Err(FsError(Errno::ENODATA));
         }
         Ok(())
     }
@@ -201,7 +200,7 @@ impl Union {
     pub fn listxattr(&self, node: &Arc<Node>) -> FsResult<Vec<u8>> {
         let fd = self.object_fd(node)?;
         let mut out = Vec::new();
-        for n in at::list_xattr(fd.as_fd()).map_err(errno)? {
+        for n in at::list_xattr(fd.as_fd())? {
             if whiteout::is_internal_xattr(&n) {
                 continue;
             }
@@ -232,7 +231,7 @@ impl Union {
             // Nothing to remove: fail without copying up, as kernel overlayfs does.
             let fd = self.object_fd(node)?;
             let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-            at::get_xattr_raw(fd.as_fd(), &c, 0).map_err(errno)?;
+            at::get_xattr_raw(fd.as_fd(), &c, 0)?;
         }
         copy_up_meta(self, node)?;
         let fd = self.object_fd(node)?;
