@@ -480,10 +480,13 @@ pub fn logs(
         ),
     };
     let path = store.container_dir(&c).join("container.log");
-    let Some(mut reader) = LogReader::open(&path)? else {
-        if follow {
-            wait_stopped(store, &c, Duration::MAX);
-        }
+    let mut reader = LogReader::open(&path)?;
+    // A container that has just started may not have written its log yet: -f waits for it.
+    while reader.is_none() && follow && store.container_running(&c) {
+        std::thread::sleep(Duration::from_millis(50));
+        reader = LogReader::open(&path)?;
+    }
+    let Some(mut reader) = reader.map_or_else(|| LogReader::open(&path), |r| Ok(Some(r)))? else {
         return Ok(0);
     };
     print_entries(crate::run::logs::tail(reader.next_entries()?, n));
