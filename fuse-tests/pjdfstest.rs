@@ -127,7 +127,9 @@ fn run_suite(bin: &Path, mnt: &Path) -> Run {
 #[test]
 fn strata_fails_no_pjdfstest_the_kernel_passes() {
     let Some(bin) = pjdfstest_bin() else {
-        eprintln!("SKIPPED: pjdfstest is not installed (install it with: {INSTALL})");
+        common::skip(&format!(
+            "pjdfstest is not installed (install it with: {INSTALL})"
+        ));
         return;
     };
     if !common::ready() {

@@ -38,10 +38,7 @@ fn skip_reason() -> Option<String> {
 fn ready() -> bool {
     match skip_reason() {
         None => true,
-        Some(r) => {
-            eprintln!("SKIPPED: {r}");
-            false
-        }
+        Some(r) => common::skip(&r),
     }
 }
 

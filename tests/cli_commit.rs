@@ -186,7 +186,7 @@ fn unprivileged_user_load_save_roundtrip() {
     };
     let is_root = rustix::process::geteuid().is_root();
     if is_root && !have("setpriv") {
-        eprintln!("SKIP: running as root without setpriv to drop privileges");
+        skip("running as root without setpriv to drop privileges");
         return;
     }
     std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -12,7 +12,7 @@ use std::process::Command;
 /// Mount; `None` with a printed reason when mounting is impossible here.
 fn try_mount(root: &Path, args: &[&str], env_as: Option<&[&str]>) -> Option<String> {
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: /dev/fuse is missing");
+        skip("/dev/fuse is missing");
         return None;
     }
     let o = match env_as {
@@ -26,7 +26,7 @@ fn try_mount(root: &Path, args: &[&str], env_as: Option<&[&str]>) -> Option<Stri
     };
     let err = String::from_utf8_lossy(&o.stderr);
     if !o.status.success() && err.contains("not implemented yet") {
-        eprintln!("SKIP: the FUSE driver is not in this build ({err})");
+        skip(&format!("the FUSE driver is not in this build ({err})"));
         return None;
     }
     assert!(o.status.success(), "mount failed: {err}");
@@ -129,7 +129,7 @@ fn mount_change_commit_save_umount_mount_again_rm() {
 fn unprivileged_mount_shows_the_image_owners_and_modes() {
     let Some(fx) = fixtures() else { return };
     if !rustix::process::geteuid().is_root() || !have("setpriv") || !have("fusermount3") {
-        eprintln!("SKIP: needs root with setpriv and fusermount3 to run as nobody");
+        skip("needs root with setpriv and fusermount3 to run as nobody");
         return;
     }
     // As distributions ship it, /dev/fuse is usable by everyone; this machine has it 0600.

@@ -13,7 +13,7 @@ use std::process::Command;
 fn push_then_pull_into_another_store() {
     let Some(fx) = fixtures() else { return };
     if let Some(why) = support::skip_reason() {
-        eprintln!("SKIP: {why}");
+        skip(&why);
         return;
     }
     let work = tmpdir("registry");
@@ -94,7 +94,7 @@ fn bytes_under(dir: &std::path::Path) -> u64 {
 #[test]
 fn pull_interrupted_by_a_dead_registry_leaves_the_store_clean_and_a_second_pull_finishes() {
     if let Some(why) = support::skip_reason() {
-        eprintln!("SKIP: {why}");
+        skip(&why);
         return;
     }
     let work = tmpdir("registry-kill");

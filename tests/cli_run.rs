@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::skip;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -24,14 +25,6 @@ const USER: &str = "strata-test";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Print why a test cannot run; under CI=true, fail instead.
-fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and this test cannot run: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
 }
 
 /// Why these tests cannot run here, or `None`.

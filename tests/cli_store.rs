@@ -301,7 +301,7 @@ fn save_is_read_by_skopeo_and_umoci() {
             "podman id {id} not in {ours}"
         );
     } else {
-        eprintln!("SKIP (podman part): podman is not installed");
+        skip("podman is not installed (the podman part of this test)");
     }
     let o = strata(&root, &["save", "example/saved:v1"]);
     assert!(o.status.success());

@@ -69,18 +69,6 @@ pub fn ready() -> bool {
     }
 }
 
-/// Say why a test cannot run here and return false (`if skip(..) { return }` reads wrong, so
-/// callers write `return skip(..)` or `{ skip(..); return; }`). Under CI (`CI=true`), where
-/// every tool is installed and the tests run as root, a skip means a missing install step:
-/// it fails the test instead.
-pub fn skip(reason: &str) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("a test would skip under CI (a missing install step?): {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
-}
-
 /// Run a command line with `sh -c`, panicking if it fails; returns stdout.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh")

@@ -22,6 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/common/skip.rs"]
+mod skip;
+#[allow(unused_imports)]
+pub use skip::skip;
+
 mod env;
 mod layers;
 mod mounts;

@@ -3,6 +3,9 @@
 //! comparisons, and compute the union view of stored layers without mounting.
 #![allow(dead_code)]
 
+mod skip;
+pub use skip::skip;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -48,12 +51,12 @@ pub fn fixtures() -> Option<&'static Path> {
     DIR.get_or_init(|| {
         for t in ["buildah", "skopeo", "umoci"] {
             if !have(t) {
-                eprintln!("SKIP: {t} is not installed");
+                skip(&format!("{t} is not installed"));
                 return None;
             }
         }
         if !Path::new("/usr/bin/busybox").exists() && !have("busybox") {
-            eprintln!("SKIP: busybox-static is not installed");
+            skip("busybox-static is not installed");
             return None;
         }
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
