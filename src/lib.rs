@@ -8,6 +8,7 @@
 //! CLI -> store/image -> fs/registry, with oci, progress and lockfile below them all.
 
 pub mod cli;
+pub mod estargz;
 pub mod fs;
 pub mod image;
 pub mod lockfile;
