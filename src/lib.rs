@@ -11,6 +11,7 @@ pub mod cli;
 pub mod estargz;
 pub mod fs;
 pub mod image;
+pub mod lazy;
 pub mod lockfile;
 pub mod oci;
 pub mod progress;

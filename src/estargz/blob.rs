@@ -179,6 +179,7 @@ mod tests {
         let mut ar = tar::Archive::new(&plain[..]);
         for e in ar.entries().expect("tar") {
             let mut e = e.expect("entry");
+            assert!(e.header().uid().is_ok() && e.header().gid().is_ok());
             names.push(String::from_utf8_lossy(&e.path_bytes()).into_owned());
             std::io::copy(&mut e, &mut std::io::sink()).expect("read");
         }

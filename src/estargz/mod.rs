@@ -4,6 +4,7 @@
 //! layer tar into an eStargz blob that still gunzips to one ordinary tar.
 
 pub mod blob;
+pub mod convert;
 pub mod footer;
 pub mod index;
 pub mod toc;
@@ -73,6 +74,9 @@ pub enum EstargzError {
         expected: String,
         actual: String,
     },
+    /// Bytes of the blob could not be fetched.
+    #[error("layer {layer}: fetch: {reason}")]
+    Fetch { layer: String, reason: String },
     /// The input tar of the writer cannot be used.
     #[error("{context}: {reason}")]
     Input { context: String, reason: String },

@@ -249,6 +249,8 @@ fn landmark_header(name: &str) -> Result<Vec<u8>> {
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_cksum();
     Ok(h.as_bytes().to_vec())
 }
@@ -378,6 +380,8 @@ pub fn write_estargz<R: Read, W: Write>(
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_cksum();
     o.write(h.as_bytes())?;
     o.write(&json)?;

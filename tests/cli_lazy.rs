@@ -1,0 +1,386 @@
+//! Lazy pull end to end against a real `docker-registry` on 127.0.0.1, reached through a
+//! byte-counting proxy of the test's own: an image pushed as eStargz is pulled with
+//! `--lazy` (only footer and TOC cross the wire), mounted (its layer served by the lazy
+//! filesystem under the union), read and compared with a full pull; a corrupted chunk gives
+//! EIO and never wrong data; a registry that goes away gives EIO quickly and the mount stays
+//! up; the background completion turns the layer into an ordinary one that fsck finds clean.
+
+mod common;
+#[path = "registry_support/mod.rs"]
+mod support;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and this test cannot run: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// A TCP proxy on 127.0.0.1 counting the bytes the registry sends; `down` refuses new
+/// connections and cuts the open ones.
+struct Proxy {
+    port: u16,
+    bytes: Arc<AtomicU64>,
+    down: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = l.local_addr().expect("proxy addr").port();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let (b, d) = (bytes.clone(), down.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                if d.load(Ordering::SeqCst) {
+                    drop(c);
+                    continue;
+                }
+                let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (b, d) = (b.clone(), d.clone());
+                let (c2, u2) = match (c.try_clone(), u.try_clone()) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    _ => continue,
+                };
+                let d1 = d.clone();
+                std::thread::spawn(move || pipe(c2, u2, None, d1));
+                std::thread::spawn(move || pipe(u, c, Some(b), d));
+            }
+        });
+        Proxy { port, bytes, down }
+    }
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    count: Option<Arc<AtomicU64>>,
+    down: Arc<AtomicBool>,
+) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 65536];
+    loop {
+        if down.load(Ordering::SeqCst) {
+            break;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(c) = &count {
+                    c.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+fn rng_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn make_rootfs(dir: &Path) {
+    for d in ["etc", "usr/lib", "usr/share/doc", "bin"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    std::fs::write(dir.join("etc/motd"), "hello from a lazy layer\n").expect("write");
+    std::fs::write(dir.join("etc/hostname"), "lazy\n").expect("write");
+    std::fs::write(dir.join("usr/lib/big.bin"), rng_bytes(24 << 20, 7)).expect("write");
+    std::fs::write(dir.join("usr/lib/other.bin"), rng_bytes(6 << 20, 9)).expect("write");
+    std::fs::write(dir.join("usr/share/doc/README"), "docs\n".repeat(1000)).expect("write");
+    std::os::unix::fs::symlink("../usr/lib/big.bin", dir.join("bin/big")).expect("symlink");
+    std::fs::hard_link(dir.join("etc/motd"), dir.join("etc/motd.hard")).expect("link");
+}
+
+fn unmount_all(store: &Path, mounts: &[PathBuf]) {
+    for m in mounts {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(m)
+            .status();
+    }
+    if let Ok(rd) = std::fs::read_dir(store.join("lazy")) {
+        for e in rd.flatten() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(e.path().join("mnt"))
+                .status();
+        }
+    }
+}
+
+/// Reads a file with a deadline: Ok(bytes) or the error kind's raw OS error.
+fn read_timed(p: &Path, limit: Duration) -> (Result<Vec<u8>, i32>, Duration) {
+    let t = Instant::now();
+    let r = std::fs::read(p).map_err(|e| e.raw_os_error().unwrap_or(-1));
+    let el = t.elapsed();
+    assert!(el < limit, "read of {} took {el:?}", p.display());
+    (r, el)
+}
+
+fn lazy_blob_path(reg: &support::Registry, digest: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    reg.dir
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+#[test]
+fn lazy_pull_mount_read_corrupt_and_outage() {
+    if let Some(why) = support::skip_reason() {
+        return skip(&why);
+    }
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
+        return skip("needs root and /dev/fuse to mount");
+    }
+    let work = tmpdir("lazy");
+    let reg = support::Registry::start(&work, None).expect("start docker-registry");
+    let proxy = Proxy::start(reg.port);
+    let host = proxy.host();
+    let net = [
+        "--tls-verify=false",
+        "--authfile",
+        "/nonexistent/strata-test-auth.json",
+    ];
+    let a = work.join("a");
+    let rootfs = work.join("rootfs");
+    make_rootfs(&rootfs);
+    ok(
+        &a,
+        &[
+            "import",
+            rootfs.to_str().unwrap_or_default(),
+            "localhost/lazy:1",
+        ],
+    );
+    let dest = format!("{host}/test/lazy:1");
+    let prefetch = work.join("prefetch.txt");
+    std::fs::write(&prefetch, "etc/motd\n").expect("write prefetch list");
+    let mut args = vec!["push", "--compression", "estargz", "--prefetch-file"];
+    args.push(prefetch.to_str().unwrap_or_default());
+    args.extend(net);
+    args.extend(["localhost/lazy:1", dest.as_str()]);
+    ok(&a, &args);
+
+    // Full pull for reference (and its byte count).
+    let full = work.join("full");
+    let before = proxy.bytes.load(Ordering::Relaxed);
+    let mut args = vec!["pull"];
+    args.extend(net);
+    args.push(dest.as_str());
+    ok(&full, &args);
+    let full_bytes = proxy.bytes.load(Ordering::Relaxed) - before;
+
+    // Lazy pull: a tiny fraction of the bytes.
+    let b = work.join("b");
+    let before = proxy.bytes.load(Ordering::Relaxed);
+    let mut args = vec!["pull", "--lazy"];
+    args.extend(net);
+    args.push(dest.as_str());
+    let id = ok(&b, &args);
+    let lazy_bytes = proxy.bytes.load(Ordering::Relaxed) - before;
+    eprintln!("full pull: {full_bytes} bytes; lazy pull: {lazy_bytes} bytes");
+    assert!(full_bytes > 30 << 20, "full pull moved {full_bytes}");
+    assert!(
+        lazy_bytes * 100 < full_bytes,
+        "lazy pull moved {lazy_bytes} of {full_bytes}"
+    );
+    let fsck = ok(&b, &["fsck"]);
+    assert!(fsck.contains("0 errors"), "{fsck}");
+
+    let lazy_dirs: Vec<PathBuf> = std::fs::read_dir(b.join("lazy"))
+        .expect("lazy dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(lazy_dirs.len(), 1, "one lazy layer");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lazy_dirs[0].join("lazy.json")).expect("record"))
+            .expect("record JSON");
+    let blob_digest = rec["digest"].as_str().unwrap_or_default().to_string();
+
+    // Mount without background completion first: the corruption and outage paths.
+    let mp = work.join("m1");
+    let env = [
+        ("STRATA_LAZY_NO_COMPLETE", "1"),
+        ("STRATA_LAZY_TIMEOUT", "5"),
+    ];
+    let o = strata_env(
+        &b,
+        &[
+            "mount",
+            "--lazy",
+            id.trim(),
+            mp.to_str().unwrap_or_default(),
+        ],
+        &env,
+    );
+    assert!(
+        o.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut mounts = vec![mp.clone()];
+    let t0 = Instant::now();
+    let motd = std::fs::read_to_string(mp.join("etc/motd")).expect("read motd");
+    eprintln!("first read after mount: {:?}", t0.elapsed());
+    assert_eq!(motd, "hello from a lazy layer\n");
+    assert_eq!(
+        std::fs::read_link(mp.join("bin/big")).expect("readlink"),
+        Path::new("../usr/lib/big.bin")
+    );
+    assert!(!mp.join(".prefetch.landmark").exists() && !mp.join("stargz.index.json").exists());
+    let m1 = std::fs::metadata(mp.join("etc/motd")).expect("stat");
+    let m2 = std::fs::metadata(mp.join("etc/motd.hard")).expect("stat");
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&m1), 2);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&m1),
+        std::os::unix::fs::MetadataExt::ino(&m2)
+    );
+    let small = proxy.bytes.load(Ordering::Relaxed) - before;
+    assert!(small * 20 < full_bytes, "reading small files moved {small}");
+
+    // Same bytes as the full pull, for the docs file.
+    let fmp = work.join("fm");
+    ok(
+        &full,
+        &["mount", id.trim(), fmp.to_str().unwrap_or_default()],
+    );
+    mounts.push(fmp.clone());
+    for f in ["usr/share/doc/README", "etc/hostname"] {
+        assert_eq!(
+            std::fs::read(mp.join(f)).expect("lazy read"),
+            std::fs::read(fmp.join(f)).expect("full read"),
+            "{f}"
+        );
+    }
+
+    // Corrupt a chunk of other.bin in the registry's storage: EIO, never wrong data.
+    let blob = lazy_blob_path(&reg, &blob_digest);
+    let mut data = std::fs::read(&blob).expect("registry blob");
+    let len = data.len();
+    // other.bin's chunks lie after big.bin's (sorted tar order): flip bytes near the end,
+    // before the TOC.
+    let toc_off = {
+        let f = &data[len - 51..];
+        u64::from_str_radix(std::str::from_utf8(&f[16..32]).unwrap_or("0"), 16).unwrap_or(0)
+            as usize
+    };
+    for i in (toc_off - 3_000_000..toc_off - 2_000_000).step_by(4096) {
+        data[i] ^= 0x55;
+    }
+    std::fs::write(&blob, &data).expect("corrupt");
+    let (r, _) = read_timed(&mp.join("usr/lib/other.bin"), Duration::from_secs(30));
+    assert_eq!(r.err(), Some(libc::EIO), "a corrupt chunk must give EIO");
+    // Undo: the next read succeeds and matches.
+    for i in (toc_off - 3_000_000..toc_off - 2_000_000).step_by(4096) {
+        data[i] ^= 0x55;
+    }
+    std::fs::write(&blob, &data).expect("restore");
+    let good = std::fs::read(mp.join("usr/lib/other.bin")).expect("read after repair");
+    assert_eq!(good, rng_bytes(6 << 20, 9));
+
+    // The registry goes away: EIO within the bounded retries, the mount stays up, and the
+    // next read after it comes back succeeds.
+    proxy.down.store(true, Ordering::SeqCst);
+    let (r, el) = read_timed(&mp.join("usr/lib/big.bin"), Duration::from_secs(40));
+    assert_eq!(
+        r.err(),
+        Some(libc::EIO),
+        "an unreachable registry must give EIO"
+    );
+    eprintln!("EIO after {el:?} with the registry gone");
+    assert_eq!(
+        std::fs::read_to_string(mp.join("etc/motd")).expect("cached file still reads"),
+        motd
+    );
+    proxy.down.store(false, Ordering::SeqCst);
+    let big = std::fs::read(mp.join("bin/big")).expect("read after the registry is back");
+    assert_eq!(big, rng_bytes(24 << 20, 7));
+    assert_eq!(
+        big,
+        std::fs::read(fmp.join("usr/lib/big.bin")).expect("full read")
+    );
+
+    // Background completion: a second lazy store, mounted with completion on.
+    unmount_all(&b, &mounts);
+    std::thread::sleep(Duration::from_millis(300));
+    let mp2 = work.join("m2");
+    ok(
+        &b,
+        &[
+            "mount",
+            "--lazy",
+            id.trim(),
+            mp2.to_str().unwrap_or_default(),
+        ],
+    );
+    mounts = vec![mp2.clone(), fmp.clone()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let layer_json = b
+        .join("layers")
+        .join(
+            rec["diff_id"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("sha256:"),
+        )
+        .join("layer.json");
+    while !layer_json.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let completed = layer_json.exists();
+    unmount_all(&b, &mounts);
+    unmount_all(&full, &[fmp]);
+    assert!(completed, "the background fetch completes the layer");
+    let fsck = ok(&b, &["fsck"]);
+    assert!(
+        fsck.contains("0 errors") && fsck.contains("1 layers"),
+        "{fsck}"
+    );
+    assert!(
+        b.join("blobs/sha256")
+            .join(blob_digest.trim_start_matches("sha256:"))
+            .exists()
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
