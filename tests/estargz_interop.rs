@@ -77,10 +77,13 @@ fn go(bin: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// name, type, content, link target, mode.
+type Entry<'a> = (&'a str, tar::EntryType, Vec<u8>, Option<&'a str>, u32);
+
 fn sample_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let big: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 253) as u8).collect();
-    let entries: Vec<(&str, tar::EntryType, Vec<u8>, Option<&str>, u32)> = vec![
+    let entries: Vec<Entry> = vec![
         ("etc/", tar::EntryType::Directory, vec![], None, 0o755),
         (
             "etc/hostname",

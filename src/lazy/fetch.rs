@@ -224,8 +224,7 @@ impl Fetcher {
         self.active_reads.fetch_sub(1, Ordering::SeqCst);
         r?;
         let mut out = Vec::with_capacity((end - offset) as usize);
-        for i in first..last {
-            let c = &chunks[i];
+        for (i, c) in chunks.iter().enumerate().take(last).skip(first) {
             let lo = offset.max(c.file_offset);
             let hi = end.min(c.file_offset + c.size);
             let p = self.chunk_path(i);
