@@ -60,7 +60,7 @@ docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
 pids+=($!)
 
 cat > "$work/proxy.py" <<'PY'
-import socket, sys, threading, time
+import os, socket, sys, threading, time
 listen, upstream, rate, latency, counter = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) * 1e6, float(sys.argv[4]) / 1000, sys.argv[5]
 lock = threading.Lock(); total = [0]; bucket = [0.0, time.monotonic()]
 def take(n):
@@ -91,7 +91,8 @@ def up(src, dst):
     except OSError: pass
 def dump():
     while True:
-        with lock: open(counter, "w").write(str(total[0]))
+        with lock: n = total[0]
+        open(counter + ".tmp", "w").write(str(n)); os.replace(counter + ".tmp", counter)
         time.sleep(0.05)
 threading.Thread(target=dump, daemon=True).start()
 l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("127.0.0.1", listen)); l.listen(64)
@@ -127,11 +128,12 @@ echo "| image | mode | start-up (s) | bytes before first output | of the image |
 echo "|---|---|---|---|---|"
 bench_image() { # $1 = name, $2 = rootfs dir or tar, $3 = files to cat
     local name=$1 src=$2 files=$3
-    local a="$work/$name-a"
+    local a="$work/$name-a" r0 image_bytes
     "$strata" --root "$a" import -q "$src" "localhost/$name:1" > /dev/null
+    r0=$(du -sb "$work/registry" | awk '{print $1}')
     "$strata" --root "$a" push -q "${net[@]}" --compression estargz "localhost/$name:1" "127.0.0.1:$rport/$name:1" > /dev/null
-    local ref="127.0.0.1:$pport/$name:1" image_bytes
-    image_bytes=$(du -sb "$work/registry" | awk '{print $1}')
+    local ref="127.0.0.1:$pport/$name:1"
+    image_bytes=$(( $(du -sb "$work/registry" | awk '{print $1}') - r0 ))
     for mode in full lazy; do
         local s="$work/$name-$mode" mp="$work/$name-$mode-mnt" b0 t0 t1 b1 lazyflag=()
         [ "$mode" = lazy ] && lazyflag=(--lazy)
