@@ -103,6 +103,25 @@ fn pipe(
     let _ = from.shutdown(std::net::Shutdown::Both);
 }
 
+/// pids of the `lazy-serve` daemons of the store at `root`.
+fn lazy_daemons(root: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("lazy-serve") && cmd.contains(root.to_string_lossy().as_ref()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 fn rng_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
@@ -127,6 +146,9 @@ fn make_rootfs(dir: &Path) {
     std::fs::write(dir.join("usr/share/doc/README"), "docs\n".repeat(1000)).expect("write");
     std::os::unix::fs::symlink("../usr/lib/big.bin", dir.join("bin/big")).expect("symlink");
     std::fs::hard_link(dir.join("etc/motd"), dir.join("etc/motd.hard")).expect("link");
+    if Path::new("/bin/busybox").exists() {
+        std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("copy busybox");
+    }
 }
 
 fn unmount_all(store: &Path, mounts: &[PathBuf]) {
@@ -134,6 +156,7 @@ fn unmount_all(store: &Path, mounts: &[PathBuf]) {
         let _ = std::process::Command::new("umount")
             .arg("-l")
             .arg(m)
+            .stderr(std::process::Stdio::null())
             .status();
     }
     if let Ok(rd) = std::fs::read_dir(store.join("lazy")) {
@@ -141,6 +164,7 @@ fn unmount_all(store: &Path, mounts: &[PathBuf]) {
             let _ = std::process::Command::new("umount")
                 .arg("-l")
                 .arg(e.path().join("mnt"))
+                .stderr(std::process::Stdio::null())
                 .status();
         }
     }
@@ -341,6 +365,39 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
         std::fs::read(fmp.join("usr/lib/big.bin")).expect("full read")
     );
 
+    // `run` serves the lazy layers the same way.
+    if rootfs.join("bin/busybox").exists() {
+        let out = ok(
+            &b,
+            &[
+                "run",
+                "--rm",
+                "--lazy",
+                id.trim(),
+                "/bin/busybox",
+                "cat",
+                "/etc/motd",
+            ],
+        );
+        assert_eq!(out, motd);
+    }
+
+    // A full pull of the same image into a lazy store completes the layer.
+    let c = work.join("c");
+    let mut args = vec!["pull", "--lazy"];
+    args.extend(net);
+    args.push(dest.as_str());
+    ok(&c, &args);
+    let mut args = vec!["pull"];
+    args.extend(net);
+    args.push(dest.as_str());
+    ok(&c, &args);
+    let fsck = ok(&c, &["fsck"]);
+    assert!(
+        fsck.contains("0 errors") && fsck.contains("1 layers"),
+        "{fsck}"
+    );
+
     // Background completion: a second lazy store, mounted with completion on.
     unmount_all(&b, &mounts);
     std::thread::sleep(Duration::from_millis(300));
@@ -382,5 +439,28 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
             .join(blob_digest.trim_start_matches("sha256:"))
             .exists()
     );
+
+    // kill -9 of a daemon in the middle of its background fetch: fsck finds the store clean
+    // and the layer mounts and reads again.
+    let d = work.join("d");
+    let mut args = vec!["pull", "--lazy"];
+    args.extend(net);
+    args.push(dest.as_str());
+    ok(&d, &args);
+    let mp3 = work.join("m3");
+    ok(&d, &["mount", id.trim(), mp3.to_str().unwrap_or_default()]);
+    let _ = std::fs::read(mp3.join("usr/lib/other.bin")).expect("read");
+    let pids = lazy_daemons(&d);
+    assert_eq!(pids.len(), 1, "one lazy daemon");
+    unsafe { libc::kill(pids[0], libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    unmount_all(&d, &[mp3.clone()]);
+    let fsck = ok(&d, &["fsck"]);
+    assert!(fsck.contains("0 errors"), "{fsck}");
+    let mp4 = work.join("m4");
+    ok(&d, &["mount", id.trim(), mp4.to_str().unwrap_or_default()]);
+    let again = std::fs::read(mp4.join("usr/lib/other.bin")).expect("read after kill");
+    unmount_all(&d, &[mp4]);
+    assert_eq!(again, rng_bytes(6 << 20, 9));
     let _ = std::fs::remove_dir_all(&work);
 }

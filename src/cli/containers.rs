@@ -62,6 +62,7 @@ pub fn umount(store: &Store, containers: &[String]) -> anyhow::Result<i32> {
             anyhow::bail!("container {} is not mounted", c.name);
         }
         unmount(mp)?;
+        super::lazy::release_mounts(store, &c)?;
         println!("{}", c.name);
     }
     Ok(0)

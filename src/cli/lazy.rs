@@ -7,7 +7,7 @@ use crate::oci::{Digest, Platform, Reference};
 use crate::registry::{self, PullOptions};
 use crate::store::containers::is_mounted;
 use crate::store::lazy::LazySource;
-use crate::store::{ContainerRecord, Store};
+use crate::store::{ContainerRecord, ImageRecord, Store};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -82,7 +82,11 @@ pub fn pull(
 /// Mounts the lazy filesystem of every lazy layer of the container's image that is not
 /// mounted yet (each by a `strata lazy-serve` daemon), waiting until each mount is live.
 pub fn ensure_mounts(store: &Store, c: &ContainerRecord) -> anyhow::Result<()> {
-    let img = store.image(&c.image)?;
+    ensure_image_mounts(store, &store.image(&c.image)?)
+}
+
+/// [`ensure_mounts`] for an image.
+pub fn ensure_image_mounts(store: &Store, img: &ImageRecord) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("find the strata executable")?;
     for l in &img.layers {
         if !store.is_lazy(&l.diff_id) {
@@ -132,6 +136,28 @@ pub fn ensure_mounts(store: &Store, c: &ContainerRecord) -> anyhow::Result<()> {
                 anyhow::bail!("lazy layer {} did not mount within 20 s", l.diff_id);
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// After `strata umount` of `c`: unmounts the lazy layers of its image that no other mounted
+/// container uses (their daemons then exit).
+pub fn release_mounts(store: &Store, c: &ContainerRecord) -> anyhow::Result<()> {
+    let img = store.image(&c.image)?;
+    let mut in_use = std::collections::HashSet::new();
+    for o in store.containers()? {
+        if o.id == c.id || !is_mounted(std::path::Path::new(&o.mountpoint)) {
+            continue;
+        }
+        if let Ok(oi) = store.image(&o.image) {
+            in_use.extend(oi.layers.iter().map(|l| l.diff_id.clone()));
+        }
+    }
+    for l in &img.layers {
+        let mp = store.lazy_mountpoint(&l.diff_id);
+        if !in_use.contains(&l.diff_id) && is_mounted(&mp) {
+            crate::store::containers::unmount(&mp)?;
         }
     }
     Ok(())

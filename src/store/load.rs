@@ -229,8 +229,10 @@ impl Store {
                     &what,
                     progress,
                 )?;
+                // A stored image missing this blob (a lazy layer completed by a full pull)
+                // gets it too.
                 if let Some(b) = staged_layers.get(&r.diff_id).and_then(|s| s.blob.clone())
-                    && existing.is_none()
+                    && (existing.is_none() || !self.has_blob(&r.digest))
                 {
                     staged_blobs.insert(r.digest.clone(), b);
                 }
