@@ -303,6 +303,14 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
     let small = proxy.bytes.load(Ordering::Relaxed) - before;
     assert!(small * 20 < full_bytes, "reading small files moved {small}");
 
+    let imgs: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["images", "--format", "json"])).expect("images JSON");
+    assert_eq!(imgs[0]["Partial"]["LazyLayers"], 1, "{imgs}");
+    assert!(
+        imgs[0]["Partial"]["FetchedBytes"].as_u64().unwrap_or(0) > 0,
+        "{imgs}"
+    );
+
     // Same bytes as the full pull, for the docs file.
     let fmp = work.join("fm");
     ok(
@@ -454,7 +462,7 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
     assert_eq!(pids.len(), 1, "one lazy daemon");
     unsafe { libc::kill(pids[0], libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(200));
-    unmount_all(&d, &[mp3.clone()]);
+    unmount_all(&d, &[mp3]);
     let fsck = ok(&d, &["fsck"]);
     assert!(fsck.contains("0 errors"), "{fsck}");
     let mp4 = work.join("m4");

@@ -139,3 +139,43 @@ impl RangeReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_passing_failures_are_retried() {
+        let host = || "h".to_string();
+        assert!(transient(&Error::Unreachable {
+            host: host(),
+            detail: "refused".into()
+        }));
+        assert!(transient(&Error::Interrupted {
+            host: host(),
+            what: "x".into(),
+            detail: "eof".into()
+        }));
+        for status in [500, 502, 503, 429] {
+            assert!(transient(&Error::Status {
+                host: host(),
+                status,
+                what: "x".into(),
+                detail: String::new()
+            }));
+        }
+        for status in [400, 401, 403, 404, 416] {
+            assert!(!transient(&Error::Status {
+                host: host(),
+                status,
+                what: "x".into(),
+                detail: String::new()
+            }));
+        }
+        assert!(!transient(&Error::Protocol {
+            host: host(),
+            detail: "range requests on blob x are not supported".into()
+        }));
+        assert!(!transient(&Error::WrongCredentials { host: host() }));
+    }
+}
