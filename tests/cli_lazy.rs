@@ -457,6 +457,19 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
     ok(&d, &args);
     let mp3 = work.join("m3");
     ok(&d, &["mount", id.trim(), mp3.to_str().unwrap_or_default()]);
+    // The prefetch list (etc/motd, before the landmark) is fetched without any read.
+    let chunks = std::fs::read_dir(d.join("lazy"))
+        .expect("lazy dir")
+        .flatten()
+        .map(|e| e.path().join("chunks"))
+        .next()
+        .expect("a lazy layer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let count = || std::fs::read_dir(&chunks).map(|r| r.count()).unwrap_or(0);
+    while count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(count(), 1, "the one prefetch chunk is cached before any read");
     let _ = std::fs::read(mp3.join("usr/lib/other.bin")).expect("read");
     let pids = lazy_daemons(&d);
     assert_eq!(pids.len(), 1, "one lazy daemon");
