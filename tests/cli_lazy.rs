@@ -469,7 +469,11 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
     while count() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(count(), 1, "the one prefetch chunk is cached before any read");
+    assert_eq!(
+        count(),
+        1,
+        "the one prefetch chunk is cached before any read"
+    );
     let _ = std::fs::read(mp3.join("usr/lib/other.bin")).expect("read");
     let pids = lazy_daemons(&d);
     assert_eq!(pids.len(), 1, "one lazy daemon");
@@ -483,5 +487,64 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
     let again = std::fs::read(mp4.join("usr/lib/other.bin")).expect("read after kill");
     unmount_all(&d, &[mp4]);
     assert_eq!(again, rng_bytes(6 << 20, 9));
+    rootless(&host, &net);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The same lazy pull, mount and read as the unprivileged user `strata-test` (fusermount3
+/// for both the lazy layer and the union), when that user exists.
+fn rootless(host: &str, net: &[&str]) {
+    let exists = std::process::Command::new("id")
+        .args(["-u", "strata-test"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        return skip("rootless part: no user strata-test (tests/cli_run.rs creates it)");
+    }
+    let dir = PathBuf::from(format!("/tmp/strata-lazy-rootless-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("rootless dir");
+    let bin = dir.join("strata");
+    std::fs::copy(env!("CARGO_BIN_EXE_strata"), &bin).expect("copy strata");
+    std::fs::write(dir.join("expected"), rng_bytes(6 << 20, 9)).expect("expected");
+    let script = format!(
+        "set -e; cd {d}; export XDG_RUNTIME_DIR={d}; S={d}/strata; \
+         $S --root {d}/s pull -q --lazy {net} {host}/test/lazy:1 >/dev/null; \
+         $S --root {d}/s mount {host}/test/lazy:1 {d}/m >/dev/null; \
+         cat {d}/m/etc/motd; cmp {d}/m/usr/lib/other.bin {d}/expected && echo same; \
+         stat -c %u {d}/m/usr/lib/other.bin",
+        d = dir.display(),
+        net = net.join(" "),
+    );
+    let _ = std::process::Command::new("chown")
+        .args(["-R", "strata-test"])
+        .arg(&dir)
+        .status();
+    let out = std::process::Command::new("su")
+        .args(["strata-test", "-s", "/bin/sh", "-c", &script])
+        .output()
+        .expect("run as strata-test");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mine: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir.to_string_lossy().as_ref()))
+        .collect();
+    mine.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mine {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", m])
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "rootless lazy pull/mount: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text, "hello from a lazy layer\nsame\n0\n",
+        "rootless lazy read"
+    );
 }
