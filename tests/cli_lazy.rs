@@ -225,6 +225,42 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
     args.extend(["localhost/lazy:1", dest.as_str()]);
     ok(&a, &args);
 
+    // `save --compression estargz`: an OCI layout whose layer is eStargz (annotated), which
+    // loads as an ordinary image.
+    let saved = work.join("saved");
+    ok(
+        &a,
+        &[
+            "save",
+            "--format",
+            "oci-dir",
+            "--compression",
+            "estargz",
+            "-o",
+            saved.to_str().unwrap_or_default(),
+            "localhost/lazy:1",
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved.join("index.json")).expect("index"))
+            .expect("index JSON");
+    let md = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(saved.join("blobs/sha256").join(md)).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    assert!(
+        m["layers"][0]["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(),
+        "{m}"
+    );
+    let e = work.join("e");
+    ok(&e, &["load", "-i", saved.to_str().unwrap_or_default()]);
+    assert_eq!(ok(&e, &["images", "-q"]).lines().count(), 1);
+
     // Full pull for reference (and its byte count).
     let full = work.join("full");
     let before = proxy.bytes.load(Ordering::Relaxed);

@@ -202,3 +202,62 @@ pub fn convert_for_push(
     }
     crate::estargz::convert::convert_layout(dir, &opts).context("convert layers to eStargz")
 }
+
+/// `strata save --compression estargz`: the OCI layout (directory or tar) with eStargz layers.
+pub fn save_estargz(
+    store: &Store,
+    output: Option<&std::path::Path>,
+    format: super::SaveFormat,
+    images: &[String],
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    use super::SaveFormat;
+    let Some(out) = output else {
+        anyhow::bail!("--compression estargz needs -o FILE or -o DIR");
+    };
+    if format == SaveFormat::Docker {
+        anyhow::bail!(
+            "--compression estargz needs --format oci or oci-dir (docker-archive layers are plain tars)"
+        );
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("save-")
+        .tempdir_in(store.root().join("tmp"))
+        .context("create a scratch layout in the store")?;
+    let layout = tmp.path().join("layout");
+    let layout_s = layout.to_string_lossy().into_owned();
+    super::transfer::save(store, Some(&layout), SaveFormat::OciDir, images, quiet)
+        .with_context(|| format!("write the layout {layout_s}"))?;
+    convert_for_push(&layout, None)?;
+    if format == SaveFormat::OciDir {
+        std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+        for rel in ["oci-layout", "index.json"] {
+            std::fs::copy(layout.join(rel), out.join(rel))
+                .with_context(|| format!("write {}", out.join(rel).display()))?;
+        }
+        let blobs = out.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).with_context(|| format!("create {}", blobs.display()))?;
+        for e in std::fs::read_dir(layout.join("blobs/sha256")).context("list blobs")? {
+            let e = e.context("list blobs")?;
+            std::fs::copy(e.path(), blobs.join(e.file_name())).context("copy a blob")?;
+        }
+        return Ok(0);
+    }
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("create a file in {}", dir.display()))?;
+    let mut b = tar::Builder::new(std::io::BufWriter::new(file));
+    b.append_dir_all(".", &layout)
+        .context("write the archive")?;
+    let file = b
+        .into_inner()
+        .context("write the archive")?
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("write the archive: {}", e.error()))?;
+    file.persist(out)
+        .with_context(|| format!("write {}", out.display()))?;
+    Ok(0)
+}

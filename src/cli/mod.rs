@@ -72,6 +72,9 @@ pub enum Cmd {
         /// Archive format.
         #[arg(long, value_enum, default_value = "docker")]
         format: SaveFormat,
+        /// Layer compression (`estargz`: with --format oci or oci-dir).
+        #[arg(long)]
+        compression: Option<Compression>,
         /// Images to save.
         #[arg(required = true)]
         images: Vec<String>,
@@ -359,7 +362,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Save {
             output,
             format,
+            compression: Some(_),
             images,
+        } => lazy::save_estargz(&store, output.as_deref(), format, &images, q),
+        Cmd::Save {
+            output,
+            format,
+            images,
+            ..
         } => transfer::save(&store, output.as_deref(), format, &images, q),
         Cmd::Import { source, reference } => {
             transfer::import(&store, &source, reference.as_deref(), q)

@@ -114,5 +114,31 @@ pub fn convert_layout(dir: &Path, opts: &WriteOptions) -> Result<()> {
         entry["size"] = Value::from(ms);
     }
     let ib = serde_json::to_vec(&index).map_err(|e| bad(e.to_string()))?;
-    std::fs::write(&index_path, ib).map_err(EstargzError::io("write index.json"))
+    std::fs::write(&index_path, ib).map_err(EstargzError::io("write index.json"))?;
+    remove_unreferenced(dir, &index)
+}
+
+/// Removes the blobs no manifest of `index` names any more (the replaced layers, configs
+/// and manifests).
+fn remove_unreferenced(dir: &Path, index: &Value) -> Result<()> {
+    let mut keep = std::collections::HashSet::new();
+    for entry in index["manifests"].as_array().into_iter().flatten() {
+        let md = digest_field(entry)?;
+        let m = read_json(&blob_path(dir, &md))?;
+        keep.insert(md.hex().to_string());
+        keep.insert(digest_field(&m["config"])?.hex().to_string());
+        for l in m["layers"].as_array().into_iter().flatten() {
+            keep.insert(digest_field(l)?.hex().to_string());
+        }
+    }
+    let blobs = dir.join("blobs/sha256");
+    let rd = std::fs::read_dir(&blobs).map_err(EstargzError::io("list the layout's blobs"))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            std::fs::remove_file(e.path())
+                .map_err(EstargzError::io(format!("remove blob {name}")))?;
+        }
+    }
+    Ok(())
 }
