@@ -93,9 +93,9 @@ impl LocalBlob {
     /// The whole content of a regular file node, every chunk verified.
     pub fn read_file(&self, node: usize) -> Result<Vec<u8>> {
         let idx = &self.toc.index;
-        let mut out = Vec::with_capacity(idx.nodes[node].size as usize);
+        let mut out = Vec::with_capacity(idx.nodes[node].size.min(64 << 20) as usize);
         for c in idx.file_chunks(node) {
-            let raw = read_exact_at(&self.file, c.offset, c.end - c.offset)?;
+            let raw = read_exact_at(&self.file, c.offset, c.fetch_end() - c.offset)?;
             out.extend_from_slice(&idx.decode_chunk(c, &raw)?);
         }
         Ok(out)

@@ -79,6 +79,18 @@ pub struct Chunk {
     pub digest: Digest,
 }
 
+impl Chunk {
+    /// Where to stop reading the blob to decode this chunk: its member's end, or sooner, as
+    /// deflate never grows data by more than a few bytes per 64 KiB block (a member followed
+    /// by many header-only entries must not make a read fetch them all).
+    pub fn fetch_end(&self) -> u64 {
+        self.end.min(
+            self.offset
+                .saturating_add(self.size + self.size / 64 + 65536),
+        )
+    }
+}
+
 /// How whiteouts of the layer tar are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Whiteouts<'a> {
@@ -608,6 +620,12 @@ mod tests {
         assert_eq!(ch.len(), 2);
         assert_eq!((ch[0].offset, ch[0].end, ch[0].size), (100, 200, 10));
         assert_eq!((ch[1].offset, ch[1].end, ch[1].size), (200, 1000, 5));
+        // A member much longer than its chunk is not read to its end.
+        let long = Chunk {
+            end: 1 << 30,
+            ..ch[1].clone()
+        };
+        assert_eq!(long.fetch_end(), 200 + 5 + 65536);
         assert!(idx.lookup(".prefetch.landmark").is_none());
     }
 

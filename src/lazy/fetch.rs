@@ -131,16 +131,16 @@ impl Fetcher {
             let mut j = k;
             while j + 1 < ids.len()
                 && ids[j + 1] == ids[j] + 1
-                && chunks[ids[j + 1]].end - chunks[ids[k]].offset <= MAX_REQUEST
+                && chunks[ids[j + 1]].fetch_end() - chunks[ids[k]].offset <= MAX_REQUEST
             {
                 j += 1;
             }
             let start = chunks[ids[k]].offset;
-            let end = chunks[ids[j]].end;
+            let end = chunks[ids[j]].fetch_end();
             let bytes = self.read_blob(start, end - start)?;
             for &i in &ids[k..=j] {
                 let c = &chunks[i];
-                let raw = &bytes[(c.offset - start) as usize..(c.end - start) as usize];
+                let raw = &bytes[(c.offset - start) as usize..(c.fetch_end() - start) as usize];
                 let data = self.index.decode_chunk(c, raw)?;
                 self.store_chunk(i, &data)?;
             }

@@ -94,7 +94,7 @@ impl RangeReader {
         let r = self
             .client
             .fetch_range(&self.repository, &self.digest, offset, len)?;
-        let mut buf = Vec::with_capacity(len as usize);
+        let mut buf = Vec::with_capacity(len.min(64 << 20) as usize);
         let got = r.take(len).read_to_end(&mut buf);
         self.fetched.fetch_add(buf.len() as u64, Ordering::Relaxed);
         got.map_err(|e| Error::Interrupted {
