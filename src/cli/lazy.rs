@@ -101,6 +101,12 @@ pub fn ensure_image_mounts(store: &Store, img: &ImageRecord) -> anyhow::Result<(
             continue;
         }
         let mp = store.lazy_mountpoint(&l.diff_id);
+        // One mounter at a time per layer: two commands must not stack two daemons.
+        let lock_path = store.lazy_dir(&l.diff_id).join("mount.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("create {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("lock {}", lock_path.display()))?;
         if is_mounted(&mp) {
             continue;
         }
