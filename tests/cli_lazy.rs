@@ -584,3 +584,181 @@ fn rootless(host: &str, net: &[&str]) {
         "rootless lazy read"
     );
 }
+
+/// Builds the upstream Go helper of tests/fixtures/estargz-interop, or says why not.
+fn go_helper(dir: &Path) -> Result<PathBuf, String> {
+    let upstream = "/usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz";
+    if !Path::new(upstream).join("estargz.go").exists() {
+        return Err(format!("{upstream} is missing"));
+    }
+    let bin = dir.join("estargz-interop");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/estargz-interop/main.go");
+    let out = std::process::Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .map_err(|e| format!("go is not usable: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "go build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(bin)
+}
+
+/// An eStargz layer made by upstream's Go writer, put in a registry with skopeo, pulled
+/// lazily and mounted by strata: its files read back as in the source tar.
+#[test]
+fn upstream_estargz_mounts_lazily() {
+    if let Some(why) = support::skip_reason() {
+        return skip(&why);
+    }
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
+        return skip("needs root and /dev/fuse to mount");
+    }
+    let work = tmpdir("lazy-upstream");
+    let bin = match go_helper(&work) {
+        Ok(b) => b,
+        Err(why) => return skip(&why),
+    };
+    // The source tar.
+    let big = rng_bytes(3 << 20, 11);
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data, mode) in [
+        ("etc/", &b""[..], 0o755),
+        ("etc/motd", &b"made by upstream\n"[..], 0o644),
+        ("usr/", &b""[..], 0o755),
+        ("usr/big", &big[..], 0o600),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(if name.ends_with('/') {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, name, data).expect("tar entry");
+    }
+    let tar_path = work.join("layer.tar");
+    std::fs::write(&tar_path, b.into_inner().expect("tar")).expect("write tar");
+    // Upstream builds the eStargz blob.
+    let layout = work.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).expect("layout");
+    let blob_tmp = work.join("blob");
+    let out = std::process::Command::new(&bin)
+        .args([
+            "build",
+            tar_path.to_str().unwrap_or_default(),
+            blob_tmp.to_str().unwrap_or_default(),
+            "1048576",
+        ])
+        .output()
+        .expect("run the Go helper");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("helper JSON");
+    let blob = std::fs::read(&blob_tmp).expect("blob");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = strata::oci::Digest::of(bytes);
+        std::fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).expect("blob");
+        (d.to_string(), bytes.len())
+    };
+    let (ld, ls) = put(&blob);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [v["diffID"]]},
+    });
+    let (cd, cs) = put(&serde_json::to_vec(&config).expect("config"));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls,
+            "annotations": {"containerd.io/snapshot/stargz/toc.digest": v["tocDigest"]},
+        }],
+    });
+    let (md, ms) = put(&serde_json::to_vec(&manifest).expect("manifest"));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).expect("index"),
+    )
+    .expect("index");
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+    let reg = support::Registry::start(&work, None).expect("start docker-registry");
+    let dest = format!("{}/test/upstream:1", reg.host());
+    let pol = policy(&work);
+    run(std::process::Command::new("skopeo")
+        .arg("--policy")
+        .arg(&pol)
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://{dest}")));
+    let s = work.join("s");
+    let id = ok(
+        &s,
+        &[
+            "pull",
+            "--lazy",
+            "--tls-verify=false",
+            "--authfile",
+            "/nonexistent/a.json",
+            &dest,
+        ],
+    );
+    let lazy = std::fs::read_dir(s.join("lazy"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(lazy, 1, "upstream's layer is pulled lazily");
+    assert!(
+        !s.join("layers")
+            .read_dir()
+            .is_ok_and(|mut r| r.next().is_some()),
+        "no layer unpacked"
+    );
+    let mp = work.join("m");
+    let env = [("STRATA_LAZY_NO_COMPLETE", "1")];
+    let o = strata_env(
+        &s,
+        &["mount", id.trim(), mp.to_str().unwrap_or_default()],
+        &env,
+    );
+    assert!(
+        o.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let motd = std::fs::read_to_string(mp.join("etc/motd"));
+    let data = std::fs::read(mp.join("usr/big"));
+    let landmark = mp.join(".no.prefetch.landmark").exists();
+    unmount_all(&s, &[mp]);
+    assert_eq!(motd.expect("read motd"), "made by upstream\n");
+    assert!(
+        data.expect("read big") == big,
+        "usr/big reads as in the tar"
+    );
+    assert!(!landmark, "the landmark is hidden");
+    let _ = std::fs::remove_dir_all(&work);
+}
