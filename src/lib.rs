@@ -8,8 +8,10 @@
 //! CLI -> store/image -> fs/registry, with oci, progress and lockfile below them all.
 
 pub mod cli;
+pub mod estargz;
 pub mod fs;
 pub mod image;
+pub mod lazy;
 pub mod lockfile;
 pub mod oci;
 pub mod progress;

@@ -36,6 +36,7 @@ pub fn mount(
         );
     }
     std::fs::create_dir_all(&mp).with_context(|| format!("create mountpoint {}", mp.display()))?;
+    super::lazy::ensure_mounts(store, &c)?;
     let cfg = store.mount_config(&c)?;
     let sock = store.control_socket(&c);
     let _ = std::fs::remove_file(&sock);
@@ -61,6 +62,7 @@ pub fn umount(store: &Store, containers: &[String]) -> anyhow::Result<i32> {
             anyhow::bail!("container {} is not mounted", c.name);
         }
         unmount(mp)?;
+        super::lazy::release_mounts(store, &c)?;
         println!("{}", c.name);
     }
     Ok(0)

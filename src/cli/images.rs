@@ -11,7 +11,17 @@ use serde_json::json;
 pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> {
     let tags = store.tags()?;
     let mut rows = Vec::new();
+    let mut partial = std::collections::HashMap::new();
     for img in store.images()? {
+        let lazy: Vec<_> = img
+            .layers
+            .iter()
+            .filter(|l| store.is_lazy(&l.diff_id))
+            .collect();
+        if !lazy.is_empty() {
+            let cached: u64 = lazy.iter().map(|l| store.lazy_cached(&l.diff_id).0).sum();
+            partial.insert(img.id.clone(), (lazy.len(), cached));
+        }
         let cfg = store.image_config(&img)?;
         let created = cfg.oci().created().clone().unwrap_or_default();
         let names: Vec<&String> = tags
@@ -46,7 +56,14 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
     if format == OutFormat::Json {
         let v: Vec<_> = rows
             .iter()
-            .map(|r| json!({"Repository": r.0, "Tag": r.1, "Id": r.2, "Created": r.3, "Size": r.4}))
+            .map(|r| {
+                let mut v =
+                    json!({"Repository": r.0, "Tag": r.1, "Id": r.2, "Created": r.3, "Size": r.4});
+                if let Some((n, cached)) = partial.get(&r.2) {
+                    v["Partial"] = json!({"LazyLayers": n, "FetchedBytes": cached});
+                }
+                v
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
@@ -57,12 +74,16 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
     );
     for r in rows {
         println!(
-            "{:<40} {:<16} {:<14} {:<22} {}",
+            "{:<40} {:<16} {:<14} {:<22} {}{}",
             r.0,
             r.1,
             r.2.short(),
             crate::run::state::ago(&r.3),
-            human_size(r.4)
+            human_size(r.4),
+            partial
+                .get(&r.2)
+                .map(|(n, c)| format!(" (partial: {n} lazy layers, {} fetched)", human_size(*c)))
+                .unwrap_or_default()
         );
     }
     Ok(0)

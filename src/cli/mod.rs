@@ -3,6 +3,7 @@
 
 mod containers;
 mod images;
+mod lazy;
 mod maint;
 pub mod progress;
 mod registry;
@@ -47,6 +48,13 @@ pub enum SaveFormat {
     OciDir,
 }
 
+/// Layer compressions for `push`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Compression {
+    /// eStargz: gzip members per file and chunk, with a TOC.
+    Estargz,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -64,6 +72,9 @@ pub enum Cmd {
         /// Archive format.
         #[arg(long, value_enum, default_value = "docker")]
         format: SaveFormat,
+        /// Layer compression (`estargz`: with --format oci or oci-dir).
+        #[arg(long)]
+        compression: Option<Compression>,
         /// Images to save.
         #[arg(required = true)]
         images: Vec<String>,
@@ -128,6 +139,18 @@ pub enum Cmd {
         /// Name of the new container.
         #[arg(long)]
         name: Option<String>,
+        /// Mount lazy layers on demand (done whenever the image has lazy layers).
+        #[arg(long)]
+        lazy: bool,
+    },
+    /// Serve one lazy layer in the foreground (started by `mount`).
+    #[command(hide = true)]
+    LazyServe {
+        /// The layer's diff ID.
+        diff_id: String,
+        /// Do not fetch the rest of the blob in the background.
+        #[arg(long)]
+        no_complete: bool,
     },
     /// Unmount containers.
     Umount {
@@ -252,6 +275,9 @@ pub enum Cmd {
         /// OS/ARCH[/VARIANT] to pick from a multi-platform image.
         #[arg(long)]
         platform: Option<String>,
+        /// Fetch only the footer and TOC of eStargz layers; file data comes on first read.
+        #[arg(long)]
+        lazy: bool,
         #[command(flatten)]
         registry: registry::RegistryArgs,
     },
@@ -261,6 +287,12 @@ pub enum Cmd {
         image: String,
         /// Destination [REGISTRY/]NAME[:TAG] (default: the image's name).
         destination: Option<String>,
+        /// Layer compression: as stored (default) or `estargz` (lazily pullable).
+        #[arg(long)]
+        compression: Option<Compression>,
+        /// With `--compression estargz`: a file of paths (one a line) to put first.
+        #[arg(long)]
+        prefetch_file: Option<PathBuf>,
         #[command(flatten)]
         registry: registry::RegistryArgs,
     },
@@ -330,7 +362,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Save {
             output,
             format,
+            compression: Some(_),
             images,
+        } => lazy::save_estargz(&store, output.as_deref(), format, &images, q),
+        Cmd::Save {
+            output,
+            format,
+            images,
+            ..
         } => transfer::save(&store, output.as_deref(), format, &images, q),
         Cmd::Import { source, reference } => {
             transfer::import(&store, &source, reference.as_deref(), q)
@@ -342,10 +381,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Rmi { images, force } => images::rmi(&store, &images, force),
         Cmd::Prune => maint::prune(&store, q),
         Cmd::Fsck { format } => maint::fsck(&store, format),
+        Cmd::LazyServe {
+            diff_id,
+            no_complete,
+        } => lazy::serve(&store, &diff_id, no_complete),
         Cmd::Mount {
             target,
             mountpoint,
             name,
+            lazy: _,
         } => containers::mount(&store, &target, mountpoint.as_deref(), name.as_deref()),
         Cmd::Umount { containers } => containers::umount(&store, &containers),
         Cmd::Ps { all, format } => containers::ps(&store, format, all, q),
@@ -388,13 +432,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Pull {
             reference,
             platform,
+            lazy: true,
             registry: r,
+        } => lazy::pull(&store, &reference, platform.as_deref(), &r, q),
+        Cmd::Pull {
+            reference,
+            platform,
+            registry: r,
+            ..
         } => registry::pull(&store, &reference, platform.as_deref(), &r, q),
         Cmd::Push {
             image,
             destination,
+            compression,
+            prefetch_file,
             registry: r,
-        } => registry::push(&store, &image, destination.as_deref(), &r, q),
+        } => registry::push(
+            &store,
+            &image,
+            destination.as_deref(),
+            &r,
+            compression.map(|_| prefetch_file.unwrap_or_default()),
+            q,
+        ),
         Cmd::Login {
             host,
             username,

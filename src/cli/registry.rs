@@ -27,7 +27,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn client(&self) -> anyhow::Result<ClientOptions> {
+    pub(super) fn client(&self) -> anyhow::Result<ClientOptions> {
         let credentials = match &self.creds {
             Some(c) => {
                 let (u, p) = c.split_once(':').context("--creds wants USER:PASSWORD")?;
@@ -93,6 +93,7 @@ pub fn push(
     image: &str,
     dest: Option<&str>,
     args: &RegistryArgs,
+    estargz: Option<std::path::PathBuf>,
     quiet: bool,
 ) -> anyhow::Result<i32> {
     let dest = Reference::parse(dest.unwrap_or(image))
@@ -112,6 +113,10 @@ pub fn push(
             &mut DirSink(tmp.path().to_path_buf()),
             &mut |_| {},
         )?;
+    }
+    if let Some(prefetch) = &estargz {
+        let p = (!prefetch.as_os_str().is_empty()).then_some(prefetch.as_path());
+        super::lazy::convert_for_push(tmp.path(), p)?;
     }
     let prog = CliProgress::new(quiet);
     let opts = PushOptions {

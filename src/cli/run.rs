@@ -18,6 +18,9 @@ pub struct RunArgs {
     /// Name of the container.
     #[arg(long)]
     pub name: Option<String>,
+    /// Serve lazy layers on demand (done whenever the image has lazy layers).
+    #[arg(long)]
+    pub lazy: bool,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -223,6 +226,8 @@ pub fn run(store: &Store, a: &RunArgs) -> anyhow::Result<i32> {
     let image = ImageDefaults::from_image_config(&store.image_config(&img)?);
     spec::argv(&image, &cfg)?;
     spec::workdir(&image, &cfg)?;
+    // Lazy layers are served by their own mounts, made here before any thread starts.
+    super::lazy::ensure_image_mounts(store, &img)?;
     let lowers = store.image_lowerdirs(&img);
     spec::resolve_user(
         &spec::user_spec(&image, &cfg),

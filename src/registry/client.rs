@@ -29,6 +29,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Give up when a read stalls this long.
     pub read_timeout: Duration,
+    /// Give up on a whole request (connect, send, answer, body) after this long; none for
+    /// pulls of whole blobs, a few seconds for the range reads of lazy layers.
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +42,7 @@ impl Default for ClientOptions {
             auth_file: None,
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            request_timeout: None,
         }
     }
 }
@@ -90,7 +94,8 @@ fn build_agent(opts: &ClientOptions, verify: bool) -> Agent {
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .max_redirects(10)
         .timeout_connect(Some(opts.connect_timeout))
-        .timeout_per_read(Some(opts.read_timeout));
+        .timeout_per_read(Some(opts.read_timeout))
+        .timeout_global(opts.request_timeout);
     if !verify {
         b = b.tls_config(
             ureq::tls::TlsConfig::builder()

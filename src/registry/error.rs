@@ -100,6 +100,9 @@ pub enum Error {
     /// A token server answered something unusable.
     #[error("token server {realm}: {reason}")]
     Token { realm: String, reason: String },
+    /// An eStargz layer's footer, TOC or chunk was refused.
+    #[error(transparent)]
+    Estargz(#[from] crate::estargz::EstargzError),
     /// Any other protocol or HTTP library failure.
     #[error("registry {host}: {detail}")]
     Protocol { host: String, detail: String },

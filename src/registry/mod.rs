@@ -20,16 +20,20 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod layout;
+pub mod lazy;
 pub mod manifest;
 pub mod pull;
 pub mod push;
+pub mod range;
 
 pub use crate::oci::{Platform, Reference};
 pub use auth::{login, logout};
 pub use client::ClientOptions;
 pub use error::{Error, Result};
+pub use lazy::{LazyLayerInfo, pull_lazy};
 pub use pull::{PullOptions, PullResult, pull};
 pub use push::{PushOptions, push};
+pub use range::{RangeReader, RetryPolicy};
 
 /// The status a blob's transfer ends with (see [`crate::progress::Progress::finish`]).
 pub const TRANSFER_COMPLETE: &str = "Transfer complete";

@@ -107,6 +107,16 @@ impl Store {
                 let hex = l.diff_id.hex().to_string();
                 referenced_layers.insert(hex.clone());
                 referenced_blobs.insert(l.digest.hex().to_string());
+                if !layer_ids.contains(&hex) && self.is_lazy(&l.diff_id) {
+                    // A partial layer: its record and TOC must still verify.
+                    if let Err(e) = self
+                        .lazy_record(&l.diff_id)
+                        .and_then(|rec| self.lazy_toc(&rec).map(|_| ()))
+                    {
+                        r.errors.push(format!("lazy layer {}: {e}", l.diff_id));
+                    }
+                    continue;
+                }
                 if !layer_ids.contains(&hex) {
                     r.errors.push(format!(
                         "image {short}: layer {} is not unpacked in the store",

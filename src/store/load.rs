@@ -5,6 +5,7 @@
 
 use super::atomic::{Staging, fsync_tree, install};
 use super::blobs::{TeeReader, stage_bytes};
+use super::lazy::{LazyRecord, LazySource};
 use super::records::{ImageRecord, LayerRecord, LayerRef};
 use super::{Result, Store, StoreError};
 use crate::image::apply::{ApplyOptions, apply_layer};
@@ -81,7 +82,7 @@ impl Store {
             Format::DockerArchive => docker_archive::read(dir)?,
             Format::OciLayout => oci_layout::read(dir, name_hint)?,
         };
-        self.import_images_locked(sources, progress)
+        self.import_images_locked(sources, &HashMap::new(), progress)
     }
 
     /// Import the images of an OCI layout directory (e.g. one a registry pull just wrote).
@@ -93,7 +94,7 @@ impl Store {
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
         let sources = oci_layout::read(dir, name_hint)?;
-        self.import_images_locked(sources, progress)
+        self.import_images_locked(sources, &HashMap::new(), progress)
     }
 
     /// Import what a registry pull wrote: an OCI layout (layers the store already had may be
@@ -115,7 +116,7 @@ impl Store {
                 s.repo_digests.push(format!("{name}@{manifest_digest}"));
             }
         }
-        self.import_images_locked(sources, progress)
+        self.import_images_locked(sources, &HashMap::new(), progress)
     }
 
     /// Import images described by their sources (all verified, one transaction).
@@ -125,14 +126,39 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
         let _lock = self.lock()?;
-        self.import_images_locked(sources, progress)
+        self.import_images_locked(sources, &HashMap::new(), progress)
+    }
+
+    /// Import what a lazy pull wrote: as [`Store::import_pulled_layout`], except that the
+    /// layers in `lazy` (by blob digest) are not in the layout and are recorded as lazy
+    /// layers (footer and TOC only) unless the store already has them.
+    pub fn import_pulled_layout_lazy(
+        &self,
+        dir: &Path,
+        reference: &str,
+        manifest_digest: &Digest,
+        lazy: &HashMap<Digest, LazySource>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<LoadedImage>> {
+        let _lock = self.lock()?;
+        let r = Reference::parse(reference).map_err(ImageError::from)?;
+        let name = r.written_name();
+        let mut sources = oci_layout::read(dir, name)?;
+        for s in &mut sources {
+            if s.manifest.as_deref().map(Digest::of).as_ref() == Some(manifest_digest) {
+                s.repo_digests.push(format!("{name}@{manifest_digest}"));
+            }
+        }
+        self.import_images_locked(sources, lazy, progress)
     }
 
     pub(crate) fn import_images_locked(
         &self,
         sources: Vec<SourceImage>,
+        lazy: &HashMap<Digest, LazySource>,
         progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
+        let mut staged_lazy: Vec<(LazyRecord, Vec<u8>)> = Vec::new();
         let staging = Staging::new(&self.path("tmp"))?;
         let mut staged_layers: HashMap<Digest, StagedLayer> = HashMap::new();
         let mut staged_blobs: BTreeMap<Digest, PathBuf> = BTreeMap::new();
@@ -169,6 +195,32 @@ impl Store {
             let mut layer_refs = Vec::new();
             for (i, (l, diff_id)) in src.layers.iter().zip(&diff_ids).enumerate() {
                 let what = format!("{label}: layer {}/{} ({})", i + 1, src.layers.len(), l.name);
+                if let Some((d, ls)) = l.digest.as_ref().and_then(|d| lazy.get(d).map(|s| (d, s)))
+                    && !self.has_layer(diff_id)
+                    && !staged_layers.contains_key(diff_id)
+                {
+                    let rec = LazyRecord {
+                        diff_id: diff_id.clone(),
+                        digest: d.clone(),
+                        size: l.size.unwrap_or(0),
+                        media_type: l.media_type.clone().unwrap_or(MediaType::ImageLayerGzip),
+                        toc_digest: ls.toc_digest.clone(),
+                        diff_size: ls.diff_size,
+                        source: ls.source.clone(),
+                        tls_verify: ls.tls_verify,
+                        created: time::now_rfc3339(),
+                    };
+                    progress.finish(diff_id.as_str(), "Lazy (TOC only)");
+                    layer_refs.push(LayerRef {
+                        digest: d.clone(),
+                        media_type: rec.media_type.clone(),
+                        size: rec.size,
+                        diff_id: diff_id.clone(),
+                        diff_size: rec.diff_size,
+                    });
+                    staged_lazy.push((rec, ls.tail.clone()));
+                    continue;
+                }
                 let r = self.stage_layer(
                     &staging.dir,
                     l,
@@ -177,8 +229,10 @@ impl Store {
                     &what,
                     progress,
                 )?;
+                // A stored image missing this blob (a lazy layer completed by a full pull)
+                // gets it too.
                 if let Some(b) = staged_layers.get(&r.diff_id).and_then(|s| s.blob.clone())
-                    && existing.is_none()
+                    && (existing.is_none() || !self.has_blob(&r.digest))
                 {
                     staged_blobs.insert(r.digest.clone(), b);
                 }
@@ -232,6 +286,9 @@ impl Store {
                 fsync_tree(dir)?;
                 install(dir, &self.path("layers").join(s.layer_ref.diff_id.hex()))?;
             }
+        }
+        for (rec, tail) in &staged_lazy {
+            self.add_lazy_layer(rec, tail)?;
         }
         for r in &records {
             self.write_image(&r.image)?;

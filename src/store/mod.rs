@@ -9,6 +9,7 @@
 //! ROOT/tags.json            name:tag -> image ID
 //! ROOT/containers/<id>/     upper/, work/, merged/, container.json, control.sock
 //! ROOT/tmp/                 staging of unfinished transactions (removed by prune)
+//! ROOT/lazy/<hex>/          lazy eStargz layers: TOC, chunk cache, mountpoint (see lazy)
 //! ```
 
 pub mod atomic;
@@ -20,6 +21,7 @@ pub mod explain;
 pub mod export;
 pub mod fsck;
 pub mod gc;
+pub mod lazy;
 pub mod load;
 pub mod lock;
 pub mod records;

@@ -360,7 +360,13 @@ impl Store {
         rec.layers
             .iter()
             .rev()
-            .map(|l| self.layer_dir(&l.diff_id))
+            .map(|l| {
+                if self.is_lazy(&l.diff_id) {
+                    self.lazy_mountpoint(&l.diff_id)
+                } else {
+                    self.layer_dir(&l.diff_id)
+                }
+            })
             .collect()
     }
 
