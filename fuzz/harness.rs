@@ -21,8 +21,11 @@ use strata::registry::{auth, manifest};
 /// of the machine that fuzzes).
 const MAX_UNPACKED: u64 = 16 << 20;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the smoke test and the script.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("layer_apply", layer_apply),
     ("archive_load", archive_load),
     ("docker_manifest", docker_manifest),

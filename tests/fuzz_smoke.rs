@@ -74,8 +74,7 @@ fn nightly_fuzz_available() -> Result<(), String> {
 fn summary(stderr: &str) -> String {
     stderr
         .lines()
-        .filter(|l| l.starts_with('#') && l.contains("cov:"))
-        .last()
+        .rfind(|l| l.starts_with('#') && l.contains("cov:"))
         .unwrap_or("(no status line)")
         .to_string()
 }
