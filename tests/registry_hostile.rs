@@ -410,3 +410,49 @@ fn a_misbehaving_registry_fails_the_pull_in_bounded_time_and_leaves_the_store_cl
         eprintln!("{l}");
     }
 }
+
+#[test]
+fn a_pull_killed_mid_blob_leaves_only_staging_that_prune_removes() {
+    let work = common::tmpdir("registry-killed");
+    let srv = serve(Mode::StallMidBlob);
+    let root = work.join("store");
+    common::ok(&root, &["images"]);
+    let before = store_state(&root);
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "pull",
+            "--tls-verify=false",
+            &format!("127.0.0.1:{}/x:latest", srv.port),
+        ])
+        .env("STRATA_REGISTRY_TIMEOUT", "30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the blob is half there (the server then stalls), then kill -9.
+    let t0 = Instant::now();
+    loop {
+        let partial = store_state(&root).iter().any(|l| l.contains(".partial"));
+        if partial || t0.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(common::ok(&root, &["images", "-q"]).trim().is_empty());
+    let f = common::ok(&root, &["fsck"]);
+    assert!(f.contains("clean"), "fsck after a killed pull: {f}");
+    common::ok(&root, &["prune"]);
+    assert_eq!(
+        store_state(&root),
+        before,
+        "prune left the killed pull's staging"
+    );
+    drop(srv);
+    let good = serve(Mode::Good);
+    let (ok, err, _) = pull(&root, good.port);
+    assert!(ok, "a pull after the killed one: {err}");
+}
