@@ -313,3 +313,105 @@ fn strata_killed_during_commit_rmi_and_prune_leaves_a_clean_store() {
     }
     common::ok(&root, &["umount", "c2"]);
 }
+
+/// The pid of the FUSE daemon serving `mnt` (the forked `strata mount` child): the process
+/// holding /dev/fuse open whose command line names the store.
+fn daemon_of(root: &Path) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains(&root.display().to_string()) || !cmd.contains(" mount ") {
+            continue;
+        }
+        let holds_fuse = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/fuse")));
+        if holds_fuse {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_daemon_killed_during_a_commit_loses_no_fsynced_file() {
+    if let Err(why) = mount_ready() {
+        return skip(&why);
+    }
+    let Some(fx) = common::fixtures() else {
+        return skip("the fixture images cannot be built");
+    };
+    let work = common::tmpdir("faults-kill-pause");
+    let root = work.join("store");
+    common::ok(
+        &root,
+        &["load", "-i", fx.join("img.docker.tar").to_str().unwrap()],
+    );
+    for (round, delay) in [0u64, 10, 40].into_iter().enumerate() {
+        let name = format!("p{round}");
+        let mnt = common::ok(
+            &root,
+            &["mount", "--name", &name, "localhost/strata-test:two"],
+        );
+        let mnt = PathBuf::from(mnt.trim());
+        for i in 0..10 {
+            write_synced(&mnt.join(format!("f{i}")), &pattern(i, 300_000)).unwrap();
+        }
+        let pid = daemon_of(&root).expect("find the mount daemon");
+        let commit = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(&root)
+            .args(["commit", &name, &format!("img:{name}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let o = commit.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "commit: {err}");
+        eprintln!(
+            "daemon killed at {delay} ms: commit {:?} {}",
+            o.status.code(),
+            err.trim().lines().last().unwrap_or("")
+        );
+        let when = format!("the daemon killed {delay} ms into a commit");
+        let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+        fsck_clean(&root, &when);
+        listed_images_are_usable(&root, &when);
+        // Mounted again, the container has every fsynced file.
+        let o = common::strata(&root, &["mount", &name]);
+        assert!(
+            o.status.success(),
+            "remount after {when}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for i in 0..10 {
+            let got = std::fs::read(mnt.join(format!("f{i}"))).unwrap();
+            assert!(got == pattern(i, 300_000), "f{i} after {when}");
+        }
+        // And a commit that got in has them too.
+        if o.status.success()
+            && common::strata(&root, &["inspect", &format!("img:{name}")])
+                .status
+                .success()
+        {
+            let c = format!("{name}-check");
+            let m2 = common::ok(&root, &["mount", "--name", &c, &format!("img:{name}")]);
+            let m2 = PathBuf::from(m2.trim());
+            for i in 0..10 {
+                assert!(std::fs::read(m2.join(format!("f{i}"))).unwrap() == pattern(i, 300_000));
+            }
+            common::ok(&root, &["umount", &c]);
+        }
+        common::ok(&root, &["umount", &name]);
+    }
+}
