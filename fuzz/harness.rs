@@ -311,7 +311,11 @@ pub fn www_authenticate(data: &[u8]) {
     let s = String::from_utf8_lossy(data);
     if let Some(auth::Challenge::Bearer { realm, .. }) = auth::parse_challenge(&s) {
         assert!(
-            !realm.is_empty() || s.contains("realm"),
+            !realm.trim().is_empty(),
+            "a Bearer challenge with an empty realm"
+        );
+        assert!(
+            s.to_ascii_lowercase().contains("realm"),
             "a realm from nowhere"
         );
     }
