@@ -4,9 +4,13 @@
 //!    (`fuzz/regressions/TARGET/`, one per crash found so far) goes through the same function
 //!    the libFuzzer binary calls (`fuzz/harness.rs`), so CI without nightly still checks them.
 //! 2. When `cargo +nightly fuzz` works: each target runs under libFuzzer for
-//!    `STRATA_FUZZ_SECS` seconds (default 6, two at a time), and any crash fails the test with
-//!    the input's path. `STRATA_TEST_NO_FUZZ=1` leaves this part out; without nightly or
-//!    cargo-fuzz it prints why and is skipped (part 1 still ran).
+//!    `STRATA_FUZZ_SECS` seconds (default 6, two at a time, about 40 s in all), and any crash
+//!    fails the test with the input's path. Building the instrumented targets takes minutes
+//!    (3-4 on 2 cores after a change in src/, 20 from scratch), so the test builds them only
+//!    when `STRATA_FUZZ_SECS` is set; otherwise it runs them when they are newer than every
+//!    file in src/ and fuzz/ (after `scripts/fuzz.sh`, say) and else prints why it skips.
+//!    `STRATA_TEST_NO_FUZZ=1` leaves this part out; without nightly or cargo-fuzz it prints why
+//!    and is skipped (part 1 still ran).
 //!
 //! Longer runs: `scripts/fuzz.sh [SECONDS]`.
 
@@ -70,6 +74,39 @@ fn nightly_fuzz_available() -> Result<(), String> {
     }
 }
 
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut best = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if name == "target" || name == "corpus" || name == "artifacts" {
+            continue;
+        }
+        let t = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata().ok().and_then(|m| m.modified().ok())
+        };
+        if t > best {
+            best = t;
+        }
+    }
+    best
+}
+
+/// Every target binary is built and newer than the sources it is built from.
+fn binaries_fresh(target_dir: &Path) -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = newest(&root.join("src")).max(newest(&root.join("fuzz")));
+    let bins = target_dir.join("x86_64-unknown-linux-gnu/release");
+    harness::TARGETS.iter().all(|(name, _)| {
+        std::fs::metadata(bins.join(name))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| Some(t) > sources)
+    })
+}
+
 /// The last libFuzzer status line (`#N DONE cov: .. exec/s: ..`), for the log.
 fn summary(stderr: &str) -> String {
     stderr
@@ -89,14 +126,23 @@ fn libfuzzer_short_run_of_every_target() {
         eprintln!("SKIPPED: {why}; the seeds still ran on this toolchain");
         return;
     }
-    let secs: u64 = std::env::var("STRATA_FUZZ_SECS")
+    let asked: Option<u64> = std::env::var("STRATA_FUZZ_SECS")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
+        .and_then(|s| s.parse().ok());
+    let secs = asked.unwrap_or(6);
     let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
         .join("fuzz");
+    if asked.is_none() && !binaries_fresh(&target_dir) {
+        eprintln!(
+            "SKIPPED: the libFuzzer targets in {} are missing or older than src/ or fuzz/; \
+             set STRATA_FUZZ_SECS=N to build and run them (or run scripts/fuzz.sh); \
+             the seeds still ran on this toolchain",
+            target_dir.display()
+        );
+        return;
+    }
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-corpus");
     let cargo = |args: &[&str]| {
         let mut c = Command::new("cargo");
