@@ -36,6 +36,7 @@ fn copy_up_larger_than_free_space_is_enospc_and_the_mount_recovers() {
     std::fs::write(lower.join("big"), &big).unwrap();
     let small = pattern(2, (2 * MIB) as usize);
     std::fs::write(lower.join("dir/small"), &small).unwrap();
+    let lower_before = tree_digest(&lower);
     let disk = Tmpfs::new(&work.join("disk"), 16 * MIB);
     let upper = disk.dir.join("upper");
     let wdir = disk.dir.join("work");
@@ -129,6 +130,10 @@ fn copy_up_larger_than_free_space_is_enospc_and_the_mount_recovers() {
         }
         Err(e) => skip(&format!("kernel overlayfs: {e}")),
     }
+    assert!(
+        tree_digest(&lower) == lower_before,
+        "the lower layer changed"
+    );
 }
 
 /// The store's files (relative path and size), ignoring lock files: to compare a store

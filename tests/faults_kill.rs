@@ -83,6 +83,7 @@ fn daemon_killed_round(work: &Path, delay: Duration, extra: &str) {
     let wdir = work.join("work");
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::create_dir_all(&wdir).unwrap();
+    let lower_before = tree_digest(&lower);
     let mnt = work.join("mnt");
     let mut m = Fuse::mount(&[&lower], &upper, &wdir, &mnt, extra);
     phase("mounted");
@@ -172,6 +173,10 @@ fn daemon_killed_round(work: &Path, delay: Duration, extra: &str) {
         Ok(k) => check_tree(&k.mnt, &ex, &format!("kernel after kill at {delay:?}")),
         Err(e) => skip(&format!("kernel overlayfs refuses the upper: {e}")),
     }
+    assert!(
+        tree_digest(&lower) == lower_before,
+        "the lower layer changed (kill at {delay:?})"
+    );
 }
 
 #[test]

@@ -167,7 +167,7 @@ fn handle(
                 &mut s,
                 "200 OK",
                 json,
-                br#"{"token":"t","access_token":"t"}"#,
+                br#"{"token":"tok-3c7e1d9f","access_token":"tok-3c7e1d9f"}"#,
             )?;
             continue;
         }
@@ -455,4 +455,72 @@ fn a_pull_killed_mid_blob_leaves_only_staging_that_prune_removes() {
     let good = serve(Mode::Good);
     let (ok, err, _) = pull(&root, good.port);
     assert!(ok, "a pull after the killed one: {err}");
+}
+
+#[test]
+fn credentials_never_show_in_output_and_the_auth_file_is_0600() {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let work = common::tmpdir("registry-creds");
+    let secret = "pw-5ecret-9a1b";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("me:{secret}"));
+    let leaks = |what: &str, out: &str| {
+        for s in [secret, b64.as_str(), "tok-3c7e1d9f"] {
+            assert!(!out.contains(s), "{what} printed a credential: {out}");
+        }
+    };
+    // login with a permissive umask: the file is still 0600.
+    let good = serve(Mode::Good);
+    let root = work.join("store");
+    let authfile = work.join("auth.json");
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "login",
+            &format!("127.0.0.1:{}", good.port),
+            "-u",
+            "me",
+            "-p",
+            secret,
+        ])
+        .args(["--tls-verify=false", "--authfile"])
+        .arg(&authfile)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "login: {out}");
+    leaks("login", &out);
+    let mode = std::fs::metadata(&authfile).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "auth file mode {mode:o}");
+    // A pull whose auth never succeeds, with the stored and with explicit credentials.
+    let lp = serve(Mode::AuthLoop);
+    let r = format!("127.0.0.1:{}/x:latest", lp.port);
+    for extra in [
+        vec!["--authfile".to_string(), authfile.display().to_string()],
+        vec!["--creds".to_string(), format!("me:{secret}")],
+    ] {
+        let mut args = vec!["pull", "--tls-verify=false", r.as_str()];
+        args.extend(extra.iter().map(String::as_str));
+        let o = common::strata_env(&root, &args, &[("STRATA_REGISTRY_TIMEOUT", "2")]);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!o.status.success(), "pull through an auth loop succeeded");
+        assert!(
+            out.to_lowercase().contains("credentials") || out.contains("auth"),
+            "{out}"
+        );
+        leaks("pull", &out);
+    }
 }

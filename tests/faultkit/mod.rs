@@ -258,3 +258,41 @@ pub fn pattern(i: usize, len: usize) -> Vec<u8> {
         .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7919)) as u8)
         .collect()
 }
+
+/// Every entry under `dir` with its type, mode, size, mtime and a digest of its content: the
+/// lower layers must be the same before and after any workload.
+pub fn tree_digest(dir: &Path) -> Vec<String> {
+    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = p.symlink_metadata() else {
+                continue;
+            };
+            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+            let content = if m.is_file() {
+                std::fs::read(&p)
+                    .map(|b| strata::oci::Digest::of(&b).to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            } else if m.file_type().is_symlink() {
+                std::fs::read_link(&p).map_or_else(|e| e.to_string(), |t| t.display().to_string())
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{rel} {:o} {} {} {} {content}",
+                m.mode(),
+                m.len(),
+                m.mtime(),
+                m.nlink()
+            ));
+            if m.is_dir() {
+                rec(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(dir, dir, &mut out);
+    out.sort();
+    out
+}
