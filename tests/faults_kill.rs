@@ -8,8 +8,11 @@
 //! - `strata commit` killed at many points (including while it holds the mount paused): the
 //!   store stays fsck-clean, the mount is not left paused (a write completes within seconds),
 //!   an image that got in is usable, and a later commit works.
-//! - `strata rmi` and `strata prune` killed at many points: fsck-clean, and every image still
-//!   listed can be inspected. (`load` is covered by cli_atomic.)
+//! - `strata rmi`, `strata prune` and `strata import` killed at many points: fsck-clean, and
+//!   every image still listed can be inspected. (`load` is covered by cli_atomic, `pull` by
+//!   registry_hostile.)
+//! - The mount daemon killed during a commit: fsck-clean, the container and the image keep
+//!   every fsynced file.
 
 mod common;
 mod faultkit;
@@ -310,6 +313,43 @@ fn strata_killed_during_commit_rmi_and_prune_leaves_a_clean_store() {
     }
     common::ok(&root, &["prune"]);
     fsck_clean(&root, "the last prune");
+
+    // import, killed: a rootfs of 200 files, different each time (else the layer exists).
+    let make_rootfs = |n: usize| {
+        let p = work.join(format!("rootfs{n}.tar"));
+        let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+        for i in 0..200 {
+            let data = pattern(i + n * 1000, 10_000 + i * 13);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, format!("d{}/f{i}", i % 10), &data[..])
+                .unwrap();
+        }
+        b.into_inner().unwrap().sync_all().unwrap();
+        p.display().to_string()
+    };
+    let t0 = Instant::now();
+    common::ok(&root, &["import", &make_rootfs(99), "imp:timed"]);
+    let span = t0.elapsed().as_millis().max(10) as u64;
+    for (i, d) in [0, 1, 3, span / 8, span / 4, span / 2, span * 3 / 4, span]
+        .iter()
+        .enumerate()
+    {
+        let rootfs = make_rootfs(i);
+        kill_after(
+            &root,
+            &["import", &rootfs, &format!("imp:{i}")],
+            Duration::from_millis(*d),
+        );
+        let when = format!("import killed at {d} ms");
+        fsck_clean(&root, &when);
+        listed_images_are_usable(&root, &when);
+    }
     // What is left still mounts with its data.
     let mnt = common::ok(&root, &["mount", "--name", "c2", "img:final"]);
     let mnt = PathBuf::from(mnt.trim());
