@@ -28,7 +28,16 @@ enum Mode {
     StallMidBlob,
     RedirectLoop,
     AuthLoop,
+    /// Basic auth, blobs redirected to another host (the "CDN", below).
+    BasicAuthCdn,
+    /// The other host: serves blobs, notes whether it was sent credentials.
+    Cdn,
 }
+
+static CDN_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+static CDN_SAW_AUTH: AtomicBool = AtomicBool::new(false);
+static CDN_SERVED: AtomicBool = AtomicBool::new(false);
+static MAIN_SAW_AUTH: AtomicBool = AtomicBool::new(false);
 
 struct Image {
     manifest: Vec<u8>,
@@ -85,7 +94,11 @@ impl Drop for Server {
 }
 
 fn serve(mode: Mode) -> Server {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on("127.0.0.1", mode)
+}
+
+fn serve_on(addr: &str, mode: Mode) -> Server {
+    let l = TcpListener::bind((addr, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));
     let img = Arc::new(image());
@@ -170,6 +183,39 @@ fn handle(
                 br#"{"token":"tok-3c7e1d9f","access_token":"tok-3c7e1d9f"}"#,
             )?;
             continue;
+        }
+        if mode == Mode::Cdn && auth {
+            CDN_SAW_AUTH.store(true, Ordering::SeqCst);
+        }
+        if mode == Mode::BasicAuthCdn {
+            if !auth {
+                head(
+                    &mut s,
+                    "401 Unauthorized",
+                    &[
+                        ("WWW-Authenticate", r#"Basic realm="hostile""#.into()),
+                        ("Content-Length", "0".into()),
+                    ],
+                )?;
+                continue;
+            }
+            MAIN_SAW_AUTH.store(true, Ordering::SeqCst);
+            if path.contains("/blobs/") {
+                let to = format!(
+                    "http://127.0.0.2:{}/cdn/{}",
+                    CDN_PORT.load(Ordering::SeqCst),
+                    path.rsplit('/').next().unwrap_or("")
+                );
+                head(
+                    &mut s,
+                    "307 Temporary Redirect",
+                    &[("Location", to), ("Content-Length", "0".into())],
+                )?;
+                continue;
+            }
+        }
+        if mode == Mode::Cdn && path.starts_with("/cdn/") {
+            CDN_SERVED.store(true, Ordering::SeqCst);
         }
         if mode == Mode::AuthLoop {
             let _ = auth;
@@ -523,4 +569,43 @@ fn credentials_never_show_in_output_and_the_auth_file_is_0600() {
         );
         leaks("pull", &out);
     }
+}
+
+#[test]
+fn credentials_are_not_forwarded_to_a_blob_redirect_on_another_host() {
+    let work = common::tmpdir("registry-cdn");
+    let cdn = serve_on("127.0.0.2", Mode::Cdn);
+    CDN_PORT.store(cdn.port, Ordering::SeqCst);
+    let main = serve(Mode::BasicAuthCdn);
+    let root = work.join("store");
+    let o = common::strata_env(
+        &root,
+        &[
+            "pull",
+            "--tls-verify=false",
+            "--creds",
+            "me:pw-cdn-secret",
+            &format!("127.0.0.1:{}/x:latest", main.port),
+        ],
+        &[("STRATA_REGISTRY_TIMEOUT", "5")],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "pull through a cross-host redirect: {err}"
+    );
+    assert!(
+        MAIN_SAW_AUTH.load(Ordering::SeqCst),
+        "the registry was never sent credentials"
+    );
+    assert!(
+        CDN_SERVED.load(Ordering::SeqCst),
+        "the blobs did not come from the other host"
+    );
+    assert!(
+        !CDN_SAW_AUTH.load(Ordering::SeqCst),
+        "the registry's credentials were sent to the other host"
+    );
+    let f = common::ok(&root, &["fsck"]);
+    assert!(f.contains("clean"), "{f}");
 }
