@@ -4,8 +4,9 @@
 //!    (`fuzz/regressions/TARGET/`, one per crash found so far) goes through the same function
 //!    the libFuzzer binary calls (`fuzz/harness.rs`), so CI without nightly still checks them.
 //! 2. When `cargo +nightly fuzz` works: each target runs under libFuzzer for
-//!    `STRATA_FUZZ_SECS` seconds (default 6, two at a time, about 40 s in all), and any crash
-//!    fails the test with the input's path. Building the instrumented targets takes minutes
+//!    `STRATA_FUZZ_SECS` seconds (default 6, two at a time, about 40 s in all; the binaries
+//!    are run directly, not through `cargo fuzz run`), and any crash fails the test with the
+//!    input's path. Building the instrumented targets takes minutes
 //!    (3-4 on 2 cores after a change in src/, 20 from scratch), so the test builds them only
 //!    when `STRATA_FUZZ_SECS` is set; otherwise it runs them when they are newer than every
 //!    file in src/ and fuzz/ (after `scripts/fuzz.sh`, say) and else prints why it skips.
@@ -161,16 +162,21 @@ fn libfuzzer_short_run_of_every_target() {
         }
         c
     };
-    let t0 = std::time::Instant::now();
-    let built = cargo(&["fuzz", "build"])
-        .output()
-        .expect("run cargo fuzz build");
-    assert!(
-        built.status.success(),
-        "cargo fuzz build failed: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    eprintln!("fuzz targets built in {:.0?}", t0.elapsed());
+    // Build only when the binaries are stale: `cargo fuzz` run from inside `cargo test` sees
+    // another environment than scripts/fuzz.sh and would rebuild everything each time.
+    if !binaries_fresh(&target_dir) {
+        let t0 = std::time::Instant::now();
+        let built = cargo(&["fuzz", "build"])
+            .output()
+            .expect("run cargo fuzz build");
+        assert!(
+            built.status.success(),
+            "cargo fuzz build failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        eprintln!("fuzz targets built in {:.0?}", t0.elapsed());
+    }
+    let bins = target_dir.join("x86_64-unknown-linux-gnu/release");
     let names: Vec<&str> = harness::TARGETS.iter().map(|(n, _)| *n).collect();
     let mut failures = Vec::new();
     for pair in names.chunks(2) {
@@ -181,24 +187,22 @@ fn libfuzzer_short_run_of_every_target() {
                 std::fs::create_dir_all(&corpus).expect("corpus dir");
                 let artifacts = work.join("artifacts").join(name);
                 std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-                let mut args: Vec<String> = vec!["fuzz".into(), "run".into(), (*name).into()];
-                args.push(corpus.display().to_string());
+                let mut args: Vec<String> = vec![corpus.display().to_string()];
                 for kind in ["seeds", "regressions"] {
                     let d = fuzz_dir().join(kind).join(name);
                     if d.is_dir() {
                         args.push(d.display().to_string());
                     }
                 }
-                args.push("--".into());
                 args.push(format!("-max_total_time={secs}"));
                 args.push("-rss_limit_mb=2048".into());
                 args.push(format!("-artifact_prefix={}/", artifacts.display()));
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let child = cargo(&args)
+                let child = Command::new(bins.join(name))
+                    .args(&args)
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
-                    .expect("spawn cargo fuzz run");
+                    .expect("spawn a fuzz target");
                 (*name, child)
             })
             .collect();
