@@ -83,6 +83,49 @@ impl<R: Read> Read for PadAtEof<R> {
     }
 }
 
+/// Copy `r` into the new, empty file `f`, leaving holes where whole blocks are zero: a
+/// sparse tar entry (written densely by the tar reader) or a layer that is a gzip bomb of
+/// zeros then takes the disk space of its real data, not of its apparent size. Returns the
+/// bytes copied (the file's size).
+fn copy_sparse<R: Read>(r: &mut R, f: &mut std::fs::File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    const BLOCK: usize = 64 * 1024;
+    let mut buf = vec![0u8; BLOCK];
+    let mut total = 0u64;
+    let mut hole = false;
+    loop {
+        // Fill a whole block (short reads would split holes and data oddly).
+        let mut n = 0;
+        while n < BLOCK {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            f.seek(SeekFrom::Current(n as i64))?;
+            hole = true;
+        } else {
+            f.write_all(&buf[..n])?;
+            hole = false;
+        }
+        total += n as u64;
+        if n < BLOCK {
+            break;
+        }
+    }
+    if hole {
+        // A trailing hole: set the size the seeks did not.
+        f.set_len(total)?;
+    }
+    Ok(total)
+}
+
 /// Apply the tar stream `reader` into the existing directory `dest`.
 /// The stream is read to its end (so a hashing reader around it sees every byte).
 pub fn apply_layer<R: Read>(reader: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
@@ -234,7 +277,7 @@ fn apply_entry<R: Read>(
                     .push(format!("{}: sparse entry written densely", rel.display()));
             }
             let mut f = fsutil::create_file_at(pfd, name, 0o600).map_err(ctx("create"))?;
-            let n = io::copy(&mut entry.take(size), &mut f).map_err(ctx("write"))?;
+            let n = copy_sparse(&mut entry.take(size), &mut f).map_err(ctx("write"))?;
             if n != size {
                 return Err(refused(raw, "truncated entry"));
             }
@@ -381,6 +424,38 @@ fn apply_entry<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_blocks_become_holes() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir()?;
+        for (name, data) in [
+            ("zeros", vec![0u8; 8 << 20]),
+            ("tail", {
+                let mut v = vec![0u8; 8 << 20];
+                v.extend_from_slice(b"end");
+                v
+            }),
+            ("head", {
+                let mut v = b"start".to_vec();
+                v.resize(3 << 20, 0);
+                v
+            }),
+            ("empty", Vec::new()),
+        ] {
+            let p = dir.path().join(name);
+            let mut f = std::fs::File::create(&p)?;
+            assert_eq!(copy_sparse(&mut &data[..], &mut f)?, data.len() as u64);
+            drop(f);
+            assert!(std::fs::read(&p)? == data, "{name}: content differs");
+            // At most two 64 KiB blocks hold data.
+            assert!(
+                std::fs::metadata(&p)?.blocks() * 512 <= 2 * 64 * 1024 + 8192,
+                "{name}: zeros were written"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn tar_without_final_padding_and_end_blocks_applies()

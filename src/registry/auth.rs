@@ -297,7 +297,8 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         Some(Challenge::Basic)
     } else if scheme.eq_ignore_ascii_case("bearer") {
         Some(Challenge::Bearer {
-            realm: get("realm")?,
+            // An empty realm names no token service: not a challenge we can answer.
+            realm: get("realm").filter(|r| !r.trim().is_empty())?,
             service: get("service"),
             scope: get("scope"),
             error: get("error"),
@@ -368,6 +369,22 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_challenge_with_an_empty_realm_is_none() {
+        // Found by the www_authenticate fuzz target (fuzz/regressions/www_authenticate/).
+        for h in [
+            "Bearer reAlm=",
+            r#"Bearer realm="""#,
+            "Bearer realm=  ,service=x",
+        ] {
+            assert_eq!(parse_challenge(h), None, "{h}");
+        }
+        assert!(matches!(
+            parse_challenge("Bearer REALM=http://h/t"),
+            Some(Challenge::Bearer { realm, .. }) if realm == "http://h/t"
+        ));
+    }
 
     #[test]
     fn bearer_challenge() {

@@ -34,14 +34,31 @@ pub struct ClientOptions {
     pub request_timeout: Option<Duration>,
 }
 
+/// The environment variable that sets every registry timeout, in seconds (see
+/// [`ClientOptions::default`]).
+pub const TIMEOUT_ENV: &str = "STRATA_REGISTRY_TIMEOUT";
+
+/// `STRATA_REGISTRY_TIMEOUT` as a duration, if set to a positive number of seconds.
+fn env_timeout() -> Option<Duration> {
+    let v = std::env::var(TIMEOUT_ENV).ok()?;
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
 impl Default for ClientOptions {
+    /// Connect within 30 s; a read that stalls 120 s fails. `STRATA_REGISTRY_TIMEOUT=N`
+    /// sets both to N seconds. The read timeout also bounds the response headers and every
+    /// whole body but a blob's (manifests, tokens, errors): a server that trickles a byte at
+    /// a time cannot hold a pull forever. A blob's body is bounded by its declared size and
+    /// the stall timeout.
     fn default() -> Self {
+        let env = env_timeout();
         ClientOptions {
             tls_verify: true,
             credentials: None,
             auth_file: None,
-            connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(120),
+            connect_timeout: env.unwrap_or(Duration::from_secs(30)),
+            read_timeout: env.unwrap_or(Duration::from_secs(120)),
             request_timeout: None,
         }
     }
@@ -81,6 +98,8 @@ struct AuthState {
 /// A connection to one registry. `Sync`: download threads share it (and its connection pool).
 pub struct Client {
     agent: Agent,
+    /// Bound on a whole response body other than a blob's.
+    body_timeout: Duration,
     registry: String,
     host: String,
     base: String,
@@ -94,6 +113,7 @@ fn build_agent(opts: &ClientOptions, verify: bool) -> Agent {
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .max_redirects(10)
         .timeout_connect(Some(opts.connect_timeout))
+        .timeout_recv_response(Some(opts.read_timeout))
         .timeout_per_read(Some(opts.read_timeout))
         .timeout_global(opts.request_timeout);
     if !verify {
@@ -188,6 +208,7 @@ impl Client {
         };
         let mut client = Client {
             agent: build_agent(opts, opts.tls_verify),
+            body_timeout: opts.read_timeout,
             registry: registry.to_string(),
             base: format!("https://{host}"),
             host,
@@ -238,6 +259,9 @@ impl Client {
         let resp = self
             .agent
             .get(&url)
+            .config()
+            .timeout_recv_body(Some(self.body_timeout))
+            .build()
             .call()
             .map_err(|e| map_err(&self.host, e))?;
         let status = resp.status().as_u16();
@@ -331,7 +355,12 @@ impl Client {
                 .header("Authorization", format!("Basic {}", c.encoded()));
         }
         let realm_host = realm.to_string();
-        let resp = req.call().map_err(|e| map_err(&realm_host, e))?;
+        let resp = req
+            .config()
+            .timeout_recv_body(Some(self.body_timeout))
+            .build()
+            .call()
+            .map_err(|e| map_err(&realm_host, e))?;
         match resp.status().as_u16() {
             200 => {}
             401 | 403 if self.creds.is_some() => {
@@ -390,6 +419,17 @@ impl Client {
         None
     }
 
+    /// `req` with the whole-body deadline, unless it fetches a blob.
+    fn bound<S: ureq::AsSendBody>(&self, req: http::Request<S>, blob: bool) -> http::Request<S> {
+        if blob {
+            return req;
+        }
+        self.agent
+            .configure_request(req)
+            .timeout_recv_body(Some(self.body_timeout))
+            .build()
+    }
+
     /// Sends a request to a full URL, authenticating as the registry asks (one retry).
     pub(crate) fn send(
         &self,
@@ -412,12 +452,20 @@ impl Client {
                 host: self.host.clone(),
                 detail: format!("bad request {url}: {e}"),
             };
+            // Every body but a blob's (bounded by its size and the stall timeout) must arrive
+            // within the read timeout: a trickling server cannot hold a pull forever.
+            let blob_body = method == http::Method::GET && url.contains("/blobs/");
             let result = match &body {
-                ReqBody::Empty => self.agent.run(b.body(()).map_err(bad_req)?),
-                ReqBody::Bytes(bytes) => self.agent.run(b.body(*bytes).map_err(bad_req)?),
+                ReqBody::Empty => self
+                    .agent
+                    .run(self.bound(b.body(()).map_err(bad_req)?, blob_body)),
+                ReqBody::Bytes(bytes) => self
+                    .agent
+                    .run(self.bound(b.body(*bytes).map_err(bad_req)?, blob_body)),
                 ReqBody::File(path) => {
                     let f = File::open(path).map_err(|e| Error::io("open", *path, e))?;
-                    self.agent.run(b.body(f).map_err(bad_req)?)
+                    self.agent
+                        .run(self.bound(b.body(f).map_err(bad_req)?, blob_body))
                 }
             };
             let resp = result.map_err(|e| map_err(&self.host, e))?;

@@ -78,13 +78,27 @@ pub fn install(staged: &Path, target: &Path) -> Result<bool> {
 }
 
 /// fsync every regular file under `dir` (staged layer contents before they are installed).
+/// A tree deeper than paths can name (`ENAMETOOLONG`, a hostile 10,000-deep layer) is made
+/// durable with one `syncfs` of its filesystem instead.
 pub fn fsync_tree(dir: &Path) -> Result<()> {
-    let rd = std::fs::read_dir(dir).map_err(StoreError::io(format!("read {}", dir.display())))?;
-    for e in rd {
-        let e = e.map_err(StoreError::io(format!("read {}", dir.display())))?;
-        let ft = e.file_type().map_err(StoreError::io("stat"))?;
+    match fsync_tree_paths(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            let f = std::fs::File::open(dir)
+                .map_err(StoreError::io(format!("open {}", dir.display())))?;
+            rustix::fs::syncfs(&f)
+                .map_err(|e| StoreError::io(format!("syncfs {}", dir.display()))(e.into()))
+        }
+        Err(e) => Err(StoreError::io(format!("fsync under {}", dir.display()))(e)),
+    }
+}
+
+fn fsync_tree_paths(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
         if ft.is_dir() {
-            fsync_tree(&e.path())?;
+            fsync_tree_paths(&e.path())?;
         } else if ft.is_file()
             && let Ok(f) = std::fs::File::open(e.path())
         {

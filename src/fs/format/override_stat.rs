@@ -46,6 +46,8 @@ pub fn parse(value: &[u8]) -> Option<StatOverride> {
                 _ => None,
             };
             match kind {
+                // A fifo has no device number, whatever the value says.
+                Some(Special::Fifo) => Some((Special::Fifo, 0)),
                 Some(k) => {
                     let major: u32 = p.next()?.parse().ok()?;
                     let minor: u32 = p.next()?.parse().ok()?;
@@ -98,6 +100,7 @@ mod tests {
         assert_eq!(f.dev, Some((Special::Fifo, 0)));
         assert_eq!(format(&f), "1:2:0644:pipe");
         assert_eq!(parse(b"1:2:0644:pipe"), Some(f));
+        assert_eq!(parse(b"1:2:0644:fifo-1-2"), Some(f));
         assert_eq!(parse(b"1:2:0644:file").map(|o| o.dev), Some(None));
         assert_eq!(parse(b"0:0:0100755\0").map(|o| o.perm), Some(0o755));
         assert!(parse(b"garbage").is_none());

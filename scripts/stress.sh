@@ -1,0 +1,63 @@
+#!/bin/sh
+# stress-ng's filesystem class with --verify on a strata mount and on kernel overlayfs, each
+# stressor alone, SECONDS each (default 10), one worker; root only. For each stressor it prints
+# the exit status and bogo ops on both, and flags a stressor that fails on strata but passes
+# on the kernel (exit status 1 if there is any).
+# Usage: scripts/stress.sh [SECONDS] [STRESSOR...]
+# Logs in $OUT (default $CARGO_TARGET_DIR/stress or target/stress).
+# stress-ng exit statuses: 0 pass, 2 a stressor failed (or --verify found bad data),
+# 3 not enough resources, 4 not implemented/skipped here.
+set -eu
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+[ $# -gt 0 ] && shift
+STRESSORS=${*:-$(stress-ng --class 'filesystem?' 2>&1 | sed 's/.*stressors: //')}
+TD=${CARGO_TARGET_DIR:-$PWD/target}
+OUT=${OUT:-$TD/stress}
+BIN=${STRATA_FUSE_BIN:-$TD/release/strata-fuse}
+[ -x "$BIN" ] || cargo build --release --bin strata-fuse
+mkdir -p "$OUT"
+W=$(mktemp -d /tmp/strata-stress.XXXXXX)
+cleanup() {
+    umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+fresh() {
+    umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
+    rm -rf "$W/l" "$W/u" "$W/w" "$W/m"
+    mkdir -p "$W/l/lower" "$W/u" "$W/w" "$W/m"
+    echo lower > "$W/l/lower/file"
+}
+
+run_on() { # impl stressor -> "status bogo"
+    impl=$1 s=$2
+    fresh
+    if [ "$impl" = strata ]; then
+        "$BIN" -o "lowerdir=$W/l,upperdir=$W/u,workdir=$W/w" "$W/m"
+    else
+        mount -t overlay overlay -o "lowerdir=$W/l,upperdir=$W/u,workdir=$W/w,redirect_dir=on,index=on" "$W/m"
+    fi
+    log="$OUT/$s.$impl.log"
+    set +e
+    (cd "$W/m" && timeout -k 5 $((SECS + 60)) stress-ng --"$s" 1 --verify --timeout "$SECS" \
+        --temp-path "$W/m" --metrics-brief) >"$log" 2>&1
+    st=$?
+    set -e
+    bogo=$(awk -v s="$s" '$0 ~ "metrc:" && $4 == s {print $5; exit}' "$log")
+    echo "$st ${bogo:--}"
+}
+
+fail=0
+printf '%-14s %-14s %-14s %s\n' stressor strata kernel verdict
+for s in $STRESSORS; do
+    a=$(run_on strata "$s")
+    b=$(run_on kernel "$s")
+    sa=${a%% *} sb=${b%% *}
+    verdict=same
+    if [ "$sa" != 0 ] && [ "$sb" = 0 ]; then verdict="STRATA ONLY FAILS"; fail=1; fi
+    if [ "$sa" = 0 ] && [ "$sb" != 0 ]; then verdict="kernel only fails"; fi
+    printf '%-14s %-14s %-14s %s\n' "$s" "$a" "$b" "$verdict"
+done
+exit $fail

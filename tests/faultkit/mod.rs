@@ -1,0 +1,298 @@
+//! Fault-injection helpers shared by `faults_disk` and `faults_kill`: a size-limited tmpfs to
+//! fill, a strata-fuse daemon in the foreground (so the test holds its pid and can kill -9
+//! it), kernel overlayfs mounts of an upper, and tree checks.
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Say why a test cannot run and return (the caller returns); under `CI=true` a skip means a
+/// missing install step, so it panics instead.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("a test would skip under CI (a missing install step?): {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// Root and /dev/fuse, or why not.
+pub fn mount_ready() -> Result<(), String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("not running as root (tmpfs and FUSE mounts need root)".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err("/dev/fuse is missing".into());
+    }
+    Ok(())
+}
+
+pub fn sh(cmd: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
+    assert!(
+        o.status.success(),
+        "command failed: {cmd}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let (Ok(a), Some(parent)) = (std::fs::metadata(p), p.parent()) else {
+        return false;
+    };
+    std::fs::metadata(parent).is_ok_and(|b| a.dev() != b.dev())
+}
+
+fn umount(p: &Path) {
+    for _ in 0..50 {
+        if !is_mountpoint(p) {
+            return;
+        }
+        let ok = Command::new("umount")
+            .arg(p)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("umount").arg("-l").arg(p).status();
+}
+
+/// A tmpfs of `size` bytes at `dir`; unmounted on drop.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn new(dir: &Path, size: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mkdir tmpfs dir");
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0755"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Bytes free for an unprivileged writer (tmpfs: the same as for root).
+    pub fn free(&self) -> u64 {
+        let st = rustix::fs::statvfs(&self.dir).expect("statvfs");
+        st.f_bavail * st.f_frsize
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        umount(&self.dir);
+    }
+}
+
+/// A strata-fuse daemon run with `-f`: the test holds its pid.
+pub struct Fuse {
+    pub mnt: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Fuse {
+    /// Mount `lowerdir` (`:`-joined), `upper` and `work` at `mnt` with extra options `extra`.
+    pub fn mount(lower: &[&Path], upper: &Path, work: &Path, mnt: &Path, extra: &str) -> Fuse {
+        std::fs::create_dir_all(mnt).expect("mkdir mountpoint");
+        let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+        let mut opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            upper.display(),
+            work.display()
+        );
+        if !extra.is_empty() {
+            opts.push(',');
+            opts.push_str(extra);
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_strata-fuse"))
+            .args(["-f", "-o", &opts])
+            .arg(mnt)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn strata-fuse");
+        let t0 = Instant::now();
+        while !is_mountpoint(mnt) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "strata-fuse did not mount {}",
+                mnt.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Fuse {
+            mnt: mnt.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    /// kill -9 the daemon, then detach the dead mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+
+    /// Unmount cleanly and wait for the daemon.
+    pub fn unmount(&mut self) {
+        umount(&self.mnt);
+        if let Some(mut c) = self.child.take() {
+            let t0 = Instant::now();
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.unmount();
+        }
+    }
+}
+
+/// Kernel overlayfs over the same layers (`redirect_dir=on,index=on`); unmounted on drop.
+pub struct Kernel {
+    pub mnt: PathBuf,
+}
+
+impl Kernel {
+    pub fn mount(lower: &[&Path], upper: &Path, work: &Path, mnt: &Path) -> Result<Kernel, String> {
+        std::fs::create_dir_all(mnt).map_err(|e| e.to_string())?;
+        let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={},redirect_dir=on,index=on",
+            lowers.join(":"),
+            upper.display(),
+            work.display()
+        );
+        let o = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(mnt)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+        Ok(Kernel {
+            mnt: mnt.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        umount(&self.mnt);
+    }
+}
+
+/// Write `data` to `path` and fsync it (and its directory): what a completed call reports as
+/// durable.
+pub fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    if let Some(d) = path.parent() {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Regular files under `dir` (relative paths), recursively.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    fn rec(base: &Path, d: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => rec(base, &p, out),
+                Ok(t) if t.is_file() => out.push(p.strip_prefix(base).unwrap_or(&p).to_path_buf()),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Deterministic bytes of file number `i`.
+pub fn pattern(i: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7919)) as u8)
+        .collect()
+}
+
+/// Every entry under `dir` with its type, mode, size, mtime and a digest of its content: the
+/// lower layers must be the same before and after any workload.
+pub fn tree_digest(dir: &Path) -> Vec<String> {
+    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = p.symlink_metadata() else {
+                continue;
+            };
+            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+            let content = if m.is_file() {
+                std::fs::read(&p)
+                    .map(|b| strata::oci::Digest::of(&b).to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            } else if m.file_type().is_symlink() {
+                std::fs::read_link(&p).map_or_else(|e| e.to_string(), |t| t.display().to_string())
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{rel} {:o} {} {} {} {content}",
+                m.mode(),
+                m.len(),
+                m.mtime(),
+                m.nlink()
+            ));
+            if m.is_dir() {
+                rec(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(dir, dir, &mut out);
+    out.sort();
+    out
+}
