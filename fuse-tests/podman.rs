@@ -445,20 +445,27 @@ fn scenario(p: &Podman) {
     // commit carries /data/b as a copy: fuse-overlayfs 1.10 gives the same result here. The
     // new name and its content must be there; `strata commit`, which reads the upper layer,
     // keeps the link (tests/cli_mount.rs).
+    // Container names here are not hex: podman resolves a name such as `c1` to an image
+    // whose ID starts with those digits before it looks for a container (`podman diff c1`
+    // then diffed the image's layer whenever its ID began with c1).
     let out = p.p(
-        "run --name c1 localhost/bb:1 /bin/sh -c 'cat /etc/motd; echo hi > /x; rm /etc/motd; ln /data/a /data/b'",
+        "run --name ctr-one localhost/bb:1 /bin/sh -c 'cat /etc/motd; echo hi > /x; rm /etc/motd; ln /data/a /data/b'",
     );
     assert_eq!(out, MOTD, "output of the first container");
-    let mut diff: Vec<String> = p.p("diff c1").lines().map(str::to_string).collect();
+    let mut diff: Vec<String> = p
+        .p("container diff ctr-one")
+        .lines()
+        .map(str::to_string)
+        .collect();
     diff.sort();
     assert_eq!(
         diff,
         ["A /data/b", "A /x", "C /data", "C /etc", "D /etc/motd"],
-        "podman diff c1 (read from strata's upper dir)"
+        "podman container diff ctr-one (read from strata's upper dir)"
     );
 
     // commit, then run the committed image
-    let id = p.p("commit -q c1 localhost/bb:2");
+    let id = p.p("commit -q ctr-one localhost/bb:2");
     assert_eq!(id.trim().len(), 64, "commit printed {id:?}");
     let out = p.p(
         "run --rm localhost/bb:2 sh -c 'cat /x; ls /etc; test -e /etc/motd && echo motd-present || echo motd-gone'",
@@ -560,9 +567,9 @@ fn scenario(p: &Podman) {
     );
 
     // a running container: its root is a strata-fuse mount served by a strata-fuse daemon
-    let id = p.p("run -d --name c2 localhost/bb:2 sleep 60");
+    let id = p.p("run -d --name ctr-two localhost/bb:2 sleep 60");
     assert_eq!(id.trim().len(), 64, "run -d printed {id:?}");
-    let merged = p.p("inspect c2 --format '{{.GraphDriver.Data.MergedDir}}'");
+    let merged = p.p("container inspect ctr-two --format '{{.GraphDriver.Data.MergedDir}}'");
     let merged = merged.trim().to_string();
     assert!(
         merged.starts_with(&p.root.display().to_string()),
@@ -570,14 +577,18 @@ fn scenario(p: &Podman) {
     );
     assert_strata_mount(p, &merged);
     assert_eq!(
-        p.p("exec c2 cat /x"),
+        p.p("exec ctr-two cat /x"),
         "hi\n",
         "exec in the running container"
     );
-    p.p("exec c2 sh -c 'echo live > /y'");
-    assert_eq!(p.p("exec c2 cat /y"), "live\n", "a file written in c2");
-    p.p("stop -t 0 c2");
-    p.p("rm c2");
+    p.p("exec ctr-two sh -c 'echo live > /y'");
+    assert_eq!(
+        p.p("exec ctr-two cat /y"),
+        "live\n",
+        "a file written in ctr-two"
+    );
+    p.p("stop -t 0 ctr-two");
+    p.p("rm ctr-two");
     wait_until(&format!("{merged} is unmounted"), || {
         !p.mounts().iter().any(|(_, mp, _)| *mp == merged)
     });
@@ -585,7 +596,7 @@ fn scenario(p: &Podman) {
         strata_daemons(&merged).is_empty()
     });
 
-    p.p("rm c1");
+    p.p("rm ctr-one");
     p.p("rmi localhost/bb:2 localhost/bb:1");
     assert_eq!(p.p("images -q"), "", "images left");
 }
