@@ -1,6 +1,8 @@
 //! End-to-end tests of the registry client against a real `docker-registry` on 127.0.0.1,
 //! with images built by umoci and pushed or read back by skopeo.
 
+#[path = "common/skip.rs"]
+mod skip_rule;
 #[path = "registry_support/mod.rs"]
 mod support;
 
@@ -45,7 +47,7 @@ fn never(_: &Digest) -> bool {
 #[test]
 fn pull_then_push_round_trip() -> TestResult {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        skip_rule::skip(&why);
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
@@ -247,11 +249,11 @@ fn pull_then_push_round_trip() -> TestResult {
 #[test]
 fn htpasswd_registry_auth() -> TestResult {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        skip_rule::skip(&why);
         return Ok(());
     }
     if !support::have("htpasswd") {
-        eprintln!("skipped: htpasswd (apache2-utils) is not installed");
+        skip_rule::skip("htpasswd (apache2-utils) is not installed");
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
@@ -364,7 +366,7 @@ fn htpasswd_registry_auth() -> TestResult {
 #[test]
 fn missing_tag_and_unreachable_registry() -> TestResult {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        skip_rule::skip(&why);
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
@@ -476,7 +478,7 @@ fn layout_blobs_valid(dir: &Path) -> Result<usize, Box<dyn std::error::Error>> {
 #[test]
 fn interrupted_pull_leaves_no_partial_blob_and_resumes() -> TestResult {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        skip_rule::skip(&why);
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;

@@ -2,6 +2,8 @@
 //! direct and through a pull-through cache registry, and prints the figures quoted in
 //! docs/scaling.md (`cargo test --test registry_measure -- --nocapture`).
 
+#[path = "common/skip.rs"]
+mod skip_rule;
 #[path = "registry_support/mod.rs"]
 mod support;
 
@@ -58,7 +60,7 @@ fn mib(b: u64) -> String {
 #[test]
 fn measure_shared_base_direct_and_through_cache() -> TestResult {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        skip_rule::skip(&why);
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
