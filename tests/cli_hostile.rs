@@ -326,7 +326,7 @@ fn ten_thousand_deep_directories_import_save_and_go_away() {
 fn devices_and_setuid_are_neutralised_when_rootless() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     if !rustix::process::geteuid().is_root() || !have("setpriv") {
-        eprintln!("SKIPPED: needs root (to switch to an unprivileged uid) and setpriv");
+        common::skip("needs root (to switch to an unprivileged uid) and setpriv");
         return;
     }
     let work = tmpdir("hostile-rootless");
@@ -356,7 +356,7 @@ fn devices_and_setuid_are_neutralised_when_rootless() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     if !o.status.success() && err.contains("xattr") {
-        eprintln!("SKIPPED: user xattrs unsupported here: {err}");
+        common::skip(&format!("user xattrs unsupported here: {err}"));
         return;
     }
     assert!(o.status.success(), "rootless import: {err}");
