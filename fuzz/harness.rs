@@ -36,6 +36,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("auth_file", auth_file),
     ("reference", reference),
     ("mount_options", mount_options),
+    ("estargz_blob", estargz_blob),
+    ("estargz_toc", estargz_toc),
 ];
 
 const VICTIM: &[u8] = b"must not change\n";
@@ -381,4 +383,123 @@ pub fn mount_options(data: &[u8]) {
             strata::fs::override_stat::parse(strata::fs::override_stat::format(&o).as_bytes());
         assert_eq!(again, Some(o), "override_stat round trip");
     }
+}
+
+/// Checks what an opened eStargz TOC promises whatever the blob: every node's path is clean
+/// (relative, no `.`/`..`/empty component), a directory's children are the nodes named below it
+/// (or hard links), every chunk lies before the TOC, and reading a file's chunks (each verified against its
+/// chunkDigest) never yields more bytes than the chunk declares.
+fn check_estargz(blob: &[u8], opened: &strata::estargz::blob::OpenedToc) {
+    use strata::estargz::NodeKind;
+    let idx = &opened.index;
+    for (i, n) in idx.nodes.iter().enumerate() {
+        if i == 0 {
+            assert!(n.path.is_empty(), "root node named {:?}", n.path);
+            continue;
+        }
+        assert!(
+            !n.path.starts_with('/')
+                && n.path.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+            "unclean node path {:?}",
+            n.path
+        );
+    }
+    for n in &idx.nodes {
+        let NodeKind::Dir(children) = &n.kind else {
+            continue;
+        };
+        for (name, &child) in children {
+            let want = if n.path.is_empty() {
+                name.clone()
+            } else {
+                format!("{}/{name}", n.path)
+            };
+            let c = &idx.nodes[child];
+            // A hard-linked file is one node, named by its first path.
+            assert!(
+                c.path == want || (!matches!(c.kind, NodeKind::Dir(_)) && c.nlink > 1),
+                "child {name} of {:?} is the node {:?}",
+                n.path,
+                c.path
+            );
+        }
+    }
+    let mut budget: u64 = MAX_UNPACKED;
+    for c in &idx.chunks {
+        assert!(
+            c.offset <= c.end && c.end <= idx.toc_offset,
+            "chunk {}..{} outside the blob's payload (TOC at {})",
+            c.offset,
+            c.end,
+            idx.toc_offset
+        );
+        if budget < c.size {
+            break;
+        }
+        budget -= c.size;
+        let end = (c.fetch_end().min(blob.len() as u64)) as usize;
+        let start = (c.offset as usize).min(end);
+        if let Ok(data) = idx.decode_chunk(c, &blob[start..end]) {
+            assert!(
+                data.len() as u64 <= c.size,
+                "chunk of {} bytes decoded to {}",
+                c.size,
+                data.len()
+            );
+        }
+    }
+}
+
+/// A whole eStargz blob: footer, TOC member, TOC validation, then every chunk.
+pub fn estargz_blob(data: &[u8]) {
+    use strata::estargz::blob::open_toc;
+    use strata::estargz::index::Whiteouts;
+    for whiteouts in [Whiteouts::Raw, Whiteouts::Overlay("trusted.overlay.opaque")] {
+        let mut read = |off: u64, len: u64| -> strata::estargz::Result<Vec<u8>> {
+            let end = off.saturating_add(len).min(data.len() as u64) as usize;
+            Ok(data[(off as usize).min(end)..end].to_vec())
+        };
+        if let Ok(opened) = open_toc("fuzz", data.len() as u64, None, whiteouts, &mut read) {
+            check_estargz(data, &opened);
+        }
+    }
+}
+
+/// TOC JSON (`stargz.index.json`), wrapped into a TOC member and footer after a payload of
+/// one gzip member, so that every input reaches the TOC's validation.
+pub fn estargz_toc(data: &[u8]) {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let payload = {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        if gz.write_all(b"hello estargz\n").is_err() {
+            return;
+        }
+        match gz.finish() {
+            Ok(b) => b,
+            Err(_) => return,
+        }
+    };
+    let member = {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        {
+            let mut ar = tar::Builder::new(&mut gz);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            if ar.append_data(&mut h, "stargz.index.json", data).is_err() || ar.finish().is_err() {
+                return;
+            }
+        }
+        match gz.finish() {
+            Ok(b) => b,
+            Err(_) => return,
+        }
+    };
+    let mut blob = payload;
+    let toc_offset = blob.len() as u64;
+    blob.extend_from_slice(&member);
+    blob.extend_from_slice(&strata::estargz::footer_bytes(toc_offset));
+    estargz_blob(&blob);
 }

@@ -20,15 +20,25 @@ mkdir -p "$OUT"
 W=$(mktemp -d /tmp/strata-stress.XXXXXX)
 cleanup() {
     umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
+    umount "$W/l" 2>/dev/null || true
     rm -rf "$W"
 }
 trap cleanup EXIT
 
 fresh() {
     umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
+    umount "$W/l" 2>/dev/null || true
     rm -rf "$W/l" "$W/u" "$W/w" "$W/m"
-    mkdir -p "$W/l/lower" "$W/u" "$W/w" "$W/m"
+    mkdir -p "$W/l/lower/dir" "$W/u" "$W/w" "$W/m"
     echo lower > "$W/l/lower/file"
+    ln "$W/l/lower/file" "$W/l/lower/link"
+    head -c 1048576 /dev/urandom > "$W/l/lower/dir/big"
+    mount --bind "$W/l" "$W/l"
+    mount -o remount,bind,ro "$W/l"
+}
+
+lower_sum() {
+    (cd "$W/l" && find . -printf '%p %m %U %G %s %n %T@\n' | sort && find . -type f -exec sha256sum {} + | sort) | sha256sum
 }
 
 run_on() { # impl stressor -> "status bogo"
@@ -40,11 +50,17 @@ run_on() { # impl stressor -> "status bogo"
         mount -t overlay overlay -o "lowerdir=$W/l,upperdir=$W/u,workdir=$W/w,redirect_dir=on,index=on" "$W/m"
     fi
     log="$OUT/$s.$impl.log"
+    before=$(lower_sum)
     set +e
     (cd "$W/m" && timeout -k 5 $((SECS + 60)) stress-ng --"$s" 1 --verify --timeout "$SECS" \
         --temp-path "$W/m" --metrics-brief) >"$log" 2>&1
     st=$?
     set -e
+    umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
+    if [ "$(lower_sum)" != "$before" ]; then
+        echo "stress.sh: $s on $impl changed the lower layer" >&2
+        st=lower-changed
+    fi
     bogo=$(awk -v s="$s" '$0 ~ "metrc:" && $4 == s {print $5; exit}' "$log")
     echo "$st ${bogo:--}"
 }
@@ -58,6 +74,7 @@ for s in $STRESSORS; do
     verdict=same
     if [ "$sa" != 0 ] && [ "$sb" = 0 ]; then verdict="STRATA ONLY FAILS"; fail=1; fi
     if [ "$sa" = 0 ] && [ "$sb" != 0 ]; then verdict="kernel only fails"; fi
+    case "$sa $sb" in *lower-changed*) verdict="LOWER LAYER CHANGED"; fail=1 ;; esac
     printf '%-14s %-14s %-14s %s\n' "$s" "$a" "$b" "$verdict"
 done
 exit $fail

@@ -200,6 +200,20 @@ pub(crate) fn prepare_side(
     }
 }
 
+/// Bind-mount `dir` on itself read-only (the workspace unmounts it when it is dropped).
+pub(crate) fn bind_read_only(dir: &Path) {
+    use rustix::mount::{MountFlags, mount_bind, mount_remount};
+    mount_bind(dir, dir).unwrap_or_else(|e| panic!("bind mount {}: {e}", dir.display()));
+    mount_remount(dir, MountFlags::BIND | MountFlags::RDONLY, "")
+        .unwrap_or_else(|e| panic!("remount {} read-only: {e}", dir.display()));
+    let probe = dir.join(".strata-test-ro-probe");
+    assert!(
+        fs::write(&probe, b"x").is_err(),
+        "{} is still writable after its read-only bind mount",
+        dir.display()
+    );
+}
+
 pub(crate) fn lower_snapshots(s: &Side) -> Vec<Snapshot> {
     s.lowers
         .iter()
@@ -245,7 +259,7 @@ pub(crate) fn check_same_identity(
 /// Run a scenario on kernel overlayfs and on strata over identical copies of its layers and
 /// compare per-step results, merged trees and normalised upper dirs; then cross-mount (strata
 /// over the kernel's upper, the kernel over strata's) and compare those merged trees with the
-/// kernel's; and check no lower layer was modified.
+/// kernel's; and check no lower layer was modified (strata's are read-only bind mounts).
 pub fn differential(sc: &Scenario) -> Outcome {
     let ws = Workspace::new();
     let base = ws.mkdir("base");
@@ -258,6 +272,11 @@ pub fn differential(sc: &Scenario) -> Outcome {
     let n = sc.lowers.len();
     let mut k = prepare_side(&ws, &base, "kernel", n, sc.upper.is_some());
     let mut s = prepare_side(&ws, &base, "strata", n, sc.upper.is_some());
+    // strata reads its lower layers through read-only bind mounts: a write to a lower layer
+    // fails there (EROFS) and shows as a difference from the kernel, which has them writable.
+    for l in &s.lowers {
+        bind_read_only(l);
+    }
     let mut k_lowers_before = lower_snapshots(&k);
     let mut s_lowers_before = lower_snapshots(&s);
     let mut rotations = 0;
@@ -308,6 +327,7 @@ pub fn differential(sc: &Scenario) -> Outcome {
                     side.work = work;
                     side.lowers.insert(0, old);
                 }
+                bind_read_only(&s.lowers[0]);
                 // The rotated layers are lower layers now: they too must stay untouched.
                 k_lowers_before = lower_snapshots(&k);
                 s_lowers_before = lower_snapshots(&s);
