@@ -399,7 +399,9 @@ fn check_estargz(blob: &[u8], opened: &strata::estargz::blob::OpenedToc) {
         }
         assert!(
             !n.path.starts_with('/')
-                && n.path.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+                && n.path
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != ".."),
             "unclean node path {:?}",
             n.path
         );

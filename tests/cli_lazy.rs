@@ -256,6 +256,16 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
         m["layers"][0]["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(),
         "{m}"
     );
+    // Every blob of the layout has one mode (the eStargz blob is not left 0600).
+    let modes: std::collections::BTreeSet<u32> = std::fs::read_dir(saved.join("blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+        .map(|e| {
+            use std::os::unix::fs::PermissionsExt;
+            e.metadata().expect("stat blob").permissions().mode() & 0o777
+        })
+        .collect();
+    assert_eq!(modes.len(), 1, "modes of the saved blobs: {modes:?}");
     let e = work.join("e");
     ok(&e, &["load", "-i", saved.to_str().unwrap_or_default()]);
     assert_eq!(ok(&e, &["images", "-q"]).lines().count(), 1);

@@ -50,11 +50,19 @@ fn convert_layer(
     let d = digest_field(layer)?;
     let src = std::fs::File::open(blob_path(dir, &d))
         .map_err(EstargzError::io(format!("open layer {d}")))?;
+    // The new blob gets the old one's mode (a temporary file is created 0600).
+    let perms = src
+        .metadata()
+        .map_err(EstargzError::io(format!("stat layer {d}")))?
+        .permissions();
     let (_, plain) = crate::image::compress::decompress(std::io::BufReader::new(src))
         .map_err(EstargzError::io(format!("decompress layer {d}")))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir.join("blobs/sha256"))
         .map_err(EstargzError::io("create a temporary blob"))?;
     let w = write_estargz(plain, tmp.as_file_mut(), opts)?;
+    tmp.as_file()
+        .set_permissions(perms)
+        .map_err(EstargzError::io("set the eStargz blob's mode"))?;
     tmp.persist(blob_path(dir, &w.digest))
         .map_err(|e| EstargzError::io("install the eStargz blob")(e.error))?;
     layer["digest"] = Value::from(w.digest.to_string());
