@@ -4,6 +4,8 @@
 # the exit status and bogo ops on both, and flags a stressor that fails on strata but passes
 # on the kernel (exit status 1 if there is any).
 # Usage: scripts/stress.sh [SECONDS] [STRESSOR...]
+# STRESS_USER=NAME runs strata-fuse and stress-ng on strata as that unprivileged user (rootless:
+# fusermount3, /dev/fuse made 0666); the kernel side runs as root.
 # Logs in $OUT (default $CARGO_TARGET_DIR/stress or target/stress).
 # stress-ng exit statuses: 0 pass, 2 a stressor failed (or --verify found bad data),
 # 3 not enough resources, 4 not implemented/skipped here.
@@ -18,6 +20,13 @@ BIN=${STRATA_FUSE_BIN:-$TD/release/strata-fuse}
 [ -x "$BIN" ] || cargo build --release --bin strata-fuse
 mkdir -p "$OUT"
 W=$(mktemp -d /tmp/strata-stress.XXXXXX)
+USR=${STRESS_USER:-}
+as_user() { if [ -n "$USR" ]; then runuser -u "$USR" -- "$@"; else "$@"; fi; }
+if [ -n "$USR" ]; then
+    id "$USR" >/dev/null
+    chmod 755 "$W"
+    chmod 666 /dev/fuse
+fi
 cleanup() {
     umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
     umount "$W/l" 2>/dev/null || true
@@ -33,6 +42,7 @@ fresh() {
     echo lower > "$W/l/lower/file"
     ln "$W/l/lower/file" "$W/l/lower/link"
     head -c 1048576 /dev/urandom > "$W/l/lower/dir/big"
+    [ -n "$USR" ] && chown "$USR" "$W/u" "$W/w" "$W/m"
     mount --bind "$W/l" "$W/l"
     mount -o remount,bind,ro "$W/l"
 }
@@ -44,15 +54,17 @@ lower_sum() {
 run_on() { # impl stressor -> "status bogo"
     impl=$1 s=$2
     fresh
+    run=""
     if [ "$impl" = strata ]; then
-        "$BIN" -o "lowerdir=$W/l,upperdir=$W/u,workdir=$W/w" "$W/m"
+        as_user "$BIN" -o "lowerdir=$W/l,upperdir=$W/u,workdir=$W/w" "$W/m"
+        run=as_user
     else
         mount -t overlay overlay -o "lowerdir=$W/l,upperdir=$W/u,workdir=$W/w,redirect_dir=on,index=on" "$W/m"
     fi
     log="$OUT/$s.$impl.log"
     before=$(lower_sum)
     set +e
-    (cd "$W/m" && timeout -k 5 $((SECS + 60)) stress-ng --"$s" 1 --verify --timeout "$SECS" \
+    ($run sh -c 'cd "$1" && shift && exec "$@"' sh "$W/m" timeout -k 5 $((SECS + 60)) stress-ng --"$s" 1 --verify --timeout "$SECS" \
         --temp-path "$W/m" --metrics-brief) >"$log" 2>&1
     st=$?
     set -e
