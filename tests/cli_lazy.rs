@@ -539,6 +539,124 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// `strata ps -a` marks a container of a lazily pulled image as partial (text and JSON), as
+/// `strata images` does the image, and no longer once a full pull completes the layer.
+#[test]
+fn ps_shows_a_container_of_a_lazy_image_as_partial_until_a_pull_completes_it() {
+    if let Some(why) = support::skip_reason() {
+        skip(&why);
+        return;
+    }
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+        skip("needs root and /dev/fuse to mount");
+        return;
+    }
+    let work = tmpdir("lazy-ps");
+    let reg = support::Registry::start(&work, None).expect("start docker-registry");
+    let host = reg.host();
+    let net = [
+        "--tls-verify=false",
+        "--authfile",
+        "/nonexistent/strata-test-auth.json",
+    ];
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).expect("mkdir");
+    std::fs::write(rootfs.join("etc/motd"), "partial\n").expect("write");
+    std::fs::write(rootfs.join("etc/data.bin"), rng_bytes(3 << 20, 11)).expect("write");
+    let a = work.join("a");
+    ok(
+        &a,
+        &[
+            "import",
+            rootfs.to_str().unwrap_or_default(),
+            "localhost/lazy-ps:1",
+        ],
+    );
+    let dest = format!("{host}/test/lazy-ps:1");
+    let mut args = vec!["push", "--compression", "estargz"];
+    args.extend(net);
+    args.extend(["localhost/lazy-ps:1", dest.as_str()]);
+    ok(&a, &args);
+
+    let b = work.join("b");
+    let mut args = vec!["pull", "--lazy"];
+    args.extend(net);
+    args.push(dest.as_str());
+    let id = ok(&b, &args);
+    // A container of the lazy image, which reads a file (so some data is fetched), then is
+    // unmounted and stays.
+    let mp = work.join("m");
+    let o = strata_env(
+        &b,
+        &[
+            "mount",
+            "--name",
+            "lazy-ps-c",
+            id.trim(),
+            mp.to_str().unwrap_or_default(),
+        ],
+        &[("STRATA_LAZY_NO_COMPLETE", "1")],
+    );
+    assert!(
+        o.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let motd = std::fs::read_to_string(mp.join("etc/motd"));
+    ok(&b, &["umount", "lazy-ps-c"]);
+    unmount_all(&b, std::slice::from_ref(&mp));
+    assert_eq!(motd.expect("read motd"), "partial\n");
+
+    let row = |text: &str| {
+        text.lines()
+            .find(|l| l.contains("lazy-ps-c"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let table = ok(&b, &["ps", "-a"]);
+    assert!(
+        row(&table).contains("(partial: 1 lazy layers, ") && row(&table).contains(" fetched)"),
+        "{table}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["ps", "-a", "--format", "json"])).expect("ps JSON");
+    let c = js
+        .as_array()
+        .and_then(|v| v.iter().find(|c| c["Name"] == "lazy-ps-c"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(c["Partial"]["LazyLayers"], 1, "{js}");
+    assert!(
+        c["Partial"]["FetchedBytes"].as_u64().unwrap_or(0) > 0,
+        "{js}"
+    );
+    // The same numbers as `strata images` gives the image.
+    let imgs: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["images", "--format", "json"])).expect("images JSON");
+    assert_eq!(imgs[0]["Partial"], c["Partial"], "{imgs} vs {js}");
+
+    // A full pull completes the layer: the container is no longer partial.
+    let mut args = vec!["pull"];
+    args.extend(net);
+    args.push(dest.as_str());
+    ok(&b, &args);
+    let table = ok(&b, &["ps", "-a"]);
+    assert!(
+        row(&table).contains("lazy-ps-c") && !table.contains("partial"),
+        "{table}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["ps", "-a", "--format", "json"])).expect("ps JSON");
+    assert!(
+        js.as_array()
+            .is_some_and(|v| v.iter().all(|c| c.get("Partial").is_none())),
+        "{js}"
+    );
+    ok(&b, &["rm", "lazy-ps-c"]);
+    assert!(ok(&b, &["fsck"]).contains("0 errors"));
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// The same lazy pull, mount and read as the unprivileged user `strata-test` (fusermount3
 /// for both the lazy layer and the union), when that user exists.
 fn rootless(host: &str, net: &[&str]) {

@@ -45,19 +45,45 @@ fn serve(stream: TcpStream, port: u16, routes: &Routes, hits: &Mutex<Vec<String>
         parts.next().unwrap_or("").to_string(),
     );
     let mut auth = String::new();
+    let mut length = 0usize;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':')
-            && k.eq_ignore_ascii_case("authorization")
-        {
-            auth = v.trim().to_string();
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                auth = v.trim().to_string();
+            } else if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
         }
+    }
+    let mut body = vec![0u8; length.min(1 << 20)];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        return;
     }
     if let Ok(mut v) = hits.lock() {
         v.push(format!("{method} {path}"));
+    }
+    if method == "POST" && path.starts_with("/token") {
+        // OAuth2 refresh-token grant (an identity token from a credential helper).
+        let form = String::from_utf8_lossy(&body);
+        let fields: Vec<&str> = form.split('&').collect();
+        if fields.contains(&"grant_type=refresh_token")
+            && fields.contains(&"refresh_token=refresh-me")
+            && fields.contains(&"service=mock")
+        {
+            respond(
+                &stream,
+                "200 OK",
+                &[("Content-Type".into(), "application/json".into())],
+                br#"{"access_token":"T","expires_in":300}"#,
+            );
+        } else {
+            respond(&stream, "401 Unauthorized", &[], b"{}");
+        }
+        return;
     }
     if path.starts_with("/token") {
         let good = format!(
@@ -332,5 +358,78 @@ fn bearer_tokens_platforms_and_digest_checks() -> TestResult {
     .err()
     .ok_or("missing tag pulled")?;
     assert!(matches!(e, Error::ManifestUnknown { .. }), "{e:?}");
+    Ok(())
+}
+
+#[test]
+fn identity_token_from_a_credential_helper_is_a_refresh_token() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layer = vec![7u8; 10_000];
+    let mut routes = Routes::new();
+    routes.insert(
+        "/v2/lib/tok/manifests/1".into(),
+        (
+            DOCKER_MANIFEST.to_string(),
+            manifest(&config, &[&layer], "tok"),
+        ),
+    );
+    for b in [&config, &layer] {
+        routes.insert(
+            format!("/v2/lib/tok/blobs/{}", Digest::of(b)),
+            ("application/octet-stream".to_string(), b.to_vec()),
+        );
+    }
+    let mock = Mock::start(routes)?;
+    let host = format!("127.0.0.1:{}", mock.port);
+    let tmp = tempfile::tempdir()?;
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let helper = bin.join("docker-credential-idtok");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\ncat {}\n",
+            tmp.path().join("answer.json").display()
+        ),
+    )?;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755))?;
+    let auth = tmp.path().join("auth.json");
+    std::fs::write(&auth, format!(r#"{{"credHelpers":{{"{host}":"idtok"}}}}"#))?;
+    let answer = |secret: &str| {
+        std::fs::write(
+            tmp.path().join("answer.json"),
+            format!(r#"{{"ServerURL":"{host}","Username":"<token>","Secret":"{secret}"}}"#),
+        )
+    };
+    let o = PullOptions {
+        client: ClientOptions {
+            tls_verify: false,
+            auth_file: Some(auth.clone()),
+            helper_path: Some(bin.clone().into_os_string()),
+            ..ClientOptions::default()
+        },
+        ..PullOptions::default()
+    };
+    let r = Reference::parse(&format!("{host}/lib/tok:1"))?;
+    let never = |_: &Digest| false;
+
+    answer("refresh-me")?;
+    let res = pull(&r, &o, &tmp.path().join("a"), &never, &NoProgress)?;
+    assert_eq!(res.layers.len(), 1);
+    assert_eq!(mock.count("POST /token"), 1);
+    assert_eq!(mock.count("GET /token"), 0, "no Basic token request");
+
+    answer("stale")?;
+    let e = pull(&r, &o, &tmp.path().join("b"), &never, &NoProgress)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("wrong username or password") && e.contains("docker-credential-idtok"),
+        "{e}"
+    );
     Ok(())
 }

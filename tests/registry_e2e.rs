@@ -303,7 +303,10 @@ fn htpasswd_registry_auth() -> TestResult {
         password: "wonderland".into(),
     };
     let written = login(&host, &right, &opts)?;
-    assert_eq!(written, auth_file);
+    assert_eq!(
+        written,
+        strata::registry::auth::StoredIn::File(auth_file.clone())
+    );
     let l = tmp.path().join("l");
     let res = pull(
         &r(&format!("{host}/test/busybox:1"))?,

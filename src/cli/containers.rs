@@ -1,6 +1,7 @@
 //! `mount`, `umount`, `ps`, `rm`, `commit`, `diff`: containers.
 
 use super::OutFormat;
+use super::images::Partial;
 use super::progress::CliProgress;
 use crate::image::diff;
 use crate::run::state;
@@ -115,12 +116,22 @@ pub fn ps(store: &Store, format: OutFormat, all: bool, quiet: bool) -> anyhow::R
         }
         return Ok(0);
     }
+    // Containers of one image share its partial state: looked up once per image.
+    let mut partial = std::collections::HashMap::new();
+    for (c, ..) in &rows {
+        if !partial.contains_key(&c.image)
+            && let Ok(img) = store.image(&c.image)
+        {
+            partial.insert(c.image.clone(), Partial::of(store, &img));
+        }
+    }
+    let partial_of = |c: &crate::store::ContainerRecord| partial.get(&c.image).copied().flatten();
     if format == OutFormat::Json {
         let v: Vec<_> = rows
             .iter()
             .map(|(c, img, m, st)| {
                 let run = c.run.as_ref();
-                json!({
+                let mut v = json!({
                     "Id": c.id, "Name": c.name, "Image": img, "ImageId": c.image,
                     "Created": c.created, "Mounted": m, "Mountpoint": c.mountpoint,
                     "State": st.name(), "Status": st.status(),
@@ -130,7 +141,12 @@ pub fn ps(store: &Store, format: OutFormat, all: bool, quiet: bool) -> anyhow::R
                     "Command": command_text(store, c),
                     "Ports": run.map(|r| r.config.ports.iter().map(crate::run::network::port_text).collect::<Vec<_>>()).unwrap_or_default(),
                     "IdMap": run.and_then(|r| r.id_map.clone()),
-                })
+                });
+                // As in `strata images`: only for an image that still has lazy layers.
+                if let Some(p) = partial_of(c) {
+                    v["Partial"] = p.json();
+                }
+                v
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -146,7 +162,9 @@ pub fn ps(store: &Store, format: OutFormat, all: bool, quiet: bool) -> anyhow::R
         "MOUNTED".into(),
         "NAMES".into(),
     ]];
+    let mut suffixes = vec![String::new()];
     for (c, img, m, st) in rows {
+        suffixes.push(Partial::suffix(partial_of(c).as_ref()));
         let ports = c
             .run
             .as_ref()
@@ -177,7 +195,7 @@ pub fn ps(store: &Store, format: OutFormat, all: bool, quiet: bool) -> anyhow::R
             *w = (*w).max(cell.chars().count());
         }
     }
-    for row in &table {
+    for (row, suffix) in table.iter().zip(&suffixes) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             line.push_str(cell);
@@ -186,7 +204,7 @@ pub fn ps(store: &Store, format: OutFormat, all: bool, quiet: bool) -> anyhow::R
                 line.push_str(&" ".repeat(pad));
             }
         }
-        println!("{line}");
+        println!("{line}{suffix}");
     }
     Ok(0)
 }

@@ -7,20 +7,54 @@ use crate::image::names;
 use crate::store::Store;
 use serde_json::json;
 
+/// The lazy (eStargz, not yet completed) layers of an image: how many, and the bytes of their
+/// data fetched so far. `strata images` and `strata ps` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Partial {
+    pub lazy_layers: usize,
+    pub fetched: u64,
+}
+
+impl Partial {
+    /// The image's partial state, `None` when every layer is complete.
+    pub(super) fn of(store: &Store, img: &crate::store::ImageRecord) -> Option<Partial> {
+        let lazy: Vec<_> = img
+            .layers
+            .iter()
+            .filter(|l| store.is_lazy(&l.diff_id))
+            .collect();
+        (!lazy.is_empty()).then(|| Partial {
+            lazy_layers: lazy.len(),
+            fetched: lazy.iter().map(|l| store.lazy_cached(&l.diff_id).0).sum(),
+        })
+    }
+
+    /// The text form, ` (partial: N lazy layers, X fetched)`, to append to a row.
+    pub(super) fn suffix(p: Option<&Partial>) -> String {
+        p.map(|p| {
+            format!(
+                " (partial: {} lazy layers, {} fetched)",
+                p.lazy_layers,
+                human_size(p.fetched)
+            )
+        })
+        .unwrap_or_default()
+    }
+
+    /// The JSON form, `{"LazyLayers": N, "FetchedBytes": X}`.
+    pub(super) fn json(&self) -> serde_json::Value {
+        json!({"LazyLayers": self.lazy_layers, "FetchedBytes": self.fetched})
+    }
+}
+
 /// `strata images`.
 pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i32> {
     let tags = store.tags()?;
     let mut rows = Vec::new();
     let mut partial = std::collections::HashMap::new();
     for img in store.images()? {
-        let lazy: Vec<_> = img
-            .layers
-            .iter()
-            .filter(|l| store.is_lazy(&l.diff_id))
-            .collect();
-        if !lazy.is_empty() {
-            let cached: u64 = lazy.iter().map(|l| store.lazy_cached(&l.diff_id).0).sum();
-            partial.insert(img.id.clone(), (lazy.len(), cached));
+        if let Some(p) = Partial::of(store, &img) {
+            partial.insert(img.id.clone(), p);
         }
         let cfg = store.image_config(&img)?;
         let created = cfg.oci().created().clone().unwrap_or_default();
@@ -59,8 +93,8 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
             .map(|r| {
                 let mut v =
                     json!({"Repository": r.0, "Tag": r.1, "Id": r.2, "Created": r.3, "Size": r.4});
-                if let Some((n, cached)) = partial.get(&r.2) {
-                    v["Partial"] = json!({"LazyLayers": n, "FetchedBytes": cached});
+                if let Some(p) = partial.get(&r.2) {
+                    v["Partial"] = p.json();
                 }
                 v
             })
@@ -80,10 +114,7 @@ pub fn images(store: &Store, format: OutFormat, quiet: bool) -> anyhow::Result<i
             r.2.short(),
             crate::run::state::ago(&r.3),
             human_size(r.4),
-            partial
-                .get(&r.2)
-                .map(|(n, c)| format!(" (partial: {n} lazy layers, {} fetched)", human_size(*c)))
-                .unwrap_or_default()
+            Partial::suffix(partial.get(&r.2))
         );
     }
     Ok(0)

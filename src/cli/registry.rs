@@ -150,9 +150,9 @@ pub fn login(
         username: user.to_string(),
         password,
     };
-    let path = registry::login(host, &creds, &args.client()?)
+    let stored = registry::login(host, &creds, &args.client()?)
         .with_context(|| format!("login to {host}"))?;
-    eprintln!("Login Succeeded (credentials in {})", path.display());
+    eprintln!("Login Succeeded (credentials in {stored})");
     Ok(0)
 }
 

@@ -1,13 +1,20 @@
 //! Registry credentials: the `auth.json` / `~/.docker/config.json` credentials file, the
-//! `WWW-Authenticate` challenge parser, and `login` / `logout`.
+//! credential helpers it names, the `WWW-Authenticate` challenge parser, and `login` /
+//! `logout`.
 //!
-//! The file holds `{"auths":{"HOST":{"auth":"base64(user:pass)"}}}`. It is read from
-//! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` and `~/.docker/config.json`
-//! (first entry found wins) and written, mode 0600 and atomically, to the first of those
-//! that applies. Other keys in the file are preserved.
-
+//! The file holds `{"auths":{"HOST":{"auth":"base64(user:pass)"}}}`, and optionally
+//! `"credHelpers":{"HOST":"NAME"}` and `"credsStore":"NAME"`, which name programs
+//! `docker-credential-NAME` ([`crate::registry::credhelper`]). Files are read from
+//! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` and
+//! `~/.docker/config.json`, in that order; within one file `credHelpers[HOST]` is asked first,
+//! then `credsStore`, then the `auths` entry (as docker and containers/image do; a helper
+//! without credentials for the host passes on to the next source). The first credentials
+//! found win. `login` writes, mode 0600 and atomically, to the first of those files that
+//! applies, or through its helper when that file names one (`store`); `logout` erases from
+//! both. Other keys in the file are preserved.
 use crate::oci::reference::DOCKER_HUB;
 use crate::registry::client::{Client, ClientOptions};
+use crate::registry::credhelper::{Helpers, TOKEN_USERNAME};
 use crate::registry::error::{Error, Result};
 use crate::registry::layout::write_atomic;
 use base64::Engine as _;
@@ -32,6 +39,13 @@ impl Credentials {
     /// The `base64(user:pass)` form used in the file and the Basic header.
     pub fn encoded(&self) -> String {
         B64.encode(format!("{}:{}", self.username, self.password))
+    }
+
+    /// The identity token, when these are one: a credential helper's answer with username
+    /// `<token>` (docker's convention). The client sends it to a Bearer token server as an
+    /// OAuth2 refresh token; to a Basic registry it goes as the password of `<token>`.
+    pub fn identity_token(&self) -> Option<&str> {
+        (self.username == TOKEN_USERNAME).then_some(self.password.as_str())
     }
 
     /// Decodes the `auth` field form.
@@ -116,19 +130,35 @@ fn load(path: &Path) -> Result<Option<Value>> {
     }
 }
 
-/// Looks up credentials for `registry` (and `repository`, for per-repository entries) in one
-/// file. The longest matching key wins.
-pub fn read_credentials(
-    path: &Path,
-    registry: &str,
-    repository: &str,
-) -> Result<Option<Credentials>> {
-    let Some(doc) = load(path)? else {
-        return Ok(None);
-    };
-    let Some(auths) = doc.get("auths").and_then(Value::as_object) else {
-        return Ok(None);
-    };
+/// Where credentials came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Given by the caller (`--creds`).
+    Given,
+    /// The `auths` entry of this credentials file.
+    File(PathBuf),
+    /// This credential helper (`docker-credential-NAME`), named in this file.
+    Helper { name: String, file: PathBuf },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Given => write!(f, "given on the command line"),
+            Origin::File(p) => write!(f, "credentials file {}", p.display()),
+            Origin::Helper { name, file } => write!(
+                f,
+                "credential helper docker-credential-{name} (named in {})",
+                file.display()
+            ),
+        }
+    }
+}
+
+/// The `auths` entry for `registry` (and `repository`, for per-repository entries) of a
+/// loaded file. The longest matching key wins.
+fn auths_entry(doc: &Value, registry: &str, repository: &str) -> Option<Credentials> {
+    let auths = doc.get("auths").and_then(Value::as_object)?;
     let full = format!("{registry}/{repository}");
     let mut best: Option<(usize, Credentials)> = None;
     for (key, entry) in auths {
@@ -158,13 +188,76 @@ pub fn read_credentials(
             best = Some((k.len(), c));
         }
     }
-    Ok(best.map(|(_, c)| c))
+    best.map(|(_, c)| c)
 }
 
-/// Looks up credentials in all the files of [`auth_file_paths`], first match wins.
-pub fn find_credentials(registry: &str, repository: &str) -> Result<Option<Credentials>> {
+/// `credHelpers[registry]` of a loaded file (keys compared as [`normalize_key`] spells them).
+fn cred_helper<'a>(doc: &'a Value, registry: &str) -> Option<&'a str> {
+    doc.get("credHelpers")?
+        .as_object()?
+        .iter()
+        .find(|(k, _)| normalize_key(k) == registry)
+        .and_then(|(_, v)| v.as_str())
+        .filter(|n| !n.is_empty())
+}
+
+/// `credsStore` of a loaded file.
+fn creds_store(doc: &Value) -> Option<&str> {
+    doc.get("credsStore")?.as_str().filter(|n| !n.is_empty())
+}
+
+/// The helper `login` and `logout` use for `registry` in a loaded file: `credHelpers[registry]`,
+/// else `credsStore`.
+fn store_helper<'a>(doc: &'a Value, registry: &str) -> Option<&'a str> {
+    cred_helper(doc, registry).or_else(|| creds_store(doc))
+}
+
+/// Looks up credentials for `registry` (and `repository`, for per-repository entries) in the
+/// `auths` of one file only; credential helpers are not run (see [`lookup_credentials`]).
+pub fn read_credentials(
+    path: &Path,
+    registry: &str,
+    repository: &str,
+) -> Result<Option<Credentials>> {
+    Ok(load(path)?.and_then(|doc| auths_entry(&doc, registry, repository)))
+}
+
+/// Looks up credentials for `registry` in one file: `credHelpers[registry]`, then
+/// `credsStore`, then the `auths` entry (for `repository` too). A helper that has no
+/// credentials for the registry passes on to the next; a helper that fails is an error.
+pub fn lookup_credentials(
+    path: &Path,
+    registry: &str,
+    repository: &str,
+    helpers: &Helpers,
+) -> Result<Option<(Credentials, Origin)>> {
+    let Some(doc) = load(path)? else {
+        return Ok(None);
+    };
+    for name in [cred_helper(&doc, registry), creds_store(&doc)]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = helpers.get(name, registry)? {
+            let origin = Origin::Helper {
+                name: name.to_string(),
+                file: path.to_path_buf(),
+            };
+            return Ok(Some((c, origin)));
+        }
+    }
+    Ok(auths_entry(&doc, registry, repository).map(|c| (c, Origin::File(path.to_path_buf()))))
+}
+
+/// Looks up credentials in all the files of [`auth_file_paths`] with [`lookup_credentials`],
+/// first match wins.
+pub fn find_credentials(
+    registry: &str,
+    repository: &str,
+    helpers: &Helpers,
+) -> Result<Option<(Credentials, Origin)>> {
     for p in auth_file_paths() {
-        if let Some(c) = read_credentials(&p, registry, repository)? {
+        if let Some(c) = lookup_credentials(&p, registry, repository, helpers)? {
             return Ok(Some(c));
         }
     }
@@ -236,9 +329,33 @@ fn save(path: &Path, doc: &Value) -> Result<()> {
     write_atomic(path, &bytes, 0o600)
 }
 
+/// Where `login` kept the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredIn {
+    /// In the `auths` of this credentials file.
+    File(PathBuf),
+    /// In this credential helper (`docker-credential-NAME store`), named in this file.
+    Helper { name: String, file: PathBuf },
+}
+
+impl std::fmt::Display for StoredIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredIn::File(p) => write!(f, "{}", p.display()),
+            StoredIn::Helper { name, file } => write!(
+                f,
+                "credential helper docker-credential-{name}, named in {}",
+                file.display()
+            ),
+        }
+    }
+}
+
 /// Checks `creds` against the registry, then stores them in the default credentials file
-/// (or `opts.auth_file`). Returns the file written.
-pub fn login(registry: &str, creds: &Credentials, opts: &ClientOptions) -> Result<PathBuf> {
+/// (or `opts.auth_file`), or through the helper that file names for the registry
+/// (`credHelpers[registry]`, else `credsStore`; a plaintext entry for the registry is then
+/// removed from the file). Returns where they went.
+pub fn login(registry: &str, creds: &Credentials, opts: &ClientOptions) -> Result<StoredIn> {
     let mut o = opts.clone();
     o.credentials = Some(creds.clone());
     let client = Client::new(registry, &o)?;
@@ -247,20 +364,46 @@ pub fn login(registry: &str, creds: &Credentials, opts: &ClientOptions) -> Resul
         Some(p) => p.clone(),
         None => default_auth_file()?,
     };
-    store_credentials(&path, registry, creds)?;
-    Ok(path)
+    let helper = load(&path)?.and_then(|doc| store_helper(&doc, registry).map(str::to_string));
+    match helper {
+        Some(name) => {
+            Helpers::new(opts.helper_path.clone()).store(&name, registry, creds)?;
+            remove_credentials(&path, registry)?;
+            Ok(StoredIn::Helper { name, file: path })
+        }
+        None => {
+            store_credentials(&path, registry, creds)?;
+            Ok(StoredIn::File(path))
+        }
+    }
 }
 
 /// Removes the credentials of `registry` from every credentials file (or only
-/// `auth_file`); returns whether any existed.
+/// `auth_file`) and from the helper each file names for it (`erase`, helpers from `$PATH`);
+/// returns whether any existed.
 pub fn logout(registry: &str, auth_file: Option<&Path>) -> Result<bool> {
+    logout_with(registry, auth_file, None)
+}
+
+/// [`logout`] with helpers looked up in `helper_path` (`None`: `$PATH`).
+pub fn logout_with(
+    registry: &str,
+    auth_file: Option<&Path>,
+    helper_path: Option<std::ffi::OsString>,
+) -> Result<bool> {
     let registry = normalize_key(registry);
     let paths = match auth_file {
         Some(p) => vec![p.to_path_buf()],
         None => auth_file_paths(),
     };
+    let helpers = Helpers::new(helper_path);
     let mut any = false;
     for p in paths {
+        if let Some(doc) = load(&p)?
+            && let Some(name) = store_helper(&doc, &registry)
+        {
+            any |= helpers.erase(name, &registry)?;
+        }
         any |= remove_credentials(&p, &registry)?;
     }
     Ok(any)
@@ -484,6 +627,83 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn helpers_come_before_the_auths_entry() -> std::result::Result<(), Box<dyn std::error::Error>>
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("log");
+        // `docker-credential-NAME` answering user NAME for the hosts in its list, and not
+        // found for the rest.
+        for (name, hosts) in [("per-host", "a.example"), ("store", "a.example b.example")] {
+            let p = dir.path().join(format!("docker-credential-{name}"));
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\nread -r s\necho \"{name} $s\" >> {}\nfor h in {hosts}; do [ \"$h\" = \"$s\" ] && echo '{{\"Username\":\"{name}\",\"Secret\":\"x\"}}' && exit 0; done\necho 'credentials not found in native keychain'; exit 1\n",
+                    log.display()
+                ),
+            )?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let file = dir.path().join("auth.json");
+        let plain = Credentials {
+            username: "plain".into(),
+            password: "p".into(),
+        };
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"credHelpers":{{"a.example":"per-host","c.example":"per-host"}},"credsStore":"store","auths":{{"a.example":{{"auth":"{e}"}},"c.example":{{"auth":"{e}"}},"d.example":{{"auth":"{e}"}}}}}}"#,
+                e = plain.encoded()
+            ),
+        )?;
+        let helpers = Helpers::new(Some(dir.path().as_os_str().to_owned()));
+        let who = |reg: &str| -> Result<Option<(String, String)>> {
+            Ok(
+                lookup_credentials(&file, reg, "r", &helpers)?.map(|(c, o)| {
+                    let o = match o {
+                        Origin::Helper { name, .. } => name,
+                        o => o.to_string(),
+                    };
+                    (c.username, o)
+                }),
+            )
+        };
+        let f = format!("credentials file {}", file.display());
+        // credHelpers first, then credsStore, then auths; "not found" passes on.
+        assert_eq!(
+            who("a.example")?,
+            Some(("per-host".into(), "per-host".into()))
+        );
+        assert_eq!(who("b.example")?, Some(("store".into(), "store".into())));
+        assert_eq!(who("c.example")?, Some(("plain".into(), f.clone())));
+        assert_eq!(who("d.example")?, Some(("plain".into(), f)));
+        assert_eq!(who("e.example")?, None);
+        // The auths-only reader runs nothing.
+        assert_eq!(read_credentials(&file, "a.example", "r")?, Some(plain));
+        let asked = std::fs::read_to_string(&log)?;
+        assert_eq!(
+            asked.lines().collect::<Vec<_>>(),
+            [
+                "per-host a.example",
+                "store b.example",
+                "per-host c.example",
+                "store c.example",
+                "store d.example",
+                "store e.example",
+            ]
+        );
+        // A helper named but missing is an error naming it.
+        std::fs::write(&file, r#"{"credsStore":"nosuch"}"#)?;
+        let e = lookup_credentials(&file, "a.example", "", &helpers)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("docker-credential-nosuch"), "{e}");
         Ok(())
     }
 }

@@ -4,8 +4,9 @@
 
 use crate::oci::reference::registry_api_host;
 use crate::registry::auth::{
-    Challenge, Credentials, find_credentials, parse_challenge, read_credentials,
+    Challenge, Credentials, Origin, find_credentials, lookup_credentials, parse_challenge,
 };
+use crate::registry::credhelper::Helpers;
 use crate::registry::error::{Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,6 +26,9 @@ pub struct ClientOptions {
     pub credentials: Option<Credentials>,
     /// Credentials file to use instead of the default search (`--authfile`).
     pub auth_file: Option<PathBuf>,
+    /// Where to look for the credential helpers (`docker-credential-NAME`) that the
+    /// credentials file names, `PATH`-style; `None`: `$PATH`.
+    pub helper_path: Option<std::ffi::OsString>,
     /// Give up connecting after this long.
     pub connect_timeout: Duration,
     /// Give up when a read stalls this long.
@@ -57,6 +61,7 @@ impl Default for ClientOptions {
             tls_verify: true,
             credentials: None,
             auth_file: None,
+            helper_path: None,
             connect_timeout: env.unwrap_or(Duration::from_secs(30)),
             read_timeout: env.unwrap_or(Duration::from_secs(120)),
             request_timeout: None,
@@ -104,6 +109,10 @@ pub struct Client {
     host: String,
     base: String,
     creds: Option<Credentials>,
+    /// Where `creds` came from, for the wrong-credentials message.
+    origin: Option<Origin>,
+    /// The credential helpers, with the answers they gave (asked once per registry).
+    helpers: Helpers,
     state: Mutex<AuthState>,
 }
 
@@ -201,11 +210,13 @@ impl Client {
     /// picks the scheme, loads credentials, and learns the auth scheme from `GET /v2/`.
     pub fn new(registry: &str, opts: &ClientOptions) -> Result<Client> {
         let host = registry_api_host(registry).to_string();
-        let creds = match (&opts.credentials, &opts.auth_file) {
-            (Some(c), _) => Some(c.clone()),
-            (None, Some(f)) => read_credentials(f, registry, "")?,
-            (None, None) => find_credentials(registry, "")?,
+        let helpers = Helpers::new(opts.helper_path.clone());
+        let found = match (&opts.credentials, &opts.auth_file) {
+            (Some(c), _) => Some((c.clone(), Origin::Given)),
+            (None, Some(f)) => lookup_credentials(f, registry, "", &helpers)?,
+            (None, None) => find_credentials(registry, "", &helpers)?,
         };
+        let (creds, origin) = found.unzip();
         let mut client = Client {
             agent: build_agent(opts, opts.tls_verify),
             body_timeout: opts.read_timeout,
@@ -213,6 +224,8 @@ impl Client {
             base: format!("https://{host}"),
             host,
             creds,
+            origin,
+            helpers,
             state: Mutex::new(AuthState::default()),
         };
         if let Err(e) = client.ping() {
@@ -233,15 +246,30 @@ impl Client {
         opts: &ClientOptions,
     ) -> Result<Client> {
         if opts.credentials.is_none() {
-            let c = match &opts.auth_file {
-                Some(f) => read_credentials(f, &self.registry, repository)?,
-                None => find_credentials(&self.registry, repository)?,
+            // The helpers answered in `new` already: only a per-repository entry can differ.
+            let found = match &opts.auth_file {
+                Some(f) => lookup_credentials(f, &self.registry, repository, &self.helpers)?,
+                None => find_credentials(&self.registry, repository, &self.helpers)?,
             };
-            if c.is_some() {
-                self.creds = c;
+            if let Some((c, o)) = found {
+                self.creds = Some(c);
+                self.origin = Some(o);
             }
         }
         Ok(self)
+    }
+
+    /// The wrong-credentials error, saying where the credentials came from.
+    fn wrong_credentials(&self) -> Error {
+        Error::WrongCredentials {
+            host: self.host.clone(),
+            from: match &self.origin {
+                Some(o @ (Origin::File(_) | Origin::Helper { .. })) => {
+                    format!(" (credentials from {o})")
+                }
+                _ => String::new(),
+            },
+        }
     }
 
     /// The API host (`index.docker.io`, `localhost:5000`).
@@ -324,9 +352,7 @@ impl Client {
             .map_err(|e| map_err(&self.host, e))?;
         match resp.status().as_u16() {
             200 | 404 => Ok(()),
-            401 | 403 => Err(Error::WrongCredentials {
-                host: self.host.clone(),
-            }),
+            401 | 403 => Err(self.wrong_credentials()),
             status => Err(Error::Status {
                 host: self.host.clone(),
                 status,
@@ -342,31 +368,52 @@ impl Client {
         service: Option<&str>,
         scope: Option<&Scope>,
     ) -> Result<String> {
-        let mut req = self.agent.get(realm);
-        if let Some(s) = service {
-            req = req.query("service", s);
-        }
-        if let Some(s) = scope {
-            req = req.query("scope", s.token_scope());
-        }
-        if let Some(c) = &self.creds {
-            req = req
-                .query("account", &c.username)
-                .header("Authorization", format!("Basic {}", c.encoded()));
-        }
         let realm_host = realm.to_string();
-        let resp = req
-            .config()
-            .timeout_recv_body(Some(self.body_timeout))
-            .build()
-            .call()
-            .map_err(|e| map_err(&realm_host, e))?;
+        let identity_token = self.creds.as_ref().and_then(Credentials::identity_token);
+        let resp = if let Some(refresh) = identity_token {
+            // An identity token (a helper's `<token>` answer): OAuth2 refresh-token grant,
+            // as docker sends it.
+            let mut form = vec![
+                ("grant_type", "refresh_token".to_string()),
+                ("refresh_token", refresh.to_string()),
+                ("client_id", "strata".to_string()),
+            ];
+            if let Some(s) = service {
+                form.push(("service", s.to_string()));
+            }
+            if let Some(s) = scope {
+                form.push(("scope", s.token_scope()));
+            }
+            self.agent
+                .post(realm)
+                .config()
+                .timeout_recv_body(Some(self.body_timeout))
+                .build()
+                .send_form(form)
+                .map_err(|e| map_err(&realm_host, e))?
+        } else {
+            let mut req = self.agent.get(realm);
+            if let Some(s) = service {
+                req = req.query("service", s);
+            }
+            if let Some(s) = scope {
+                req = req.query("scope", s.token_scope());
+            }
+            if let Some(c) = &self.creds {
+                req = req
+                    .query("account", &c.username)
+                    .header("Authorization", format!("Basic {}", c.encoded()));
+            }
+            req.config()
+                .timeout_recv_body(Some(self.body_timeout))
+                .build()
+                .call()
+                .map_err(|e| map_err(&realm_host, e))?
+        };
         match resp.status().as_u16() {
             200 => {}
             401 | 403 if self.creds.is_some() => {
-                return Err(Error::WrongCredentials {
-                    host: self.host.clone(),
-                });
+                return Err(self.wrong_credentials());
             }
             401 | 403 => {
                 return Err(Error::AuthRequired {
@@ -492,9 +539,7 @@ impl Client {
                             detail: "insufficient scope".to_string(),
                         }
                     }
-                    (Some(_), _) => Error::WrongCredentials {
-                        host: self.host.clone(),
-                    },
+                    (Some(_), _) => self.wrong_credentials(),
                 });
             }
             authed = true;
@@ -512,9 +557,7 @@ impl Client {
                 }
                 None => {
                     return Err(if self.creds.is_some() {
-                        Error::WrongCredentials {
-                            host: self.host.clone(),
-                        }
+                        self.wrong_credentials()
                     } else {
                         denied()
                     });

@@ -23,8 +23,9 @@ pub enum Error {
         detail: String,
     },
     /// Credentials were sent and the registry still answered 401.
-    #[error("authentication to registry {host} failed: wrong username or password")]
-    WrongCredentials { host: String },
+    /// `from` says where the credentials came from (` (credentials from ...)`), or is empty.
+    #[error("authentication to registry {host} failed: wrong username or password{from}")]
+    WrongCredentials { host: String, from: String },
     /// No credentials are known and the registry wants some.
     #[error(
         "registry {host} requires authentication for {action} of {repository}: log in with `strata login {host}`"
@@ -89,6 +90,13 @@ pub enum Error {
     /// The credentials file cannot be read or written.
     #[error("credentials file {path}: {reason}")]
     AuthFile { path: PathBuf, reason: String },
+    /// A credential helper (`docker-credential-NAME`) could not be run or failed.
+    #[error("credential helper {helper}: {action}: {detail}")]
+    CredentialHelper {
+        helper: String,
+        action: String,
+        detail: String,
+    },
     /// Local file I/O failed.
     #[error("{context} {path}: {source}")]
     Io {

@@ -11,13 +11,15 @@
 //!   `have_blob` asking the store, then the store imports the layout ([`PullResult`] lists
 //!   the manifest, config and layer digests and which layers were skipped).
 //! - `strata push IMAGE REF`: the store exports the image to a layout, then [`push()`].
-//! - `strata login HOST` / `strata logout HOST`: [`login`] / [`logout`].
+//! - `strata login HOST` / `strata logout HOST`: [`login`] / [`logout`]; credentials come
+//!   from the credentials file or the credential helpers it names ([`credhelper`]).
 //! - `--tls-verify=false`, `--creds`, `--authfile`: [`ClientOptions`];
 //!   `--platform`: [`Platform::parse`] into [`PullOptions::platform`].
 //! - Errors are [`Error`]: print them with `{}`, one line each.
 
 pub mod auth;
 pub mod client;
+pub mod credhelper;
 pub mod error;
 pub mod layout;
 pub mod lazy;

@@ -176,6 +176,9 @@ mod tests {
             host: host(),
             detail: "range requests on blob x are not supported".into()
         }));
-        assert!(!transient(&Error::WrongCredentials { host: host() }));
+        assert!(!transient(&Error::WrongCredentials {
+            host: host(),
+            from: String::new()
+        }));
     }
 }
