@@ -658,7 +658,8 @@ fn ps_shows_a_container_of_a_lazy_image_as_partial_until_a_pull_completes_it() {
 }
 
 /// The same lazy pull, mount and read as the unprivileged user `strata-test` (fusermount3
-/// for both the lazy layer and the union), when that user exists.
+/// for both the lazy layer and the union), then `strata run` of the lazy image in the
+/// user's namespaces (its command reads lazy files).
 fn rootless(host: &str, net: &[&str]) {
     let exists = || {
         std::process::Command::new("id")
@@ -693,7 +694,9 @@ fn rootless(host: &str, net: &[&str]) {
          $S --root {d}/s pull -q --lazy {net} {host}/test/lazy:1 >/dev/null; \
          $S --root {d}/s mount {host}/test/lazy:1 {d}/m >/dev/null; \
          cat {d}/m/etc/motd; cmp {d}/m/usr/lib/other.bin {d}/expected && echo same; \
-         stat -c %u {d}/m/usr/lib/other.bin",
+         stat -c %u {d}/m/usr/lib/other.bin; \
+         $S --root {d}/s run --rm {host}/test/lazy:1 /bin/busybox sh -c \
+         'cat /etc/motd.hard; cmp /usr/lib/big.bin /bin/big && echo run-same'",
         d = dir.display(),
         net = net.join(" "),
     );
@@ -725,8 +728,8 @@ fn rootless(host: &str, net: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        text, "hello from a lazy layer\nsame\n0\n",
-        "rootless lazy read"
+        text, "hello from a lazy layer\nsame\n0\nhello from a lazy layer\nrun-same\n",
+        "rootless lazy read, then strata run of the lazy image"
     );
 }
 
