@@ -29,14 +29,15 @@ if [ -n "$USR" ]; then
 fi
 cleanup() {
     umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
-    umount "$W/l" 2>/dev/null || true
+    umount "$W/l" 2>/dev/null || umount -l "$W/l" 2>/dev/null || true
     rm -rf "$W"
 }
 trap cleanup EXIT
 
 fresh() {
     umount "$W/m" 2>/dev/null || umount -l "$W/m" 2>/dev/null || true
-    umount "$W/l" 2>/dev/null || true
+    # (lazily, if a daemon that outlived its mount still holds the lower layer open)
+    umount "$W/l" 2>/dev/null || umount -l "$W/l" 2>/dev/null || true
     rm -rf "$W/l" "$W/u" "$W/w" "$W/m"
     mkdir -p "$W/l/lower/dir" "$W/u" "$W/w" "$W/m"
     echo lower > "$W/l/lower/file"
