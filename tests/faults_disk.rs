@@ -136,42 +136,6 @@ fn copy_up_larger_than_free_space_is_enospc_and_the_mount_recovers() {
     );
 }
 
-/// The store's files (relative path and size), ignoring lock files: to compare a store
-/// before and after a failed command. Staging under `tmp/` counts.
-fn store_state(root: &Path) -> Vec<String> {
-    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(m) = p.symlink_metadata() else {
-                continue;
-            };
-            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
-            if rel.ends_with("lock") {
-                continue;
-            }
-            out.push(format!("{rel} {}", if m.is_dir() { 0 } else { m.len() }));
-            if m.is_dir() {
-                rec(base, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    rec(root, root, &mut out);
-    out.sort();
-    out
-}
-
-fn assert_fsck_clean(root: &Path, when: &str) {
-    let o = common::strata(root, &["fsck"]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && out.contains("clean"),
-        "fsck after {when}: {out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn assert_no_space_message(o: &std::process::Output, what: &str) {
     assert!(!o.status.success(), "{what} succeeded on a full disk");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -205,14 +169,7 @@ fn store_commands_out_of_space_fail_cleanly() {
         let rootfs = work.join("rootfs.tar");
         let mut b = tar::Builder::new(std::fs::File::create(&rootfs).unwrap());
         let data = pattern(3, (3 * MIB) as usize);
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, "big", &data[..]).unwrap();
+        tar_append_file(&mut b, "big", &data);
         b.into_inner().unwrap().sync_all().unwrap();
         let o = common::strata(&root, &["import", rootfs.to_str().unwrap(), "big:1"]);
         assert_no_space_message(&o, "import");

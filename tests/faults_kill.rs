@@ -198,16 +198,6 @@ fn strata_fuse_killed_mid_work_keeps_every_fsynced_file() {
     }
 }
 
-fn fsck_clean(root: &Path, when: &str) {
-    let o = common::strata(root, &["fsck"]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && out.contains("clean"),
-        "fsck after {when}: {out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// Writes `name` into `mnt` in another thread; fails if it does not finish within 10 s (a
 /// mount left paused).
 fn write_within(mnt: &Path, name: &str, when: &str) {
@@ -223,10 +213,7 @@ fn write_within(mnt: &Path, name: &str, when: &str) {
 }
 
 fn kill_after(root: &Path, args: &[&str], delay: Duration) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
+    let mut c = strata_command(root, args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -281,7 +268,7 @@ fn strata_killed_during_commit_rmi_and_prune_leaves_a_clean_store() {
         let tag = format!("img:k{i}");
         kill_after(&root, &["commit", "c1", &tag], Duration::from_millis(*d));
         let when = format!("commit killed at {d} ms");
-        fsck_clean(&root, &when);
+        assert_fsck_clean(&root, &when);
         write_within(&mnt, &format!("after{i}"), &when);
         listed_images_are_usable(&root, &when);
     }
@@ -302,17 +289,17 @@ fn strata_killed_during_commit_rmi_and_prune_leaves_a_clean_store() {
             Duration::from_millis(*d),
         );
         let when = format!("rmi killed at {d} ms");
-        fsck_clean(&root, &when);
+        assert_fsck_clean(&root, &when);
         listed_images_are_usable(&root, &when);
     }
     for d in [0u64, 2, 5, 10, 20, 40] {
         kill_after(&root, &["prune"], Duration::from_millis(d));
         let when = format!("prune killed at {d} ms");
-        fsck_clean(&root, &when);
+        assert_fsck_clean(&root, &when);
         listed_images_are_usable(&root, &when);
     }
     common::ok(&root, &["prune"]);
-    fsck_clean(&root, "the last prune");
+    assert_fsck_clean(&root, "the last prune");
 
     // import, killed: a rootfs of 200 files, different each time (else the layer exists).
     let make_rootfs = |n: usize| {
@@ -320,15 +307,7 @@ fn strata_killed_during_commit_rmi_and_prune_leaves_a_clean_store() {
         let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
         for i in 0..200 {
             let data = pattern(i + n * 1000, 10_000 + i * 13);
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            h.set_cksum();
-            b.append_data(&mut h, format!("d{}/f{i}", i % 10), &data[..])
-                .unwrap();
+            tar_append_file(&mut b, format!("d{}/f{i}", i % 10), &data);
         }
         b.into_inner().unwrap().sync_all().unwrap();
         p.display().to_string()
@@ -347,7 +326,7 @@ fn strata_killed_during_commit_rmi_and_prune_leaves_a_clean_store() {
             Duration::from_millis(*d),
         );
         let when = format!("import killed at {d} ms");
-        fsck_clean(&root, &when);
+        assert_fsck_clean(&root, &when);
         listed_images_are_usable(&root, &when);
     }
     // What is left still mounts with its data.
@@ -357,32 +336,6 @@ fn strata_killed_during_commit_rmi_and_prune_leaves_a_clean_store() {
         assert!(std::fs::read(mnt.join(format!("f{i}"))).unwrap() == pattern(i, 20_000));
     }
     common::ok(&root, &["umount", "c2"]);
-}
-
-/// The pid of the FUSE daemon serving `mnt` (the forked `strata mount` child): the process
-/// holding /dev/fuse open whose command line names the store.
-fn daemon_of(root: &Path) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if !cmd.contains(&root.display().to_string()) || !cmd.contains(" mount ") {
-            continue;
-        }
-        let holds_fuse = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/fuse")));
-        if holds_fuse {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 #[test]
@@ -409,11 +362,8 @@ fn the_daemon_killed_during_a_commit_loses_no_fsynced_file() {
         for i in 0..10 {
             write_synced(&mnt.join(format!("f{i}")), &pattern(i, 300_000)).unwrap();
         }
-        let pid = daemon_of(&root).expect("find the mount daemon");
-        let commit = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("--root")
-            .arg(&root)
-            .args(["commit", &name, &format!("img:{name}")])
+        let pid = *store_daemons(&root).first().expect("find the mount daemon");
+        let commit = strata_command(&root, &["commit", &name, &format!("img:{name}")])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -430,7 +380,7 @@ fn the_daemon_killed_during_a_commit_loses_no_fsynced_file() {
         );
         let when = format!("the daemon killed {delay} ms into a commit");
         let _ = Command::new("umount").arg("-l").arg(&mnt).status();
-        fsck_clean(&root, &when);
+        assert_fsck_clean(&root, &when);
         listed_images_are_usable(&root, &when);
         // Mounted again, the container has every fsynced file.
         let o = common::strata(&root, &["mount", &name]);

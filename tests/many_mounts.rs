@@ -8,46 +8,7 @@ mod common;
 mod faultkit;
 
 use faultkit::*;
-use std::path::{Path, PathBuf};
-
-fn daemons_rss_kib(root: &Path) -> (usize, u64) {
-    let mut n = 0;
-    let mut total = 0;
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return (0, 0);
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if !cmd.contains(&root.display().to_string()) || !cmd.contains(" mount ") {
-            continue;
-        }
-        let fuse = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/fuse")));
-        if !fuse {
-            continue;
-        }
-        let rss: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0);
-        n += 1;
-        total += rss;
-    }
-    (n, total)
-}
+use std::path::PathBuf;
 
 #[test]
 fn many_mounts_of_one_image_write_and_commit() {
@@ -101,7 +62,8 @@ fn many_mounts_of_one_image_write_and_commit() {
     for w in writers {
         w.join().unwrap();
     }
-    let (daemons, rss) = daemons_rss_kib(&root);
+    let pids = store_daemons(&root);
+    let (daemons, rss) = (pids.len(), pids.iter().map(|p| vm_rss_kib(*p)).sum::<u64>());
     eprintln!(
         "{n} mounts in {mounted:.1?}; {daemons} daemons, RSS {} KiB in all, {} KiB per mount",
         rss,

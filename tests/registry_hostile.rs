@@ -7,7 +7,9 @@
 //! layer, no staging, `strata fsck` clean. A well-behaved run of the same server pulls fine.
 
 mod common;
+mod faultkit;
 
+use faultkit::{store_state, strata_command, tar_append_file};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -50,14 +52,7 @@ struct Image {
 fn image() -> Image {
     let mut b = tar::Builder::new(Vec::new());
     let data = vec![b'x'; 50_000];
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
-    b.append_data(&mut h, "file", &data[..]).unwrap();
+    tar_append_file(&mut b, "file", &data);
     let tar = b.into_inner().unwrap();
     let diff_id = Digest::of(&tar);
     // Stored uncompressed: the layer's digest is its diff ID.
@@ -356,31 +351,6 @@ fn handle(
     }
 }
 
-/// The store's files (relative path and size), lock files left out.
-fn store_state(root: &Path) -> Vec<String> {
-    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(m) = p.symlink_metadata() else {
-                continue;
-            };
-            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
-            if rel.ends_with("lock") {
-                continue;
-            }
-            out.push(format!("{rel} {}", if m.is_dir() { 0 } else { m.len() }));
-            if m.is_dir() {
-                rec(base, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    rec(root, root, &mut out);
-    out.sort();
-    out
-}
-
 fn pull(root: &Path, port: u16) -> (bool, String, Duration) {
     let t0 = Instant::now();
     let o = common::strata_env(
@@ -464,19 +434,19 @@ fn a_pull_killed_mid_blob_leaves_only_staging_that_prune_removes() {
     let root = work.join("store");
     common::ok(&root, &["images"]);
     let before = store_state(&root);
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&root)
-        .args([
+    let mut c = strata_command(
+        &root,
+        &[
             "pull",
             "--tls-verify=false",
             &format!("127.0.0.1:{}/x:latest", srv.port),
-        ])
-        .env("STRATA_REGISTRY_TIMEOUT", "30")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .env("STRATA_REGISTRY_TIMEOUT", "30")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     // Wait until the blob is half there (the server then stalls), then kill -9.
     let t0 = Instant::now();
     loop {

@@ -252,15 +252,7 @@ fn worker(root: PathBuf, mut m: Model, seed: u64, until: Instant) -> (Model, u64
 
 fn daemon_stats(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0);
-    (fds, rss)
+    (fds, vm_rss_kib(pid))
 }
 
 #[test]

@@ -1,10 +1,9 @@
 //! `pull --lazy`, the lazy layers of `mount`, the hidden `lazy-serve` daemon command and
 //! `push --compression estargz`: the CLI side of eStargz lazy pulling.
 
-use super::progress::CliProgress;
-use super::registry::RegistryArgs;
-use crate::oci::{Digest, Platform, Reference};
-use crate::registry::{self, PullOptions};
+use super::registry::{PullStart, RegistryArgs, print_pulled};
+use crate::oci::Digest;
+use crate::registry;
 use crate::store::containers::is_mounted;
 use crate::store::lazy::LazySource;
 use crate::store::{ContainerRecord, ImageRecord, Store};
@@ -22,20 +21,12 @@ pub fn pull(
     args: &RegistryArgs,
     quiet: bool,
 ) -> anyhow::Result<i32> {
-    let r =
-        Reference::parse(reference).with_context(|| format!("invalid reference {reference}"))?;
-    let mut opts = PullOptions {
-        client: args.client()?,
-        ..PullOptions::default()
-    };
-    if let Some(p) = platform {
-        opts.platform = Some(Platform::parse(p).with_context(|| format!("invalid platform {p}"))?);
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("pull-")
-        .tempdir_in(store.root().join("tmp"))
-        .context("create a scratch layout in the store")?;
-    let prog = CliProgress::new(quiet);
+    let PullStart {
+        reference: r,
+        opts,
+        tmp,
+        prog,
+    } = PullStart::new(store, reference, platform, args, quiet)?;
     let have = |d: &Digest| store.has_blob(d);
     let (res, lazy) = registry::pull_lazy(&r, &opts, tmp.path(), &have, &prog)
         .with_context(|| format!("lazy pull {r}"))?;
@@ -68,14 +59,7 @@ pub fn pull(
             res.bytes_downloaded
         );
     }
-    for l in loaded {
-        if !quiet {
-            for t in &l.tags {
-                eprintln!("Pulled: {t} ({md})");
-            }
-        }
-        println!("{}", l.image.id);
-    }
+    print_pulled(&loaded, &md, quiet);
     Ok(0)
 }
 

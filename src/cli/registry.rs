@@ -8,7 +8,7 @@ use crate::image::oci_layout;
 use crate::oci::Digest;
 use crate::registry::auth::Credentials;
 use crate::registry::{self, ClientOptions, Platform, PullOptions, PushOptions, Reference};
-use crate::store::Store;
+use crate::store::{LoadedImage, Store};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -47,35 +47,49 @@ impl RegistryArgs {
     }
 }
 
-/// `strata pull REF`: prints the image ID.
-pub fn pull(
-    store: &Store,
-    reference: &str,
-    platform: Option<&str>,
-    args: &RegistryArgs,
-    quiet: bool,
-) -> anyhow::Result<i32> {
-    let r =
-        Reference::parse(reference).with_context(|| format!("invalid reference {reference}"))?;
-    let mut opts = PullOptions {
-        client: args.client()?,
-        ..PullOptions::default()
-    };
-    if let Some(p) = platform {
-        opts.platform = Some(Platform::parse(p).with_context(|| format!("invalid platform {p}"))?);
+/// What a pull (full or lazy) starts from: the parsed reference, the pull options, a scratch
+/// directory in the store's tmp/ for the OCI layout, and the progress display.
+pub(super) struct PullStart {
+    pub reference: Reference,
+    pub opts: PullOptions,
+    pub tmp: tempfile::TempDir,
+    pub prog: CliProgress,
+}
+
+impl PullStart {
+    pub(super) fn new(
+        store: &Store,
+        reference: &str,
+        platform: Option<&str>,
+        args: &RegistryArgs,
+        quiet: bool,
+    ) -> anyhow::Result<Self> {
+        let r = Reference::parse(reference)
+            .with_context(|| format!("invalid reference {reference}"))?;
+        let mut opts = PullOptions {
+            client: args.client()?,
+            ..PullOptions::default()
+        };
+        if let Some(p) = platform {
+            opts.platform =
+                Some(Platform::parse(p).with_context(|| format!("invalid platform {p}"))?);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("pull-")
+            .tempdir_in(store.root().join("tmp"))
+            .context("create a scratch layout in the store")?;
+        Ok(PullStart {
+            reference: r,
+            opts,
+            tmp,
+            prog: CliProgress::new(quiet),
+        })
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("pull-")
-        .tempdir_in(store.root().join("tmp"))
-        .context("create a scratch layout in the store")?;
-    let prog = CliProgress::new(quiet);
-    let have = |d: &Digest| store.has_blob(d);
-    let res =
-        registry::pull(&r, &opts, tmp.path(), &have, &prog).with_context(|| format!("pull {r}"))?;
-    let md = res.manifest_digest;
-    let loaded = store
-        .import_pulled_layout(tmp.path(), &r.to_string(), &md, &prog)
-        .with_context(|| format!("import {r}"))?;
+}
+
+/// The end of a pull: `Pulled: TAG (DIGEST)` on stderr for every tag unless `quiet`, and each
+/// image ID on stdout.
+pub(super) fn print_pulled(loaded: &[LoadedImage], md: &Digest, quiet: bool) {
     for l in loaded {
         if !quiet {
             for t in &l.tags {
@@ -84,6 +98,30 @@ pub fn pull(
         }
         println!("{}", l.image.id);
     }
+}
+
+/// `strata pull REF`: prints the image ID.
+pub fn pull(
+    store: &Store,
+    reference: &str,
+    platform: Option<&str>,
+    args: &RegistryArgs,
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    let PullStart {
+        reference: r,
+        opts,
+        tmp,
+        prog,
+    } = PullStart::new(store, reference, platform, args, quiet)?;
+    let have = |d: &Digest| store.has_blob(d);
+    let res =
+        registry::pull(&r, &opts, tmp.path(), &have, &prog).with_context(|| format!("pull {r}"))?;
+    let md = res.manifest_digest;
+    let loaded = store
+        .import_pulled_layout(tmp.path(), &r.to_string(), &md, &prog)
+        .with_context(|| format!("import {r}"))?;
+    print_pulled(&loaded, &md, quiet);
     Ok(0)
 }
 

@@ -5,7 +5,7 @@
 use super::fsutil::{self, OPAQUE_TRUSTED, OPAQUE_USER, OVERRIDE_XATTR, WH_OPAQUE, WH_PREFIX};
 use super::{ImageError, Result};
 use crate::fs::override_stat::{self, Special, StatOverride};
-use crate::sys::at;
+use crate::sys::{at, xattr};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -223,7 +223,7 @@ fn apply_entry<R: Read>(
         } else {
             OPAQUE_TRUSTED
         };
-        at::set_xattr(pfd, xattr.as_bytes(), b"y", 0)
+        xattr::set_xattr(pfd, xattr.as_bytes(), b"y", 0)
             .map_err(ImageError::io(format!("mark {} opaque", rel.display())))?;
         return Ok(());
     }

@@ -1,9 +1,9 @@
 //! The image code's file system helpers: the layer format's names (whiteouts, opaque and
 //! override xattrs), symlink-safe walks and writes below a directory fd, and xattrs by host
-//! path. The system call wrappers are in `crate::sys::at`; the override format is
-//! `crate::fs::override_stat`.
+//! path. The system call wrappers are in `crate::sys::at` and `crate::sys::xattr`; the override
+//! format is `crate::fs::override_stat`.
 
-use crate::sys::at;
+use crate::sys::{at, xattr};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -119,16 +119,16 @@ pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64) -> io::Result
 }
 
 /// lgetxattr; `None` if the attribute is absent or unsupported.
-pub use crate::sys::at::lget_xattr as get_xattr;
+pub use crate::sys::xattr::lget_xattr as get_xattr;
 
 /// lsetxattr (no flags).
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    at::lset_xattr(path, name.as_bytes(), value, 0)
+    xattr::lset_xattr(path, name.as_bytes(), value, 0)
 }
 
 /// llistxattr, names sorted.
 pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
-    let mut names: Vec<String> = at::llist_xattr(path)?
+    let mut names: Vec<String> = xattr::llist_xattr(path)?
         .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();

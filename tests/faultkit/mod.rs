@@ -1,6 +1,8 @@
-//! Fault-injection helpers shared by `faults_disk` and `faults_kill`: a size-limited tmpfs to
-//! fill, a strata-fuse daemon in the foreground (so the test holds its pid and can kill -9
-//! it), kernel overlayfs mounts of an upper, and tree checks.
+//! Fault-injection helpers shared by `faults_disk`, `faults_kill`, `registry_hostile`, `soak`
+//! and `many_mounts` (each also has `mod common;`): a size-limited tmpfs to fill, a strata-fuse
+//! daemon in the foreground (so the test holds its pid and can kill -9 it), kernel overlayfs
+//! mounts of an upper, tree and store checks, the FUSE daemons of a store and their RSS, and
+//! tar entries.
 #![allow(dead_code)]
 
 use std::os::unix::fs::MetadataExt;
@@ -8,13 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Say why a test cannot run and return (the caller returns); under `CI=true` a skip means a
-/// missing install step, so it panics instead.
+/// [`crate::common::skip`] (the one skip rule) for tests that return `()`: say why a test
+/// cannot run (the caller returns); under `CI=true` it panics instead.
 pub fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("a test would skip under CI (a missing install step?): {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
+    crate::common::skip(reason);
+}
+
+/// `strata --root ROOT ARGS...`, to be given its stdio and spawned: for a run the test kills.
+pub fn strata_command(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+    c.arg("--root").arg(root).args(args);
+    c
 }
 
 /// Root and /dev/fuse, or why not.
@@ -295,4 +301,99 @@ pub fn tree_digest(dir: &Path) -> Vec<String> {
     rec(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The store's files (relative path and size), ignoring lock files: to compare a store
+/// before and after a failed command. Staging under `tmp/` counts.
+pub fn store_state(root: &Path) -> Vec<String> {
+    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = p.symlink_metadata() else {
+                continue;
+            };
+            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+            if rel.ends_with("lock") {
+                continue;
+            }
+            out.push(format!("{rel} {}", if m.is_dir() { 0 } else { m.len() }));
+            if m.is_dir() {
+                rec(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// `strata fsck` of the store at `root` succeeds and says clean; `when` names the moment.
+pub fn assert_fsck_clean(root: &Path, when: &str) {
+    let o = crate::common::strata(root, &["fsck"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("clean"),
+        "fsck after {when}: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The pids of the FUSE daemons of the store at `root` (the forked `strata mount` children): the
+/// processes holding /dev/fuse open whose command line names the store and `mount`.
+pub fn store_daemons(root: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains(&root.display().to_string()) || !cmd.contains(" mount ") {
+            continue;
+        }
+        let holds_fuse = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/fuse")));
+        if holds_fuse {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The resident set of process `pid` in KiB (`VmRSS`), 0 when it cannot be read.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Append a regular file `path` holding `data` to a tar: mode 0644, owner 0:0, mtime 0.
+pub fn tar_append_file<W: std::io::Write>(
+    b: &mut tar::Builder<W>,
+    path: impl AsRef<Path>,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, path, data).unwrap();
 }

@@ -5,7 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
 
-use crate::sys::at;
+use crate::sys::handle;
 
 /// `ovl_fb` header: version 0, magic 0xfb, then len, flags, handle type, 16-byte uuid.
 const FH_VERSION: u8 = 0;
@@ -25,7 +25,7 @@ pub struct IndexKey {
 /// `ovl_encode_real_fh` for a lower object). `None` when the filesystem cannot make file
 /// handles: such files are copied up without the index.
 pub fn key_of(uuid: &[u8; 16], dir: BorrowedFd<'_>, name: &OsStr) -> Option<IndexKey> {
-    let (handle_type, fid) = at::file_handle(dir, name)?;
+    let (handle_type, fid) = handle::file_handle(dir, name)?;
     let len = FH_HEADER + fid.len();
     let mut fh = Vec::with_capacity(len);
     let flags = if cfg!(target_endian = "big") {
@@ -149,6 +149,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
+    use crate::sys::at;
 
     #[test]
     fn nlink_values_read_as_the_kernel_reads_them() {
@@ -175,7 +176,7 @@ mod tests {
         let Some(k) = key_of(&uuid, d.as_fd(), OsStr::new("f")) else {
             return Ok(()); // a filesystem without file handles
         };
-        let (ty, fid) = at::file_handle(d.as_fd(), OsStr::new("f")).ok_or("no file handle")?;
+        let (ty, fid) = handle::file_handle(d.as_fd(), OsStr::new("f")).ok_or("no file handle")?;
         assert_eq!(k.origin[0..2], [0x00, 0xfb]);
         assert_eq!(k.origin[2] as usize, k.origin.len());
         assert_eq!(k.origin[4] as i32, ty);

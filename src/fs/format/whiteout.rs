@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use crate::sys::at;
+use crate::sys::{at, xattr};
 
 /// Prefix of whiteout files (`.wh.NAME`) as written by OCI tools and fuse-overlayfs.
 pub const WH_PREFIX: &[u8] = b".wh.";
@@ -52,7 +52,7 @@ pub fn has_wh_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
 /// The overlay marks of a directory: opaque (by xattr), and its redirect if any. One
 /// listxattr tells which marks exist, so an unmarked directory costs one system call.
 pub fn dir_marks(fd: BorrowedFd<'_>) -> io::Result<(bool, Option<OsString>)> {
-    let names = match at::list_xattr(fd) {
+    let names = match xattr::list_xattr(fd) {
         Ok(n) => n,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => Vec::new(),
         Err(e) => return Err(e),
@@ -64,12 +64,12 @@ pub fn dir_marks(fd: BorrowedFd<'_>) -> io::Result<(bool, Option<OsString>)> {
             continue;
         };
         if OPAQUE_XATTRS.contains(&name) {
-            if let Ok(Some(v)) = at::get_xattr(fd, name) {
+            if let Ok(Some(v)) = xattr::get_xattr(fd, name) {
                 opaque |= v.first() == Some(&b'y');
             }
         } else if REDIRECT_XATTRS.contains(&name)
             && redirect.is_none()
-            && let Ok(Some(v)) = at::get_xattr(fd, name)
+            && let Ok(Some(v)) = xattr::get_xattr(fd, name)
             && !v.is_empty()
         {
             redirect = Some(OsString::from_vec(v));
@@ -96,7 +96,7 @@ pub struct Marks {
 
 /// The overlay marks of `name` in `dir` (an empty name: `dir` itself).
 pub fn marks_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Marks> {
-    let names = match at::list_xattr_at(dir, name) {
+    let names = match xattr::list_xattr_at(dir, name) {
         Ok(n) => n,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => Vec::new(),
         Err(e) => return Err(e),
@@ -124,7 +124,7 @@ pub fn marks_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Marks> {
             m.metacopy = true;
             continue;
         }
-        let value = match at::get_xattr_at(dir, name, xname) {
+        let value = match xattr::get_xattr_at(dir, name, xname) {
             Ok(Some(v)) => v,
             Ok(None) => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
@@ -151,7 +151,7 @@ pub const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overla
 /// Whether the directory behind `fd` is opaque by any known marker.
 pub fn is_opaque_dir(fd: BorrowedFd<'_>) -> io::Result<bool> {
     for name in OPAQUE_XATTRS {
-        match at::get_xattr(fd, name) {
+        match xattr::get_xattr(fd, name) {
             Ok(Some(v)) if v.first() == Some(&b'y') => return Ok(true),
             Ok(_) => {}
             // Unprivileged daemons cannot read trusted.*: treat as absent.
@@ -245,7 +245,7 @@ impl Format {
 
     /// Mark the directory behind `fd` opaque.
     pub fn set_opaque(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        at::set_xattr(fd, self.xattr(OvlXattr::Opaque).as_bytes(), b"y", 0)
+        xattr::set_xattr(fd, self.xattr(OvlXattr::Opaque).as_bytes(), b"y", 0)
     }
 }
 
@@ -263,7 +263,7 @@ pub fn probe_trusted_xattr(work: BorrowedFd<'_>) -> bool {
     let Ok(fd) = at::open_at(work, &name, libc::O_WRONLY | libc::O_CREAT, 0o600) else {
         return false;
     };
-    let ok = at::set_xattr(fd.as_fd(), b"trusted.overlay.strata-probe", b"y", 0).is_ok();
+    let ok = xattr::set_xattr(fd.as_fd(), b"trusted.overlay.strata-probe", b"y", 0).is_ok();
     drop(fd);
     let _ = at::unlink_at(work, &name, false);
     ok

@@ -107,7 +107,7 @@ fn validate(cfg: &MountConfig) -> Result<Checked, MountError> {
 /// Empty the work dir of temp files a previous session left behind.
 fn clean_work(layers: &Layers) {
     let Some(work) = &layers.work else { return };
-    let Ok(entries) = crate::sys::at::read_dir(work.as_fd()) else {
+    let Ok(entries) = crate::sys::dir::read_dir(work.as_fd()) else {
         return;
     };
     for e in entries {
@@ -124,7 +124,7 @@ fn clean_work(layers: &Layers) {
 
 fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> std::io::Result<()> {
     let sub = crate::sys::at::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    for e in crate::sys::at::read_dir(sub.as_fd())? {
+    for e in crate::sys::dir::read_dir(sub.as_fd())? {
         let n = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.name);
         if e.dtype == libc::DT_DIR {
             remove_tree(sub.as_fd(), n)?;
@@ -314,7 +314,7 @@ fn serve(
             };
         }
     };
-    crate::sys::at::raise_nofile_limit();
+    crate::sys::limits::raise_nofile_limit();
     let union = match build(cfg, lowers, upper, work) {
         Ok(u) => Arc::new(u),
         Err(e) => {

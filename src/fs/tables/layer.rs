@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::sys::at;
+use crate::sys::{at, dir, handle};
 
 /// One layer root directory.
 #[derive(Debug)]
@@ -24,8 +24,8 @@ impl Layer {
         let fd = at::open_dir_path(path)?;
         let st = at::fstat(fd.as_fd())?;
         Ok(Layer {
-            uuid: crate::sys::at::fs_uuid(fd.as_fd()),
-            fs_type: at::fs_type(fd.as_fd()).unwrap_or(0),
+            uuid: crate::sys::handle::fs_uuid(fd.as_fd()),
+            fs_type: handle::fs_type(fd.as_fd()).unwrap_or(0),
             fd: std::sync::Arc::new(fd),
             dev: st.st_dev,
             fs_index: 0,
@@ -85,7 +85,7 @@ impl Layers {
             let wfd = at::open_dir_path(w)?;
             out.work = Some(open_subdir(wfd.as_fd(), "work")?);
             let index = open_subdir(wfd.as_fd(), "index")?;
-            out.index_used = (!at::read_dir(index.as_fd())?.is_empty()).into();
+            out.index_used = (!dir::read_dir(index.as_fd())?.is_empty()).into();
             out.index = Some(std::sync::Arc::new(index));
         }
         let mut devs: Vec<u64> = Vec::new();

@@ -49,7 +49,7 @@ impl LowerDir {
     pub fn may_hold(&self, name: &[u8]) -> bool {
         let names = self.names.get_or_init(|| {
             use std::os::fd::AsFd;
-            crate::sys::at::read_dir(self.fd.as_fd())
+            crate::sys::dir::read_dir(self.fd.as_fd())
                 .ok()
                 .map(|entries| entries.into_iter().map(|e| e.name).collect())
         });
@@ -442,7 +442,7 @@ impl NodeTable {
     fn forgotten(&self) {
         const EVERY: u64 = 1 << 15;
         if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
-            crate::sys::at::release_free_memory();
+            crate::sys::limits::release_free_memory();
         }
     }
 

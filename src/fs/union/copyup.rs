@@ -13,7 +13,7 @@ use crate::fs::format::whiteout;
 use crate::fs::tables::node::Node;
 use crate::fs::union::FsError;
 use crate::fs::union::{FsResult, Union, errno};
-use crate::sys::at;
+use crate::sys::{at, io, xattr};
 
 /// The times of a stat, as utimensat takes them.
 pub fn times_of(st: &libc::stat64) -> [libc::timespec; 2] {
@@ -31,17 +31,17 @@ pub fn times_of(st: &libc::stat64) -> [libc::timespec; 2] {
 
 /// Copy every xattr of `src` to `dst` except overlay-internal ones.
 pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> std::io::Result<()> {
-    for name in at::list_xattr(src)? {
+    for name in xattr::list_xattr(src)? {
         if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
             continue;
         }
         let Ok(n) = std::str::from_utf8(&name) else {
             continue;
         };
-        let Some(value) = at::get_xattr(src, n)? else {
+        let Some(value) = xattr::get_xattr(src, n)? else {
             continue;
         };
-        match at::set_xattr(dst, &name, &value, 0) {
+        match xattr::set_xattr(dst, &name, &value, 0) {
             Ok(()) => {}
             // What the daemon may not set (trusted.* rootless, security.* without privilege)
             // is left behind, as kernel overlayfs does for xattrs the upper cannot hold.
@@ -67,19 +67,19 @@ pub fn copy_data(
     }
     let mut pos: u64 = 0;
     while pos < size {
-        let data = match at::lseek(src, pos as i64, libc::SEEK_DATA) {
+        let data = match io::lseek(src, pos as i64, libc::SEEK_DATA) {
             Ok(d) => d as u64,
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
             Err(_) => pos, // SEEK_DATA unsupported: copy everything
         };
-        let hole = match at::lseek(src, data as i64, libc::SEEK_HOLE) {
+        let hole = match io::lseek(src, data as i64, libc::SEEK_HOLE) {
             Ok(h) => (h as u64).min(size),
             Err(_) => size,
         };
         let mut off = data;
         while off < hole {
             let want = ((hole - off) as usize).min(if durable { DURABLE_CHUNK } else { 1 << 30 });
-            let n = match at::copy_file_range(src, off, dst, off, want) {
+            let n = match io::copy_file_range(src, off, dst, off, want) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e)
@@ -97,13 +97,13 @@ pub fn copy_data(
                 Err(e) => return Err(e),
             };
             if durable {
-                at::start_writeback(dst, off, n as u64)?;
+                io::start_writeback(dst, off, n as u64)?;
             }
             off += n as u64;
         }
         pos = hole.max(data + 1).max(off);
     }
-    at::ftruncate(dst, size)
+    io::ftruncate(dst, size)
 }
 
 /// Bytes copied between two writeback starts of a durable copy.
@@ -119,13 +119,13 @@ fn copy_by_buffer(
     let mut off = from;
     while off < to {
         let want = ((to - off) as usize).min(buf.len());
-        let n = at::pread(src, &mut buf[..want], off)?;
+        let n = io::pread(src, &mut buf[..want], off)?;
         if n == 0 {
             break;
         }
         let mut w = 0;
         while w < n {
-            w += at::pwrite(dst, &buf[w..n], off + w as u64)?;
+            w += io::pwrite(dst, &buf[w..n], off + w as u64)?;
         }
         off += n as u64;
     }
@@ -199,10 +199,10 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     let size = at::fstat(sfd.as_fd())?.st_size as u64;
     copy_data(sfd.as_fd(), dfd.as_fd(), size, u.settings.sync_copy_up)?;
     if u.settings.sync_copy_up {
-        at::fsync(dfd.as_fd(), false)?;
+        io::fsync(dfd.as_fd(), false)?;
     }
     let _ = at::utimens_at(dfd.as_fd(), OsStr::new(""), &times_of(&before));
-    match at::remove_xattr(
+    match xattr::remove_xattr(
         dfd.as_fd(),
         u.fmt
             .xattr(crate::fs::format::whiteout::OvlXattr::Metacopy)
@@ -339,7 +339,7 @@ fn set_internal_xattr(
     xattr: &[u8],
     value: &[u8],
 ) -> FsResult<()> {
-    match at::set_xattr_at(dir, name, xattr, value) {
+    match xattr::set_xattr_at(dir, name, xattr, value) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => Ok(()),
         Err(e) => Err(errno(e)),
@@ -362,8 +362,8 @@ fn make_meta_copy(
         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
         0o600,
     )?;
-    at::ftruncate(dfd.as_fd(), st.st_size as u64)?;
-    at::set_xattr(
+    io::ftruncate(dfd.as_fd(), st.st_size as u64)?;
+    xattr::set_xattr(
         dfd.as_fd(),
         u.fmt
             .xattr(crate::fs::format::whiteout::OvlXattr::Metacopy)
@@ -409,7 +409,7 @@ fn make_copy(
             )?;
             copy_meta(u, work, tmp, Some(dfd.as_fd()), Some(sfd.as_fd()), st)?;
             if u.settings.sync_copy_up {
-                at::fsync(dfd.as_fd(), false)?;
+                io::fsync(dfd.as_fd(), false)?;
             }
             Ok(())
         }

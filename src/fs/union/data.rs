@@ -14,7 +14,7 @@ use crate::fs::tables::node::Node;
 use crate::fs::union::FsError;
 use crate::fs::union::copyup::copy_up;
 use crate::fs::union::{FsResult, Union, errno};
-use crate::sys::at;
+use crate::sys::{at, handle, io};
 
 /// The result of an open: handle id and whether the kernel may keep its cache.
 pub struct Opened {
@@ -54,7 +54,7 @@ impl Union {
         let bflags = backing_flags(flags);
         let fd = self.open_backing(node, bflags)?;
         if flags & libc::O_TRUNC != 0 {
-            at::ftruncate(fd.as_fd(), 0)?;
+            io::ftruncate(fd.as_fd(), 0)?;
         }
         let on_upper = node.data_in_upper();
         Ok(Opened {
@@ -98,7 +98,7 @@ impl Union {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        at::pread_to_vec(fd.as_fd(), size as usize, offset).map_err(errno)
+        io::pread_to_vec(fd.as_fd(), size as usize, offset).map_err(errno)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
@@ -107,7 +107,7 @@ impl Union {
         let fd = self.current_fd(&h)?;
         let mut done = 0usize;
         while done < data.len() {
-            let n = at::pwrite(fd.as_fd(), &data[done..], offset + done as u64)?;
+            let n = io::pwrite(fd.as_fd(), &data[done..], offset + done as u64)?;
             if n == 0 {
                 break;
             }
@@ -128,7 +128,7 @@ impl Union {
             return Ok(());
         }
         let fd = self.current_fd(&h)?;
-        at::fsync(fd.as_fd(), datasync).map_err(errno)
+        io::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 
     /// fsync(2) of a directory: its upper copy, when it has one (lower ones never change).
@@ -145,20 +145,20 @@ impl Union {
             e.name.as_os_str()
         };
         let fd = at::open_at(e.dir(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        at::fsync(fd.as_fd(), datasync).map_err(errno)
+        io::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         let _pass = self.gate.enter();
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        at::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
+        io::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
     }
 
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
         let h = self.handle(fh)?;
         let fd = self.current_fd(&h)?;
-        at::lseek(fd.as_fd(), offset, whence).map_err(errno)
+        io::lseek(fd.as_fd(), offset, whence).map_err(errno)
     }
 
     pub fn copy_range(
@@ -175,7 +175,7 @@ impl Union {
         let fi = self.current_fd(&hi)?;
         let fo = self.current_fd(&ho)?;
         let len = len.min(u32::MAX as u64 & !0xfff) as usize;
-        let n = match at::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len) {
+        let n = match io::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len) {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -184,7 +184,7 @@ impl Union {
                 ) =>
             {
                 let data = self.read(fh_in, off_in, len.min(1 << 20) as u32)?;
-                at::pwrite(fo.as_fd(), &data, off_out)?
+                io::pwrite(fo.as_fd(), &data, off_out)?
             }
             Err(e) => return Err(errno(e)),
         };
@@ -199,7 +199,7 @@ impl Union {
             .as_ref()
             .or(self.layers.lowers.first())
             .ok_or(FsError(Errno::EIO))?;
-        at::statvfs(l.fd()).map_err(errno)
+        handle::statvfs(l.fd()).map_err(errno)
     }
 
     pub fn readlink(&self, node: &Arc<Node>) -> FsResult<Vec<u8>> {

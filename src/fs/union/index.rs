@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use crate::fs::format::index::{IndexKey, key_of, nlink_value, union_nlink};
 use crate::fs::union::{FsResult, Union, errno};
-use crate::sys::at;
+use crate::sys::{at, xattr};
 
 impl Union {
     fn index_dir(&self) -> Option<BorrowedFd<'_>> {
@@ -41,7 +41,7 @@ impl Union {
         if node.state.read().impure {
             return Ok(());
         }
-        match at::set_xattr_at(
+        match xattr::set_xattr_at(
             dir,
             OsStr::new(""),
             self.fmt
@@ -80,7 +80,7 @@ impl Union {
         let Ok(fd) = at::open_at(dir, &key.name, libc::O_PATH, 0) else {
             return fallback;
         };
-        match at::get_xattr(
+        match xattr::get_xattr(
             fd.as_fd(),
             self.fmt.xattr(crate::fs::format::whiteout::OvlXattr::Nlink),
         ) {
@@ -100,7 +100,7 @@ impl Union {
         let dir = self.index_dir().ok_or(libc_err(libc::EIO))?;
         let fd = at::open_at(dir, &key.name, libc::O_PATH, 0)?;
         let st = at::fstat(fd.as_fd())?;
-        at::set_xattr(
+        xattr::set_xattr(
             fd.as_fd(),
             self.fmt
                 .xattr(crate::fs::format::whiteout::OvlXattr::Nlink)
@@ -144,7 +144,7 @@ impl Union {
         let idx = self.index_dir().ok_or(libc_err(libc::EIO))?;
         self.layers.index_used.store(true, Ordering::Release);
         let fd = at::open_at(work, tmp, libc::O_PATH, 0)?;
-        at::set_xattr(
+        xattr::set_xattr(
             fd.as_fd(),
             self.fmt
                 .xattr(crate::fs::format::whiteout::OvlXattr::Origin)
@@ -153,7 +153,7 @@ impl Union {
             0,
         )?;
         // Once in the index and under its name the upper inode has two links.
-        at::set_xattr(
+        xattr::set_xattr(
             fd.as_fd(),
             self.fmt
                 .xattr(crate::fs::format::whiteout::OvlXattr::Nlink)

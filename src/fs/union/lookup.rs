@@ -20,7 +20,7 @@ use crate::fs::tables::node::{DataLoc, Link, LowerDir, Node, NodeState};
 use crate::fs::union::FsError;
 use crate::fs::union::getattr;
 use crate::fs::union::{FsResult, Union, errno};
-use crate::sys::at;
+use crate::sys::{at, handle, xattr};
 
 /// The longest name a layer's filesystem holds (every Linux filesystem strata runs on).
 const NAME_MAX: usize = 255;
@@ -634,7 +634,7 @@ impl Union {
         if let Some(ino) = crate::fs::format::index::ino_in_handle(layer.fs_type, &o) {
             return Some(self.layers.ino(Place::Lower(idx), ino));
         }
-        let fd = at::open_by_handle(layer.fd(), o.handle_type, &o.fid).ok()?;
+        let fd = handle::open_by_handle(layer.fd(), o.handle_type, &o.fid).ok()?;
         let st = at::fstat(fd.as_fd()).ok()?;
         if !indexed && !at::is_dir(&st) && st.st_nlink > 1 {
             return None;
@@ -678,7 +678,7 @@ impl Union {
                 None => return Ok(None),
             }
         };
-        match at::get_xattr_at(dir.as_fd(), name, override_stat::XATTR) {
+        match xattr::get_xattr_at(dir.as_fd(), name, override_stat::XATTR) {
             Ok(Some(v)) => Ok(override_stat::parse(&v)),
             _ => Ok(None),
         }

@@ -27,7 +27,7 @@ use crate::fs::tables::gate::Gate;
 use crate::fs::tables::handles::HandleTable;
 use crate::fs::tables::layer::{Layers, Place};
 use crate::fs::tables::node::{Link, LowerDir, Node, NodeState, NodeTable, ROOT_ID};
-use crate::sys::at;
+use crate::sys::{at, xattr};
 
 /// Result of a union operation: an errno goes back to the kernel as is.
 pub type FsResult<T> = Result<T, FsError>;
@@ -261,7 +261,7 @@ impl Union {
         let fd = at::open_at(e.dir(), &e.name, libc::O_PATH, 0)?;
         let mut value = b"/".to_vec();
         value.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()));
-        at::set_xattr(
+        xattr::set_xattr(
             fd.as_fd(),
             self.fmt
                 .xattr(crate::fs::format::whiteout::OvlXattr::Redirect)

@@ -14,7 +14,7 @@ use crate::fs::tables::node::{Link, Node, NodeState};
 use crate::fs::union::FsError;
 use crate::fs::union::getattr;
 use crate::fs::union::{FsResult, Union, errno};
-use crate::sys::at;
+use crate::sys::{at, dir};
 
 /// Who asks for a new object, and how it should look.
 #[derive(Debug, Clone, Copy)]
@@ -298,7 +298,7 @@ impl Union {
         let Some(udir) = node.state.read().upper_dir.clone() else {
             return Ok(());
         };
-        for e in at::read_dir(udir.as_fd())? {
+        for e in dir::read_dir(udir.as_fd())? {
             let n = OsString::from(std::ffi::OsStr::new(""));
             let _ = n;
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.name);

@@ -17,7 +17,7 @@ use crate::fs::tables::node::Node;
 use crate::fs::union::FsError;
 use crate::fs::union::getattr;
 use crate::fs::union::{FsResult, Union};
-use crate::sys::at;
+use crate::sys::{at, dir};
 
 /// Classify a raw entry: Some(hidden name) for whiteouts, None for a normal entry.
 enum Kind {
@@ -26,7 +26,7 @@ enum Kind {
     Entry(FileType),
 }
 
-fn classify(dir: &std::os::fd::OwnedFd, e: &at::RawDirEntry) -> FsResult<Kind> {
+fn classify(dir: &std::os::fd::OwnedFd, e: &dir::RawDirEntry) -> FsResult<Kind> {
     if e.name == OPAQUE_FILE {
         return Ok(Kind::Marker);
     }
@@ -57,7 +57,7 @@ impl Union {
         let mut out: Vec<DirEntry> = Vec::new();
 
         if let Some(udir) = &st.upper_dir {
-            for e in at::read_dir(udir.as_fd())? {
+            for e in dir::read_dir(udir.as_fd())? {
                 match classify(udir, &e)? {
                     Kind::Marker => {}
                     Kind::Whiteout(name) => {
@@ -94,7 +94,7 @@ impl Union {
         if !st.opaque {
             for ld in &st.lower_dirs {
                 let mut hidden_here = Vec::new();
-                let entries = at::read_dir(ld.fd.as_fd())?;
+                let entries = dir::read_dir(ld.fd.as_fd())?;
                 if !ld.names_known() {
                     // Lookups of the names just listed need not list the directory again.
                     ld.learn_names(entries.iter().map(|e| e.name.as_slice()));

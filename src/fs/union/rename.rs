@@ -15,7 +15,7 @@ use crate::fs::union::FsError;
 use crate::fs::union::copyup::copy_up_meta;
 use crate::fs::union::lookup::join;
 use crate::fs::union::{FsResult, Union};
-use crate::sys::at;
+use crate::sys::{at, xattr};
 
 impl Union {
     /// rename(2) / renameat2(2) in the union.
@@ -156,7 +156,7 @@ impl Union {
             if new_lower_path.as_deref() != Some(origin.as_os_str()) {
                 let mut value = b"/".to_vec();
                 value.extend_from_slice(origin.as_bytes());
-                at::set_xattr(
+                xattr::set_xattr(
                     udir.as_fd(),
                     self.fmt
                         .xattr(crate::fs::format::whiteout::OvlXattr::Redirect)

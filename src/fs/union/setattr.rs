@@ -15,7 +15,7 @@ use crate::fs::tables::node::Node;
 use crate::fs::union::FsError;
 use crate::fs::union::copyup::{copy_up, copy_up_meta};
 use crate::fs::union::{FsResult, Union, errno};
-use crate::sys::at;
+use crate::sys::{at, io, xattr};
 
 /// The fields of one setattr call.
 #[derive(Debug, Default)]
@@ -93,19 +93,19 @@ impl Union {
         };
         if let Some(size) = a.size {
             if name.is_empty() && !node.is_dir() {
-                match at::ftruncate(dir.as_fd(), size) {
+                match io::ftruncate(dir.as_fd(), size) {
                     Err(e)
                         if e.raw_os_error() == Some(libc::EINVAL)
                             || e.raw_os_error() == Some(libc::EBADF) =>
                     {
                         let fd = self.open_for_truncate(node)?;
-                        at::ftruncate(fd.as_fd(), size)?;
+                        io::ftruncate(fd.as_fd(), size)?;
                     }
                     other => other?,
                 }
             } else {
                 let fd = self.open_for_truncate(node)?;
-                at::ftruncate(fd.as_fd(), size)?;
+                io::ftruncate(fd.as_fd(), size)?;
             }
         }
         // A node whose owner and mode come from an override xattr (rootless layers, read with
@@ -170,7 +170,7 @@ impl Union {
     ) -> FsResult<()> {
         let fd = self.object_fd(node)?;
         let v = override_stat::format(&o);
-        at::set_xattr(fd.as_fd(), override_stat::XATTR.as_bytes(), v.as_bytes(), 0)?;
+        xattr::set_xattr(fd.as_fd(), override_stat::XATTR.as_bytes(), v.as_bytes(), 0)?;
         node.state.write().over = Some(o);
         Ok(())
     }
@@ -193,14 +193,14 @@ impl Union {
         self.check_xattr_name(name)?;
         let fd = self.object_fd(node)?;
         let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-        at::get_xattr_raw(fd.as_fd(), &c, size as usize).map_err(errno)
+        xattr::get_xattr_raw(fd.as_fd(), &c, size as usize).map_err(errno)
     }
 
     /// listxattr without the internal names; NUL-separated.
     pub fn listxattr(&self, node: &Arc<Node>) -> FsResult<Vec<u8>> {
         let fd = self.object_fd(node)?;
         let mut out = Vec::new();
-        for n in at::list_xattr(fd.as_fd())? {
+        for n in xattr::list_xattr(fd.as_fd())? {
             if whiteout::is_internal_xattr(&n) {
                 continue;
             }
@@ -221,7 +221,7 @@ impl Union {
         let _pass = self.gate.enter();
         copy_up_meta(self, node)?;
         let fd = self.object_fd(node)?;
-        at::set_xattr(fd.as_fd(), name.as_bytes(), value, flags).map_err(errno)
+        xattr::set_xattr(fd.as_fd(), name.as_bytes(), value, flags).map_err(errno)
     }
 
     pub fn removexattr(&self, node: &Arc<Node>, name: &OsStr) -> FsResult<()> {
@@ -231,10 +231,10 @@ impl Union {
             // Nothing to remove: fail without copying up, as kernel overlayfs does.
             let fd = self.object_fd(node)?;
             let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-            at::get_xattr_raw(fd.as_fd(), &c, 0)?;
+            xattr::get_xattr_raw(fd.as_fd(), &c, 0)?;
         }
         copy_up_meta(self, node)?;
         let fd = self.object_fd(node)?;
-        at::remove_xattr(fd.as_fd(), name.as_bytes()).map_err(errno)
+        xattr::remove_xattr(fd.as_fd(), name.as_bytes()).map_err(errno)
     }
 }
