@@ -7,35 +7,20 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use super::at::{SysResult, check, check_ssize, retry};
 
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> SysResult<usize> {
-    retry(|| {
-        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
-        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
-        // touches nothing else.
-        check_ssize(unsafe {
-            libc::pread64(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                off as i64,
-            )
-        })
-    })
+    pread_into(fd, buf.as_mut_ptr(), buf.len(), off)
 }
 
 /// pread into uninitialised memory (saves zeroing read buffers); returns bytes read.
 pub fn pread_uninit(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>], off: u64) -> SysResult<usize> {
+    pread_into(fd, buf.as_mut_ptr().cast(), buf.len(), off)
+}
+
+/// pread64 into the `len` bytes at `ptr`, which the caller holds mutably borrowed.
+fn pread_into(fd: BorrowedFd<'_>, ptr: *mut u8, len: usize, off: u64) -> SysResult<usize> {
     retry(|| {
-        // SAFETY: an FFI call on a descriptor borrowed for the call's duration, with pointers to
-        // live NUL-terminated strings and to buffers whose lengths are passed with them; the kernel
-        // touches nothing else.
-        check_ssize(unsafe {
-            libc::pread64(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                off as i64,
-            )
-        })
+        // SAFETY: ptr and len describe a buffer the caller borrows mutably for this call (the
+        // kernel writes at most len bytes there); fd is borrowed for the call's duration.
+        check_ssize(unsafe { libc::pread64(fd.as_raw_fd(), ptr.cast(), len, off as i64) })
     })
 }
 

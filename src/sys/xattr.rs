@@ -166,8 +166,17 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &[u8]) -> SysResult<()> {
 }
 
 /// Syscall numbers of the `*xattrat` family (Linux 6.13; one number on every architecture).
+const SYS_SETXATTRAT: libc::c_long = 463;
 const SYS_GETXATTRAT: libc::c_long = 464;
 const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// The kernel's `struct xattr_args` of getxattrat(2) and setxattrat(2).
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
 
 /// Whether the kernel lacks the `*xattrat` calls (learnt on the first ENOSYS).
 static NO_XATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -190,12 +199,6 @@ pub fn get_xattr_at(dir: BorrowedFd<'_>, name: &OsStr, xattr: &str) -> SysResult
     })?;
     let n = xattr_name(xattr.as_bytes())?;
     if !NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) {
-        #[repr(C)]
-        struct XattrArgs {
-            value: u64,
-            size: u32,
-            flags: u32,
-        }
         let mut buf = vec![0u8; 256];
         loop {
             let mut args = XattrArgs {
@@ -241,7 +244,6 @@ pub fn set_xattr_at(
     xattr: &[u8],
     value: &[u8],
 ) -> SysResult<()> {
-    const SYS_SETXATTRAT: libc::c_long = 463;
     let c = cstr(if name.is_empty() {
         OsStr::new(".")
     } else {
@@ -249,12 +251,6 @@ pub fn set_xattr_at(
     })?;
     let n = xattr_name(xattr)?;
     if !NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) {
-        #[repr(C)]
-        struct XattrArgs {
-            value: u64,
-            size: u32,
-            flags: u32,
-        }
         let args = XattrArgs {
             value: value.as_ptr() as u64,
             size: value.len() as u32,
