@@ -265,10 +265,10 @@ pub fn pattern(i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Every entry under `dir` with its type, mode, size, mtime and a digest of its content: the
-/// lower layers must be the same before and after any workload.
-pub fn tree_digest(dir: &Path) -> Vec<String> {
-    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
+/// Calls `visit(relative path, path, metadata)` for every entry under `dir`, depth first; an
+/// entry for which it returns false is left out, with everything below it.
+fn walk(dir: &Path, visit: &mut dyn FnMut(&str, &Path, &std::fs::Metadata) -> bool) {
+    fn rec(base: &Path, d: &Path, visit: &mut dyn FnMut(&str, &Path, &std::fs::Metadata) -> bool) {
         let Ok(rd) = std::fs::read_dir(d) else { return };
         for e in rd.flatten() {
             let p = e.path();
@@ -276,29 +276,37 @@ pub fn tree_digest(dir: &Path) -> Vec<String> {
                 continue;
             };
             let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
-            let content = if m.is_file() {
-                std::fs::read(&p)
-                    .map(|b| strata::oci::Digest::of(&b).to_string())
-                    .unwrap_or_else(|e| e.to_string())
-            } else if m.file_type().is_symlink() {
-                std::fs::read_link(&p).map_or_else(|e| e.to_string(), |t| t.display().to_string())
-            } else {
-                String::new()
-            };
-            out.push(format!(
-                "{rel} {:o} {} {} {} {content}",
-                m.mode(),
-                m.len(),
-                m.mtime(),
-                m.nlink()
-            ));
-            if m.is_dir() {
-                rec(base, &p, out);
+            if visit(&rel, &p, &m) && m.is_dir() {
+                rec(base, &p, visit);
             }
         }
     }
+    rec(dir, dir, visit)
+}
+
+/// Every entry under `dir` with its type, mode, size, mtime and a digest of its content: the
+/// lower layers must be the same before and after any workload.
+pub fn tree_digest(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    rec(dir, dir, &mut out);
+    walk(dir, &mut |rel, p, m| {
+        let content = if m.is_file() {
+            std::fs::read(p)
+                .map(|b| strata::oci::Digest::of(&b).to_string())
+                .unwrap_or_else(|e| e.to_string())
+        } else if m.file_type().is_symlink() {
+            std::fs::read_link(p).map_or_else(|e| e.to_string(), |t| t.display().to_string())
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{rel} {:o} {} {} {} {content}",
+            m.mode(),
+            m.len(),
+            m.mtime(),
+            m.nlink()
+        ));
+        true
+    });
     out.sort();
     out
 }
@@ -306,25 +314,14 @@ pub fn tree_digest(dir: &Path) -> Vec<String> {
 /// The store's files (relative path and size), ignoring lock files: to compare a store
 /// before and after a failed command. Staging under `tmp/` counts.
 pub fn store_state(root: &Path) -> Vec<String> {
-    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(m) = p.symlink_metadata() else {
-                continue;
-            };
-            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
-            if rel.ends_with("lock") {
-                continue;
-            }
-            out.push(format!("{rel} {}", if m.is_dir() { 0 } else { m.len() }));
-            if m.is_dir() {
-                rec(base, &p, out);
-            }
-        }
-    }
     let mut out = Vec::new();
-    rec(root, root, &mut out);
+    walk(root, &mut |rel, _, m| {
+        if rel.ends_with("lock") {
+            return false;
+        }
+        out.push(format!("{rel} {}", if m.is_dir() { 0 } else { m.len() }));
+        true
+    });
     out.sort();
     out
 }
