@@ -181,19 +181,21 @@ fn lazy_blob_path(reg: &support::Registry, digest: &str) -> PathBuf {
         .join("data")
 }
 
-#[test]
-fn lazy_pull_mount_read_corrupt_and_outage() {
+/// Whether these tests can run here (a registry, root, /dev/fuse); says why not otherwise.
+fn ready() -> bool {
     if let Some(why) = support::skip_reason() {
-        {
-            skip(&why);
-            return;
-        }
+        return skip(&why);
     }
     if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        {
-            skip("needs root and /dev/fuse to mount");
-            return;
-        }
+        return skip("needs root and /dev/fuse to mount");
+    }
+    true
+}
+
+#[test]
+fn lazy_pull_mount_read_corrupt_and_outage() {
+    if !ready() {
+        return;
     }
     let work = tmpdir("lazy");
     let reg = support::Registry::start(&work, None).expect("start docker-registry");
@@ -543,12 +545,7 @@ fn lazy_pull_mount_read_corrupt_and_outage() {
 /// `strata images` does the image, and no longer once a full pull completes the layer.
 #[test]
 fn ps_shows_a_container_of_a_lazy_image_as_partial_until_a_pull_completes_it() {
-    if let Some(why) = support::skip_reason() {
-        skip(&why);
-        return;
-    }
-    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        skip("needs root and /dev/fuse to mount");
+    if !ready() {
         return;
     }
     let work = tmpdir("lazy-ps");
@@ -765,17 +762,8 @@ fn go_helper(dir: &Path) -> Result<PathBuf, String> {
 /// lazily and mounted by strata: its files read back as in the source tar.
 #[test]
 fn upstream_estargz_mounts_lazily() {
-    if let Some(why) = support::skip_reason() {
-        {
-            skip(&why);
-            return;
-        }
-    }
-    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        {
-            skip("needs root and /dev/fuse to mount");
-            return;
-        }
+    if !ready() {
+        return;
     }
     let work = tmpdir("lazy-upstream");
     let bin = match go_helper(&work) {
