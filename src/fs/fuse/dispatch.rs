@@ -419,7 +419,10 @@ impl Filesystem for StrataFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do at close: writes go straight to the layer (no write-back cache) and
+        // locks are the kernel's. ENOSYS tells the kernel so, and it sends FLUSH no more,
+        // which saves every close(2) a round trip.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -449,37 +452,37 @@ impl Filesystem for StrataFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.timed("opendir", ino.0, None, || {
-            self.u.node(ino.0).and_then(|n| self.u.open_dir(n))
-        });
-        match r {
-            // The kernel may keep listings in its page cache: every change to a directory
-            // comes through this daemon, and the kernel drops its cache when one does.
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(e.into()),
+        // Not implemented, on purpose: the kernel then sends no OPENDIR and RELEASEDIR at all,
+        // reads listings without a handle (see `Union::listing_at`) and keeps them in its page
+        // cache (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE): every change to a directory comes through
+        // this daemon, and the kernel drops its cache when one does.
+        if self.debug {
+            log::debug!("opendir ino={} -> ENOSYS (listings need no handle)", ino.0);
         }
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.timed("readdir", ino.0, None, || self.u.dir_listing(fh.0, offset));
-        let (h, list) = match r {
+        let r = self.timed("readdir", ino.0, None, || {
+            let n = self.u.node(ino.0)?;
+            let list = self.u.listing_at(&n, offset)?;
+            Ok((n, list))
+        });
+        let (node, list) = match r {
             Ok(x) => x,
             Err(e) => return reply.error(e.into()),
         };
         let mut off = offset;
         if off == 0 {
             if reply.add(
-                INodeNo(Union::st_ino(&h.node)),
+                INodeNo(Union::st_ino(&node)),
                 1,
                 fuser::FileType::Directory,
                 ".",
@@ -491,13 +494,16 @@ impl Filesystem for StrataFs {
         if off == 1 {
             let pino = self
                 .u
-                .parent_of(&h.node)
+                .parent_of(&node)
                 .map(|(p, _)| Union::st_ino(&p))
-                .unwrap_or(Union::st_ino(&h.node));
+                .unwrap_or(Union::st_ino(&node));
             if reply.add(INodeNo(pino), 2, fuser::FileType::Directory, "..") {
                 return reply.ok();
             }
             off = 2;
+        }
+        if off - 2 >= list.len() as u64 {
+            self.rdplus.released(node.id);
         }
         let mut files = 0;
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
@@ -506,7 +512,7 @@ impl Filesystem for StrataFs {
             }
             files += u32::from(e.kind != fuser::FileType::Directory);
         }
-        self.rdplus.listed(h.node.id, files);
+        self.rdplus.listed(node.id, files);
         reply.ok();
     }
 
@@ -514,25 +520,28 @@ impl Filesystem for StrataFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let r = self.timed("readdirplus", ino.0, None, || {
-            self.u.dir_listing(fh.0, offset)
+            let n = self.u.node(ino.0)?;
+            let list = self.u.listing_at(&n, offset)?;
+            Ok((n, list))
         });
-        let (h, list) = match r {
+        let (node, list) = match r {
             Ok(x) => x,
             Err(e) => return reply.error(e.into()),
         };
         let ttl = self.ttl();
         let mut off = offset;
-        // Names only (just `.` and `..` here; the kernel asks for the rest with plain
-        // READDIR) unless listings have been followed by stats.
-        let names_only = off == 0 && !self.rdplus.full_listing(h.node.id);
+        // Unless listings have been followed by stats, the first reply carries `.`, `..` and
+        // the subdirectories (which a walk looks up anyway; the listing holds them first) and
+        // stops there: the kernel asks for the rest with plain READDIR.
+        let names_only = off == 0 && !self.rdplus.full_listing(node.id);
         if off == 0 {
-            if let Ok(a) = self.u.attr(&h.node)
-                && reply.add(INodeNo(h.node.id), 1, ".", &ttl, &a, GEN)
+            if let Ok(a) = self.u.attr(&node)
+                && reply.add(INodeNo(node.id), 1, ".", &ttl, &a, GEN)
             {
                 return reply.ok();
             }
@@ -541,9 +550,9 @@ impl Filesystem for StrataFs {
         if off == 1 {
             let parent = self
                 .u
-                .parent_of(&h.node)
+                .parent_of(&node)
                 .map(|(p, _)| p)
-                .unwrap_or_else(|_| h.node.clone());
+                .unwrap_or_else(|_| node.clone());
             if let Ok(a) = self.u.attr(&parent)
                 && reply.add(INodeNo(parent.id), 2, "..", &ttl, &a, GEN)
             {
@@ -551,11 +560,14 @@ impl Filesystem for StrataFs {
             }
             off = 2;
         }
-        if names_only {
-            return reply.ok();
+        if off - 2 >= list.len() as u64 {
+            self.rdplus.released(node.id);
         }
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
-            let Ok((child, a)) = self.u.lookup_attr(&h.node, &e.name) else {
+            if names_only && e.kind != fuser::FileType::Directory {
+                break;
+            }
+            let Ok((child, a)) = self.u.lookup_attr(&node, &e.name) else {
                 continue;
             };
             let full = reply.add(INodeNo(child.id), i as u64 + 3, &e.name, &ttl, &a, GEN);
@@ -564,21 +576,6 @@ impl Filesystem for StrataFs {
                 break;
             }
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        if let Some(h) = self.u.handles.dir(fh.0) {
-            self.rdplus.released(h.node.id);
-        }
-        self.u.handles.remove_dir(fh.0);
         reply.ok();
     }
 

@@ -1,4 +1,4 @@
-//! Open file and directory handles. A file handle opened on a lower file follows the file
+//! Open file handles, and the entry type of merged directory listings. A file handle opened on a lower file follows the file
 //! into the upper layer once it is copied up, so it never reads stale data.
 
 use rustc_hash::FxHashMap as HashMap;
@@ -32,13 +32,6 @@ pub struct DirEntry {
     pub kind: FileType,
 }
 
-/// An open directory: a snapshot of the merged listing, so offsets stay stable.
-#[derive(Debug)]
-pub struct DirHandle {
-    pub node: Arc<Node>,
-    pub entries: Mutex<Option<Arc<Vec<DirEntry>>>>,
-}
-
 const SHARDS: usize = 32;
 
 /// All open handles.
@@ -46,7 +39,6 @@ const SHARDS: usize = 32;
 pub struct HandleTable {
     next: AtomicU64,
     files: Vec<Mutex<HashMap<u64, Arc<FileHandle>>>>,
-    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
 }
 
 impl Default for HandleTable {
@@ -56,7 +48,6 @@ impl Default for HandleTable {
             files: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
-            dirs: Mutex::new(HashMap::default()),
         }
     }
 }
@@ -83,19 +74,5 @@ impl HandleTable {
 
     pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
         self.files[(id as usize) % SHARDS].lock().remove(&id)
-    }
-
-    pub fn add_dir(&self, h: DirHandle) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().insert(id, Arc::new(h));
-        id
-    }
-
-    pub fn dir(&self, id: u64) -> Option<Arc<DirHandle>> {
-        self.dirs.lock().get(&id).cloned()
-    }
-
-    pub fn remove_dir(&self, id: u64) {
-        self.dirs.lock().remove(&id);
     }
 }

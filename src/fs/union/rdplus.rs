@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 /// How far the evidence may lean either way (so a change of workload is followed quickly).
 const MAX_SCORE: i32 = 4;
 /// In full mode, one listing in this many is given names only, to see whether it still pays.
-const PROBE_EVERY: u32 = 16;
+const PROBE_EVERY: u32 = 64;
 /// A names-only listing votes only when it listed at least this many regular entries.
 const MIN_FILES: u32 = 4;
 /// Directories watched at once; beyond this the oldest evidence is judged early.
@@ -156,8 +156,9 @@ mod tests {
             r.looked_up(10);
         }
         // Its entries were stat'd: listings now carry attributes (but for the probes).
-        let full: usize = (0..32).filter(|i| r.full_listing(100 + i)).count();
-        assert!((28..32).contains(&full), "{full} of 32 full");
+        let n = 2 * PROBE_EVERY as usize;
+        let full: usize = (0..n as u64).filter(|i| r.full_listing(100 + i)).count();
+        assert!((n - 3..n).contains(&full), "{full} of {n} full");
         // Probes whose entries are not looked up turn it back.
         for i in 0..8u64 {
             let d = 1000 + i;

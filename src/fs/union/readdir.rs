@@ -11,7 +11,7 @@ use std::sync::Arc;
 use fuser::{Errno, FileType};
 
 use crate::fs::format::whiteout::{self, OPAQUE_FILE, WH_PREFIX};
-use crate::fs::tables::handles::{DirEntry, DirHandle};
+use crate::fs::tables::handles::DirEntry;
 use crate::fs::tables::layer::Place;
 use crate::fs::tables::node::Node;
 use crate::fs::union::FsError;
@@ -127,6 +127,9 @@ impl Union {
                 e.ino = id;
             }
         }
+        // Directories first: a names-only READDIRPLUS still gives them with attributes (a walk
+        // goes into each of them), and it can stop where the other entries begin.
+        out.sort_by_key(|e| e.kind != FileType::Directory);
         Ok(out)
     }
 
@@ -137,32 +140,25 @@ impl Union {
 }
 
 impl Union {
-    /// Open directory `node` for listing: a handle whose listing is read at the first
-    /// READDIR and kept until the kernel reads from offset 0 again (rewinddir).
-    pub fn open_dir(&self, node: Arc<Node>) -> FsResult<u64> {
+    /// The listing of directory `node` for a read at `offset`: offsets 1 and 2 are `.` and
+    /// `..`, entry `i` of the list has offset `i + 3`. A read from 0 lists afresh and keeps
+    /// the listing for the reads that follow; a read past its end forgets it.
+    pub fn listing_at(&self, node: &Arc<Node>, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
         if !node.is_dir() {
             return Err(FsError(Errno::ENOTDIR));
         }
-        Ok(self.handles.add_dir(DirHandle {
-            node,
-            entries: Default::default(),
-        }))
-    }
-
-    /// The listing of directory handle `fh` for a read at `offset`: offsets 1 and 2 are `.`
-    /// and `..`, entry `i` of the list has offset `i + 3`; a read from 0 lists afresh.
-    pub fn dir_listing(
-        &self,
-        fh: u64,
-        offset: u64,
-    ) -> FsResult<(Arc<DirHandle>, Arc<Vec<DirEntry>>)> {
-        let h = self.handles.dir(fh).ok_or(FsError(Errno::EBADF))?;
-        let mut g = h.entries.lock();
-        if offset == 0 || g.is_none() {
-            *g = Some(Arc::new(self.list_dir(&h.node)?));
+        if offset != 0
+            && let Some(list) = self.listings.get(node.id)
+        {
+            if offset >= list.len() as u64 + 3 {
+                self.listings.done(node.id);
+            }
+            return Ok(list);
         }
-        let list = g.clone().ok_or(FsError(Errno::EIO))?;
-        drop(g);
-        Ok((h, list))
+        let list = Arc::new(self.list_dir(node)?);
+        if offset < list.len() as u64 + 3 {
+            self.listings.keep(node.id, list.clone());
+        }
+        Ok(list)
     }
 }
