@@ -442,6 +442,18 @@ impl NodeTable {
     fn forgotten(&self) {
         const EVERY: u64 = 1 << 15;
         if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
+            // Hash tables keep the room of their largest size: hand back what is mostly empty.
+            fn shrink<K: std::hash::Hash + Eq, V>(shards: &[Mutex<HashMap<K, V>>]) {
+                for m in shards {
+                    let mut m = m.lock();
+                    if m.len() * 4 < m.capacity() {
+                        let len = m.len();
+                        m.shrink_to(len * 2);
+                    }
+                }
+            }
+            shrink(&self.shards);
+            shrink(&self.trees);
             crate::sys::limits::release_free_memory();
         }
     }
