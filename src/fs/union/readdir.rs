@@ -150,13 +150,14 @@ impl Union {
         if offset != 0
             && let Some(list) = self.listings.get(node.id)
         {
-            if offset >= list.len() as u64 + 3 {
+            // The last entry has offset len + 2: a read from there finds the end.
+            if offset >= list.len() as u64 + 2 {
                 self.listings.done(node.id);
             }
             return Ok(list);
         }
         let list = Arc::new(self.list_dir(node)?);
-        if offset < list.len() as u64 + 3 {
+        if offset < list.len() as u64 + 2 {
             self.listings.keep(node.id, list.clone());
         }
         Ok(list)
