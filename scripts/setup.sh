@@ -23,7 +23,7 @@ done
 PACKAGES=(fuse3 fuse-overlayfs unionfs-fuse attr acl sqlite3 git python3 skopeo buildah
           umoci podman runc uidmap docker-registry busybox-static e2fsprogs debootstrap
           passt slirp4netns fio stress-ng golang-go golang-github-containerd-stargz-snapshotter-dev
-          curl apache2-utils)
+          curl apache2-utils strace)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()

@@ -116,7 +116,9 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    pub(crate) fn sample_tar() -> Vec<u8> {
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    pub(crate) fn sample_tar() -> std::io::Result<Vec<u8>> {
         let mut b = tar::Builder::new(Vec::new());
         let mut add = |name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
             let mut h = tar::Header::new_gnu();
@@ -131,81 +133,79 @@ mod tests {
             h.set_gid(100);
             h.set_mtime(1_700_000_000);
             if let Some(l) = link {
-                b.append_link(&mut h, name, l).expect("link");
+                b.append_link(&mut h, name, l)
             } else {
-                b.append_data(&mut h, name, data).expect("entry");
+                b.append_data(&mut h, name, data)
             }
         };
-        add("etc/", tar::EntryType::Directory, b"", None);
-        add("etc/hostname", tar::EntryType::Regular, b"box\n", None);
+        add("etc/", tar::EntryType::Directory, b"", None)?;
+        add("etc/hostname", tar::EntryType::Regular, b"box\n", None)?;
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        add("usr/lib/big.bin", tar::EntryType::Regular, &big, None);
-        add("empty", tar::EntryType::Regular, b"", None);
+        add("usr/lib/big.bin", tar::EntryType::Regular, &big, None)?;
+        add("empty", tar::EntryType::Regular, b"", None)?;
         add(
             "bin/sh",
             tar::EntryType::Symlink,
             b"",
             Some("/usr/bin/busybox"),
-        );
+        )?;
         add(
             "etc/hostname.hard",
             tar::EntryType::Link,
             b"",
             Some("etc/hostname"),
-        );
-        add("etc/.wh.gone", tar::EntryType::Regular, b"", None);
-        b.into_inner().expect("tar")
+        )?;
+        add("etc/.wh.gone", tar::EntryType::Regular, b"", None)?;
+        b.into_inner()
     }
 
     #[test]
-    fn written_blob_reads_back_and_is_an_ordinary_tar_gz() {
-        let tar_bytes = sample_tar();
+    fn written_blob_reads_back_and_is_an_ordinary_tar_gz() -> TestResult {
+        let tar_bytes = sample_tar()?;
         let mut blob = Vec::new();
         let opts = WriteOptions {
             chunk_size: 65536,
             prefetch: vec!["etc/hostname".to_string()],
             level: 6,
         };
-        let w = write_estargz(&tar_bytes[..], &mut blob, &opts).expect("write");
+        let w = write_estargz(&tar_bytes[..], &mut blob, &opts)?;
         assert_eq!(w.digest, Digest::of(&blob));
         // gunzips to one tar whose diff ID the writer reported
         let mut plain = Vec::new();
-        flate2::read::MultiGzDecoder::new(&blob[..])
-            .read_to_end(&mut plain)
-            .expect("gunzip");
+        flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut plain)?;
         assert_eq!(w.diff_id, Digest::of(&plain));
         assert_eq!(w.diff_size, plain.len() as u64);
         let mut names = Vec::new();
         let mut ar = tar::Archive::new(&plain[..]);
-        for e in ar.entries().expect("tar") {
-            let mut e = e.expect("entry");
+        for e in ar.entries()? {
+            let mut e = e?;
             assert!(e.header().uid().is_ok() && e.header().gid().is_ok());
             names.push(String::from_utf8_lossy(&e.path_bytes()).into_owned());
-            std::io::copy(&mut e, &mut std::io::sink()).expect("read");
+            std::io::copy(&mut e, &mut std::io::sink())?;
         }
         assert_eq!(names[0], "etc/");
         assert_eq!(names[1], "etc/hostname");
         assert_eq!(names[2], ".prefetch.landmark");
         assert_eq!(names.last().map(String::as_str), Some("stargz.index.json"));
 
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = tempfile::tempdir()?;
         let p = dir.path().join("blob");
-        std::fs::write(&p, &blob).expect("write");
-        let lb = LocalBlob::open("L", &p, Some(&w.toc_digest), Whiteouts::Raw).expect("open");
+        std::fs::write(&p, &blob)?;
+        let lb = LocalBlob::open("L", &p, Some(&w.toc_digest), Whiteouts::Raw)?;
         let idx = &lb.toc.index;
         assert!(idx.prefetch_end.is_some());
-        let big = idx.lookup("usr/lib/big.bin").expect("big");
+        let big = idx.lookup("usr/lib/big.bin").ok_or("big")?;
         assert_eq!(idx.file_chunks(big).len(), 5);
-        let data = lb.read_file(big).expect("read");
+        let data = lb.read_file(big)?;
         let want: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         assert_eq!(data, want);
-        let h = idx.lookup("etc/hostname").expect("hostname");
-        assert_eq!(lb.read_file(h).expect("read"), b"box\n");
+        let h = idx.lookup("etc/hostname").ok_or("hostname")?;
+        assert_eq!(lb.read_file(h)?, b"box\n");
         assert_eq!(idx.lookup("etc/hostname.hard"), Some(h));
         assert_eq!(idx.nodes[h].uid, 1000);
         assert_eq!(idx.nodes[h].mode, 0o640);
         assert_eq!(idx.nodes[h].mtime, 1_700_000_000);
-        let sh = idx.lookup("bin/sh").expect("sh");
+        let sh = idx.lookup("bin/sh").ok_or("sh")?;
         assert_eq!(
             idx.nodes[sh].kind,
             NodeKind::Symlink("/usr/bin/busybox".into())
@@ -220,13 +220,14 @@ mod tests {
         let mut plainchunk = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut plainchunk)
-            .expect("chunk gunzips");
+            .map_err(|e| format!("chunk gunzips: {e}"))?;
         // Re-compress altered data: a valid gzip member with the wrong content.
         plainchunk[10] ^= 1;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &plainchunk).expect("gz");
-        raw = gz.finish().expect("gz");
-        let e = idx.decode_chunk(c, &raw).expect_err("corrupt chunk");
+        std::io::Write::write_all(&mut gz, &plainchunk)?;
+        raw = gz.finish()?;
+        let e = idx.decode_chunk(c, &raw).err().ok_or("corrupt chunk")?;
         assert!(matches!(e, EstargzError::ChunkDigest { .. }), "{e}");
+        Ok(())
     }
 }

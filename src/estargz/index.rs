@@ -564,6 +564,8 @@ fn apply_attrs(n: &mut Node, e: &TocEntry) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     fn ent(name: &str, kind: &str) -> TocEntry {
         TocEntry {
             name: name.to_string(),
@@ -603,7 +605,7 @@ mod tests {
     }
 
     #[test]
-    fn tree_with_implied_dirs_hardlinks_and_chunks() {
+    fn tree_with_implied_dirs_hardlinks_and_chunks() -> TestResult {
         let mut c2 = ent("d/big", "chunk");
         c2.offset = 200;
         c2.chunk_offset = 10;
@@ -612,8 +614,8 @@ mod tests {
         big.chunk_size = 10;
         let mut hl = ent("d/link", "hardlink");
         hl.link_name = "d/big".to_string();
-        let idx = build(vec![big, c2, hl, ent(".prefetch.landmark", "reg")]).expect("valid");
-        let big = idx.lookup("d/big").expect("file");
+        let idx = build(vec![big, c2, hl, ent(".prefetch.landmark", "reg")])?;
+        let big = idx.lookup("d/big").ok_or("file")?;
         assert_eq!(idx.lookup("d/link"), Some(big));
         assert_eq!(idx.nodes[big].nlink, 2);
         let ch = idx.file_chunks(big);
@@ -627,10 +629,11 @@ mod tests {
         };
         assert_eq!(long.fetch_end(), 200 + 5 + 65536);
         assert!(idx.lookup(".prefetch.landmark").is_none());
+        Ok(())
     }
 
     #[test]
-    fn refusals_name_the_layer_and_entry() {
+    fn refusals_name_the_layer_and_entry() -> TestResult {
         let cases: Vec<(Vec<TocEntry>, &str)> = vec![
             (vec![ent("../x", "reg")], ".."),
             (vec![ent("/x", "reg")], "absolute"),
@@ -666,17 +669,18 @@ mod tests {
             (vec![ent("a", "chunk")], "does not follow"),
         ];
         for (entries, want) in cases {
-            let e = build(entries).expect_err(want);
+            let e = build(entries).err().ok_or(want)?;
             let msg = e.to_string();
             assert!(
                 msg.contains("sha256:layer") && msg.contains(want),
                 "{want}: {msg}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn overlay_whiteouts() {
+    fn overlay_whiteouts() -> TestResult {
         let idx = Index::new(
             "l",
             &Toc {
@@ -685,11 +689,10 @@ mod tests {
             },
             10,
             Whiteouts::Overlay("trusted.overlay.opaque"),
-        )
-        .expect("valid");
-        let g = idx.lookup("d/gone").expect("whiteout");
+        )?;
+        let g = idx.lookup("d/gone").ok_or("whiteout")?;
         assert_eq!(idx.nodes[g].kind, NodeKind::Char(0, 0));
-        let d = idx.lookup("d").expect("dir");
+        let d = idx.lookup("d").ok_or("dir")?;
         assert_eq!(
             idx.nodes[d]
                 .xattrs
@@ -698,5 +701,6 @@ mod tests {
             Some(&b"y"[..])
         );
         assert!(idx.lookup("d/.wh..wh..opq").is_none());
+        Ok(())
     }
 }

@@ -165,38 +165,44 @@ pub fn decode_toc(layer: &str, member: &[u8], expected: Option<&Digest>) -> Resu
 mod tests {
     use super::*;
 
-    fn member(name: &str, json: &[u8]) -> Vec<u8> {
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn member(name: &str, json: &[u8]) -> std::io::Result<Vec<u8>> {
         let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let mut b = tar::Builder::new(gz);
         let mut h = tar::Header::new_ustar();
         h.set_size(json.len() as u64);
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, name, json).expect("tar");
-        b.into_inner().and_then(|g| g.finish()).expect("gzip")
+        b.append_data(&mut h, name, json)?;
+        b.into_inner().and_then(|g| g.finish())
     }
 
     #[test]
-    fn toc_verified_against_the_annotation() {
+    fn toc_verified_against_the_annotation() -> TestResult {
         let json = br#"{"version":1,"entries":[{"name":"a","type":"dir"}]}"#;
-        let m = member(TOC_TAR_NAME, json);
+        let m = member(TOC_TAR_NAME, json)?;
         let good = Digest::of(json);
-        let (toc, d) = decode_toc("L1", &m, Some(&good)).expect("valid TOC");
+        let (toc, d) = decode_toc("L1", &m, Some(&good))?;
         assert_eq!(d, good);
         assert_eq!(toc.entries[0].kind, "dir");
         let other = Digest::of(b"x");
-        let e = decode_toc("L1", &m, Some(&other)).expect_err("digest mismatch");
+        let e = decode_toc("L1", &m, Some(&other))
+            .err()
+            .ok_or("digest mismatch")?;
         assert!(matches!(e, EstargzError::TocDigest { .. }), "{e}");
         assert!(e.to_string().contains("L1"));
+        Ok(())
     }
 
     #[test]
-    fn toc_refusals() {
+    fn toc_refusals() -> TestResult {
         let json = br#"{"version":1,"entries":[]}"#;
-        assert!(decode_toc("L", &member("other.json", json), None).is_err());
-        assert!(decode_toc("L", &member(TOC_TAR_NAME, b"{nope"), None).is_err());
+        assert!(decode_toc("L", &member("other.json", json)?, None).is_err());
+        assert!(decode_toc("L", &member(TOC_TAR_NAME, b"{nope")?, None).is_err());
         let v2 = br#"{"version":2,"entries":[]}"#;
-        assert!(decode_toc("L", &member(TOC_TAR_NAME, v2), None).is_err());
+        assert!(decode_toc("L", &member(TOC_TAR_NAME, v2)?, None).is_err());
         assert!(decode_toc("L", b"garbage", None).is_err());
+        Ok(())
     }
 }

@@ -484,9 +484,52 @@ impl NodeTable {
                     }
                 }
                 self.shard(id).lock().remove(&id);
+                drop(names);
+                drop(trees);
+                // With no lock held: giving memory back locks every shard.
                 self.forgotten();
             }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(ino: u64, name: &OsStr) -> Node {
+        let link = Link {
+            parent: ROOT_ID,
+            name: name.to_os_string(),
+        };
+        Node::new(FileType::RegularFile, ino, link, NodeState::default())
+    }
+
+    /// Forgetting more nodes than the memory-return interval must not hang (giving memory
+    /// back locks every shard) and must leave only the root.
+    #[test]
+    fn forgetting_many_nodes_gives_memory_back_without_hanging() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let table = NodeTable::default();
+            let root = Arc::new(child(ROOT_ID, OsStr::new("")));
+            table.insert(root.clone());
+            let count = (1u64 << 15) * 2 + 10;
+            for i in 0..count {
+                let name = OsString::from(format!("f{i}"));
+                let (node, fresh) =
+                    table.attach_child(&root, &name, child(i + 2, &name), &|_, _| false);
+                assert!(fresh);
+                table.forget(node.id, 1);
+                assert!(table.child_id(ROOT_ID, &name).is_none());
+            }
+            let left: usize = table.shards.iter().map(|s| s.lock().len()).sum();
+            let _ = done.send(left);
+        });
+        let left = finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .map_err(|e| format!("forget did not finish: {e}"));
+        assert_eq!(left, Ok(1));
     }
 }
