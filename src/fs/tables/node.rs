@@ -20,9 +20,32 @@ pub const DETACHED: u64 = 0;
 pub struct LowerDir {
     pub layer: usize,
     pub fd: Arc<OwnedFd>,
-    /// The names it holds, read once on first use (lower layers never change while mounted),
-    /// so lookups of absent names and whiteout-file checks cost no system call.
-    names: Arc<std::sync::OnceLock<Option<rustc_hash::FxHashSet<Vec<u8>>>>>,
+    /// Hashes of the names it holds, read once on first use (lower layers never change while
+    /// mounted), so lookups of absent names and whiteout-file checks cost no system call.
+    /// Hashes, not names: 8 bytes a name, and a collision only costs the system call.
+    names: Arc<std::sync::OnceLock<Option<NameHashes>>>,
+}
+
+/// The sorted 64-bit hashes of a directory's names.
+#[derive(Debug)]
+struct NameHashes(Box<[u64]>);
+
+impl NameHashes {
+    fn of<'a>(names: impl Iterator<Item = &'a [u8]>) -> NameHashes {
+        let mut hashes: Vec<u64> = names.map(name_hash).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        NameHashes(hashes.into_boxed_slice())
+    }
+
+    fn may_hold(&self, name: &[u8]) -> bool {
+        self.0.binary_search(&name_hash(name)).is_ok()
+    }
+}
+
+fn name_hash(name: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(name)
 }
 
 impl LowerDir {
@@ -37,7 +60,7 @@ impl LowerDir {
     /// Record the names of the directory, read by someone listing it (lower layers never
     /// change while mounted); a no-op once known.
     pub fn learn_names<'a>(&self, names: impl Iterator<Item = &'a [u8]>) {
-        let _ = self.names.set(Some(names.map(|n| n.to_vec()).collect()));
+        let _ = self.names.set(Some(NameHashes::of(names)));
     }
 
     /// Whether the directory's names are known already.
@@ -51,10 +74,10 @@ impl LowerDir {
             use std::os::fd::AsFd;
             crate::sys::dir::read_dir(self.fd.as_fd())
                 .ok()
-                .map(|entries| entries.into_iter().map(|e| e.name).collect())
+                .map(|entries| NameHashes::of(entries.iter().map(|e| e.name.as_slice())))
         });
         match names {
-            Some(set) => set.contains(name),
+            Some(set) => set.may_hold(name),
             None => true,
         }
     }
@@ -88,7 +111,7 @@ pub struct NodeState {
     /// The upper directory is opaque (nothing below shows through).
     pub opaque: bool,
     /// Values recorded by a rootless unpack, shown instead of the real ones.
-    pub over: Option<crate::fs::format::override_stat::StatOverride>,
+    pub over: Option<Box<crate::fs::format::override_stat::StatOverride>>,
     /// Non-directories with hard links: the object is the hard-link index entry of this key.
     pub indexed: Option<Box<crate::fs::format::index::IndexKey>>,
     /// The object that holds the metadata (the upper one, or else the topmost lower one) has
@@ -108,14 +131,31 @@ pub struct NodeState {
 #[derive(Debug, Clone)]
 pub struct DataLoc {
     pub dir: Arc<OwnedFd>,
-    pub name: OsString,
+    pub name: Arc<OsStr>,
 }
 
-/// Name and parent of a node.
+/// Name and parent of a node. The name is shared with the name index's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub parent: u64,
-    pub name: OsString,
+    pub name: Arc<OsStr>,
+}
+
+impl Link {
+    pub fn new(parent: u64, name: &OsStr) -> Link {
+        Link {
+            parent,
+            name: Arc::from(name),
+        }
+    }
+
+    fn key(&self) -> TreeKey {
+        (self.parent, self.name.clone())
+    }
+
+    fn is(&self, parent: u64, name: &OsStr) -> bool {
+        self.parent == parent && *self.name == *name
+    }
 }
 
 /// One object of the union as the kernel knows it. A non-directory may have several names
@@ -162,10 +202,11 @@ impl Node {
 
     /// The name used to reach the object (parent DETACHED once every name is gone).
     pub fn link(&self) -> Link {
-        self.names.lock().first().cloned().unwrap_or(Link {
-            parent: DETACHED,
-            name: OsString::new(),
-        })
+        self.names
+            .lock()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Link::new(DETACHED, OsStr::new("")))
     }
 
     pub fn in_upper(&self) -> bool {
@@ -201,16 +242,27 @@ impl Default for NodeTable {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
-            trees: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
+            trees: (0..SHARDS).map(|_| Mutex::new(Tree::default())).collect(),
             next_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
         }
     }
 }
 
-type Tree = HashMap<(u64, OsString), u64>;
+/// The name index of one shard: (parent id, name) -> node id. The key's name is the one the
+/// node's [`Link`] holds (one allocation for both); lookups borrow theirs ([`Name`]).
+type Tree = hashbrown::HashMap<TreeKey, u64, rustc_hash::FxBuildHasher>;
+type TreeKey = (u64, Arc<OsStr>);
+
+/// A borrowed (parent id, name) to look a [`TreeKey`] up with; hashes as the key does.
+#[derive(Hash)]
+struct Name<'a>(u64, &'a OsStr);
+
+impl hashbrown::Equivalent<TreeKey> for Name<'_> {
+    fn equivalent(&self, key: &TreeKey) -> bool {
+        self.0 == key.0 && self.1 == &*key.1
+    }
+}
 
 /// Tree shards locked together, in index order.
 struct Trees<'a> {
@@ -286,27 +338,24 @@ impl NodeTable {
             .or_insert_with(|| node.clone());
     }
 
-    /// Remove name `key` from whatever node it showed (its tree shard must be held).
-    fn unlink_name(&self, tree: &mut Tree, key: &(u64, OsString)) -> Option<Arc<Node>> {
-        let id = tree.remove(key)?;
+    /// Remove name `name` of `parent` from whatever node it showed (its tree shard must be
+    /// held).
+    fn unlink_name(&self, tree: &mut Tree, parent: u64, name: &OsStr) -> Option<Arc<Node>> {
+        let id = tree.remove(&Name(parent, name))?;
         let node = self.get(id)?;
-        node.names
-            .lock()
-            .retain(|l| !(l.parent == key.0 && l.name == key.1));
+        node.names.lock().retain(|l| !l.is(parent, name));
         Some(node)
     }
 
     /// The node id of child `name` of `parent`, if the kernel knows it.
     pub fn child_id(&self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.lock_tree(parent)
-            .get(&(parent, name.to_os_string()))
-            .copied()
+        self.lock_tree(parent).get(&Name(parent, name)).copied()
     }
 
     /// The child `name` of `parent` if the kernel already knows it; counts one lookup.
     pub fn find_child(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
         let tree = self.lock_tree(parent.id);
-        let id = *tree.get(&(parent.id, name.to_os_string()))?;
+        let id = *tree.get(&Name(parent.id, name))?;
         let node = self.get(id)?;
         let _names = node.names.lock();
         node.lookups.fetch_add(1, Ordering::Relaxed);
@@ -325,8 +374,7 @@ impl NodeTable {
         same_object: &dyn Fn(&Node, &Node) -> bool,
     ) -> (Arc<Node>, bool) {
         let mut tree = self.lock_tree(parent.id);
-        let key = (parent.id, name.to_os_string());
-        if let Some(id) = tree.get(&key)
+        if let Some(id) = tree.get(&Name(parent.id, name))
             && let Some(existing) = self.get(*id)
         {
             let _names = existing.names.lock();
@@ -340,15 +388,21 @@ impl NodeTable {
             && same_object(&existing, &node)
         {
             let mut names = existing.names.lock();
-            names.push(Link {
-                parent: parent.id,
-                name: key.1.clone(),
-            });
+            let link = Link::new(parent.id, name);
+            let key = link.key();
+            names.push(link);
             self.count_lookup(&existing);
             drop(names);
             tree.insert(key, existing.id);
             return (existing, false);
         }
+        let key = node
+            .names
+            .lock()
+            .first()
+            .filter(|l| l.is(parent.id, name))
+            .map(Link::key)
+            .unwrap_or_else(|| (parent.id, Arc::from(name)));
         let node = self.insert_new(node);
         node.lookups.fetch_add(1, Ordering::Relaxed);
         tree.insert(key, node.id);
@@ -367,72 +421,65 @@ impl NodeTable {
     /// lookup.
     pub fn add_name(&self, parent: &Node, name: &OsStr, node: &Arc<Node>) {
         let mut tree = self.lock_tree(parent.id);
-        let key = (parent.id, name.to_os_string());
-        self.unlink_name(&mut tree, &key);
-        {
+        self.unlink_name(&mut tree, parent.id, name);
+        let key = {
             let mut names = node.names.lock();
-            if !names
-                .iter()
-                .any(|l| l.parent == parent.id && l.name == name)
-            {
-                names.push(Link {
-                    parent: parent.id,
-                    name: key.1.clone(),
-                });
-            }
+            let key = match names.iter().find(|l| l.is(parent.id, name)) {
+                Some(l) => l.key(),
+                None => {
+                    let link = Link::new(parent.id, name);
+                    let key = link.key();
+                    names.push(link);
+                    key
+                }
+            };
             self.count_lookup(node);
-        }
+            key
+        };
         tree.insert(key, node.id);
     }
 
     /// Forget child `name` of `parent` (after unlink): the node stays until the kernel forgets it.
     pub fn detach_child(&self, parent: &Node, name: &OsStr) {
         let mut tree = self.lock_tree(parent.id);
-        self.unlink_name(&mut tree, &(parent.id, name.to_os_string()));
+        self.unlink_name(&mut tree, parent.id, name);
     }
 
     /// Move the child entry `name` of `from` to `to_name` in `to` (after a rename). The entry
     /// that was at the target loses that name.
     pub fn move_child(&self, from: &Node, name: &OsStr, to: &Node, to_name: &OsStr) {
         let mut trees = self.lock_trees(&[from.id, to.id]);
-        let src = (from.id, name.to_os_string());
-        let dst = (to.id, to_name.to_os_string());
-        self.unlink_name(trees.of(to.id), &dst);
-        if let Some(id) = trees.of(from.id).remove(&src)
+        self.unlink_name(trees.of(to.id), to.id, to_name);
+        if let Some(id) = trees.of(from.id).remove(&Name(from.id, name))
             && let Some(node) = self.get(id)
         {
+            let dst = Link::new(to.id, to_name);
             for l in node.names.lock().iter_mut() {
-                if l.parent == src.0 && l.name == src.1 {
-                    *l = Link {
-                        parent: dst.0,
-                        name: dst.1.clone(),
-                    };
+                if l.is(from.id, name) {
+                    *l = dst.clone();
                 }
             }
-            trees.of(to.id).insert(dst, id);
+            trees.of(to.id).insert(dst.key(), id);
         }
     }
 
     /// Swap two child entries (after RENAME_EXCHANGE).
     pub fn exchange_children(&self, a: &Node, an: &OsStr, b: &Node, bn: &OsStr) {
         let mut trees = self.lock_trees(&[a.id, b.id]);
-        let ka = (a.id, an.to_os_string());
-        let kb = (b.id, bn.to_os_string());
-        let ida = trees.of(a.id).remove(&ka);
-        let idb = trees.of(b.id).remove(&kb);
-        for (id, from, to) in [(ida, &ka, &kb), (idb, &kb, &ka)] {
+        let la = Link::new(a.id, an);
+        let lb = Link::new(b.id, bn);
+        let ida = trees.of(a.id).remove(&Name(a.id, an));
+        let idb = trees.of(b.id).remove(&Name(b.id, bn));
+        for (id, from, to) in [(ida, &la, &lb), (idb, &lb, &la)] {
             if let Some(id) = id
                 && let Some(n) = self.get(id)
             {
                 for l in n.names.lock().iter_mut() {
-                    if l.parent == from.0 && l.name == from.1 {
-                        *l = Link {
-                            parent: to.0,
-                            name: to.1.clone(),
-                        };
+                    if l.is(from.parent, &from.name) {
+                        *l = to.clone();
                     }
                 }
-                trees.of(to.0).insert(to.clone(), id);
+                trees.of(to.parent).insert(to.key(), id);
             }
         }
     }
@@ -443,17 +490,20 @@ impl NodeTable {
         const EVERY: u64 = 1 << 15;
         if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
             // Hash tables keep the room of their largest size: hand back what is mostly empty.
-            fn shrink<K: std::hash::Hash + Eq, V>(shards: &[Mutex<HashMap<K, V>>]) {
-                for m in shards {
-                    let mut m = m.lock();
-                    if m.len() * 4 < m.capacity() {
-                        let len = m.len();
-                        m.shrink_to(len * 2);
-                    }
+            for m in &self.shards {
+                let mut m = m.lock();
+                if m.len() * 4 < m.capacity() {
+                    let len = m.len();
+                    m.shrink_to(len * 2);
                 }
             }
-            shrink(&self.shards);
-            shrink(&self.trees);
+            for m in &self.trees {
+                let mut m = m.lock();
+                if m.len() * 4 < m.capacity() {
+                    let len = m.len();
+                    m.shrink_to(len * 2);
+                }
+            }
             crate::sys::limits::release_free_memory();
         }
     }
@@ -477,8 +527,8 @@ impl NodeTable {
             node.lookups.store(left, Ordering::Relaxed);
             if left == 0 {
                 for l in names.drain(..) {
-                    let key = (l.parent, l.name);
-                    let tree = trees.of(key.0);
+                    let key = Name(l.parent, &l.name);
+                    let tree = trees.of(l.parent);
                     if tree.get(&key) == Some(&id) {
                         tree.remove(&key);
                     }
@@ -499,10 +549,7 @@ mod tests {
     use super::*;
 
     fn child(ino: u64, name: &OsStr) -> Node {
-        let link = Link {
-            parent: ROOT_ID,
-            name: name.to_os_string(),
-        };
+        let link = Link::new(ROOT_ID, name);
         Node::new(FileType::RegularFile, ino, link, NodeState::default())
     }
 

@@ -434,7 +434,7 @@ fn src_fd(src: &crate::fs::union::Entry, flags: i32) -> FsResult<OwnedFd> {
     let name = if src.name.is_empty() {
         OsStr::new(".")
     } else {
-        src.name.as_os_str()
+        &*src.name
     };
     at::open_at(src.dir(), name, flags, 0).map_err(errno)
 }

@@ -142,7 +142,7 @@ impl Union {
         let name = if e.name.is_empty() {
             std::ffi::OsStr::new(".")
         } else {
-            e.name.as_os_str()
+            &*e.name
         };
         let fd = at::open_at(e.dir(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         io::fsync(fd.as_fd(), datasync).map_err(errno)

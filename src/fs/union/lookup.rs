@@ -548,7 +548,7 @@ impl Union {
                                 if state.data.is_none() {
                                     state.data = Some(Box::new(DataLoc {
                                         dir: h.dir.clone(),
-                                        name: h.name.clone(),
+                                        name: Arc::from(h.name.as_os_str()),
                                     }));
                                 }
                             } else {
@@ -569,17 +569,11 @@ impl Union {
         state.from_lower =
             !hits.is_empty() || upper.as_ref().is_some_and(|u| u.marks.origin.is_some());
         if self.settings.override_stat {
-            state.over = self.read_override(&state, parent, name, kind)?;
+            state.over = self
+                .read_override(&state, parent, name, kind)?
+                .map(Box::new);
         }
-        let node = Node::new(
-            kind,
-            ino,
-            Link {
-                parent: parent.id,
-                name: name.to_os_string(),
-            },
-            state,
-        );
+        let node = Node::new(kind, ino, Link::new(parent.id, name), state);
         Ok(Some((node, real_st)))
     }
 
@@ -604,7 +598,7 @@ impl Union {
         let (_, h) = &hits[hits.len() - 1];
         DataLoc {
             dir: h.dir.clone(),
-            name: h.name.clone(),
+            name: Arc::from(h.name.as_os_str()),
         }
     }
 

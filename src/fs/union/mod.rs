@@ -110,7 +110,7 @@ pub struct Union {
 /// A borrowed location of a directory entry: a directory fd and a name in it.
 pub struct Entry {
     pub dir: Arc<OwnedFd>,
-    pub name: std::ffi::OsString,
+    pub name: Arc<std::ffi::OsStr>,
 }
 
 impl Entry {
@@ -155,10 +155,7 @@ impl Union {
         let mut root = Node::new(
             FileType::Directory,
             ROOT_ID,
-            Link {
-                parent: ROOT_ID,
-                name: Default::default(),
-            },
+            Link::new(ROOT_ID, std::ffi::OsStr::new("")),
             state,
         );
         root.ino = root_ino.unwrap_or(ROOT_ID);
@@ -181,7 +178,7 @@ impl Union {
     }
 
     /// The parent directory node of `node` (ENOENT once its name was removed).
-    pub fn parent_of(&self, node: &Node) -> FsResult<(Arc<Node>, std::ffi::OsString)> {
+    pub fn parent_of(&self, node: &Node) -> FsResult<(Arc<Node>, Arc<std::ffi::OsStr>)> {
         let link = node.link();
         if link.parent == crate::fs::tables::node::DETACHED {
             return Err(FsError(Errno::ENOENT));
@@ -197,19 +194,19 @@ impl Union {
             if let Some(u) = &st.upper_dir {
                 return Ok(Entry {
                     dir: u.clone(),
-                    name: Default::default(),
+                    name: Arc::from(std::ffi::OsStr::new("")),
                 });
             }
             let l = st.lower_dirs.first().ok_or(FsError(Errno::ENOENT))?;
             return Ok(Entry {
                 dir: l.fd.clone(),
-                name: Default::default(),
+                name: Arc::from(std::ffi::OsStr::new("")),
             });
         }
         if let (Some(key), Some(idx)) = (&st.indexed, &self.layers.index) {
             return Ok(Entry {
                 dir: idx.clone(),
-                name: key.name.clone(),
+                name: Arc::from(key.name.as_os_str()),
             });
         }
         let in_upper = st.in_upper;
@@ -311,7 +308,7 @@ impl Union {
             // The index entry holds one link of its own; lower names not linked up yet count.
             let mut st = *st;
             st.st_nlink = self.index_nlink(key, &st);
-            return getattr::to_file_attr(&st, ino, false, s.over.as_ref());
+            return getattr::to_file_attr(&st, ino, false, s.over.as_deref());
         }
         let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
         if s.metacopy
@@ -321,9 +318,9 @@ impl Union {
             // A metadata-only file occupies the blocks of its data, as the kernel reports.
             let mut st = *st;
             st.st_blocks = dst.st_blocks;
-            return getattr::to_file_attr(&st, ino, merged, s.over.as_ref());
+            return getattr::to_file_attr(&st, ino, merged, s.over.as_deref());
         }
-        getattr::to_file_attr(st, ino, merged, s.over.as_ref())
+        getattr::to_file_attr(st, ino, merged, s.over.as_deref())
     }
 
     /// An O_PATH fd for the upper directory of dir `node`, copying it (and its parents) up.

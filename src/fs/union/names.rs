@@ -155,10 +155,7 @@ impl Union {
         let node = Node::new(
             getattr::file_type(st.st_mode),
             self.layers.ino(Place::Upper, st.st_ino),
-            Link {
-                parent: parent.id,
-                name: name.to_os_string(),
-            },
+            Link::new(parent.id, name),
             state,
         );
         Ok((self.nodes.replace_child(parent, name, node), fd))

@@ -68,7 +68,7 @@ impl Union {
         let name = if e.name.is_empty() {
             OsStr::new(".")
         } else {
-            e.name.as_os_str()
+            &*e.name
         };
         at::open_at(e.dir(), name, libc::O_PATH, 0).map_err(errno)
     }
@@ -84,8 +84,8 @@ impl Union {
             copy_up_meta(self, node)?;
         }
         // The object to change: a directory fd and a name, or (empty name) the fd itself.
-        let (dir, name): (Arc<OwnedFd>, std::ffi::OsString) = match &handle {
-            Some(h) => (self.current_fd(h)?, Default::default()),
+        let (dir, name): (Arc<OwnedFd>, Arc<std::ffi::OsStr>) = match &handle {
+            Some(h) => (self.current_fd(h)?, Arc::from(std::ffi::OsStr::new(""))),
             None => {
                 let e = self.entry_of(node)?;
                 (e.dir.clone(), e.name.clone())
@@ -111,7 +111,7 @@ impl Union {
         // A node whose owner and mode come from an override xattr (rootless layers, read with
         // `override_stat`) keeps them there, also on a privileged mount (root of a container's
         // user namespace): a real chown/chmod would not change what the node reports.
-        let over = node.state.read().over;
+        let over = node.state.read().over.as_deref().copied();
         if a.uid.is_some() || a.gid.is_some() {
             if let Some(mut o) = over {
                 o.uid = a.uid.unwrap_or(o.uid);
@@ -171,7 +171,7 @@ impl Union {
         let fd = self.object_fd(node)?;
         let v = override_stat::format(&o);
         xattr::set_xattr(fd.as_fd(), override_stat::XATTR.as_bytes(), v.as_bytes(), 0)?;
-        node.state.write().over = Some(o);
+        node.state.write().over = Some(Box::new(o));
         Ok(())
     }
 
