@@ -489,21 +489,21 @@ impl NodeTable {
     fn forgotten(&self) {
         const EVERY: u64 = 1 << 15;
         if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
-            // Hash tables keep the room of their largest size: hand back what is mostly empty.
-            for m in &self.shards {
-                let mut m = m.lock();
-                if m.len() * 4 < m.capacity() {
-                    let len = m.len();
-                    m.shrink_to(len * 2);
-                }
+            // Hash tables keep the room of their largest size: hand back what is mostly empty
+            // (the node shards and the name index are maps of two kinds).
+            macro_rules! shrink {
+                ($shards:expr) => {
+                    for m in $shards {
+                        let mut m = m.lock();
+                        if m.len() * 4 < m.capacity() {
+                            let len = m.len();
+                            m.shrink_to(len * 2);
+                        }
+                    }
+                };
             }
-            for m in &self.trees {
-                let mut m = m.lock();
-                if m.len() * 4 < m.capacity() {
-                    let len = m.len();
-                    m.shrink_to(len * 2);
-                }
-            }
+            shrink!(&self.shards);
+            shrink!(&self.trees);
             crate::sys::limits::release_free_memory();
         }
     }
