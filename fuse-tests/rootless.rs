@@ -82,6 +82,8 @@ const OPS: &[&str] = &[
     "rm -rf gone",
     "rm -rf dir; mkdir dir; ls -A dir",
     "mkdir -p newdir/deep; echo n > newdir/deep/f",
+    // an owner may remove its empty directory without search permission on it (stress-ng dir)
+    "mkdir -m 0600 nox && rmdir nox && echo removed; ls -A",
     "mv mv/src mv/dst; cat mv/dst",
     "chmod 600 file; stat -c '%n %a' file",
     "ln -s file sym; readlink sym",

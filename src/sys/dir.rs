@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::at::{SysResult, open_at};
 
@@ -19,11 +19,30 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
         // One getdents buffer per thread, reused: no allocation or zeroing per listing.
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 32 * 1024]);
     }
-    let fd = open_at(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let fd = match open_at(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+        Ok(fd) => fd,
+        // "." needs search permission on the directory, which an owner without the x bit (an
+        // unprivileged daemon, a mode 0600 directory) lacks; reading its entries needs only r.
+        // Reopening the object itself through its /proc magic link checks just that.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            reopen_for_reading(dir).map_err(|_| e)?
+        }
+        Err(e) => return Err(e),
+    };
     BUF.with(|b| match b.try_borrow_mut() {
         Ok(mut buf) => read_dir_with(fd.as_fd(), &mut buf),
         Err(_) => read_dir_with(fd.as_fd(), &mut vec![0u8; 32 * 1024]),
     })
+}
+
+/// A readable descriptor of the directory behind `dir`, opened through `/proc/self/fd/N`.
+fn reopen_for_reading(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
+    Ok(OwnedFd::from(file))
 }
 
 fn read_dir_with(fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<Vec<RawDirEntry>> {
