@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::at::{SysResult, open_at};
 
@@ -25,7 +25,10 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
         // unprivileged daemon, a mode 0600 directory) lacks; reading its entries needs only r.
         // Reopening the object itself through its /proc magic link checks just that.
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-            reopen_for_reading(dir).map_err(|_| e)?
+            use std::os::unix::ffi::OsStrExt;
+            let path = super::at::proc_path(dir);
+            super::at::open_dir_read(std::path::Path::new(OsStr::from_bytes(path.as_bytes())))
+                .map_err(|_| e)?
         }
         Err(e) => return Err(e),
     };
@@ -33,16 +36,6 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
         Ok(mut buf) => read_dir_with(fd.as_fd(), &mut buf),
         Err(_) => read_dir_with(fd.as_fd(), &mut vec![0u8; 32 * 1024]),
     })
-}
-
-/// A readable descriptor of the directory behind `dir`, opened through `/proc/self/fd/N`.
-fn reopen_for_reading(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
-    Ok(OwnedFd::from(file))
 }
 
 fn read_dir_with(fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<Vec<RawDirEntry>> {

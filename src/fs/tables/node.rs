@@ -1,7 +1,6 @@
 //! The inode table: FUSE node ids -> nodes (where the object lives in the layers, its name
 //! and parent, its stable inode number), with kernel lookup counts and forget.
 
-use rustc_hash::FxHashMap as HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -134,6 +133,13 @@ pub struct DataLoc {
     pub name: Arc<OsStr>,
 }
 
+/// The empty name (an object reached through its own fd), shared: no allocation per use.
+pub fn empty_name() -> Arc<OsStr> {
+    static EMPTY: std::sync::LazyLock<Arc<OsStr>> =
+        std::sync::LazyLock::new(|| Arc::from(OsStr::new("")));
+    EMPTY.clone()
+}
+
 /// Name and parent of a node. The name is shared with the name index's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -202,11 +208,10 @@ impl Node {
 
     /// The name used to reach the object (parent DETACHED once every name is gone).
     pub fn link(&self) -> Link {
-        self.names
-            .lock()
-            .first()
-            .cloned()
-            .unwrap_or_else(|| Link::new(DETACHED, OsStr::new("")))
+        self.names.lock().first().cloned().unwrap_or_else(|| Link {
+            parent: DETACHED,
+            name: empty_name(),
+        })
     }
 
     pub fn in_upper(&self) -> bool {
@@ -226,7 +231,7 @@ const SHARDS: usize = 64;
 /// parent: no lock covers the whole filesystem.
 #[derive(Debug)]
 pub struct NodeTable {
-    shards: Vec<Mutex<HashMap<u64, Arc<Node>>>>,
+    shards: Vec<Mutex<Map<u64, Arc<Node>>>>,
     /// Which node each known name shows, by parent. A shard also guards the `names` of the
     /// nodes it names (lock order: tree shards by index, then a node's `names`, then a node
     /// shard).
@@ -239,9 +244,7 @@ pub struct NodeTable {
 impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             trees: (0..SHARDS).map(|_| Mutex::new(Tree::default())).collect(),
             next_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
@@ -251,7 +254,9 @@ impl Default for NodeTable {
 
 /// The name index of one shard: (parent id, name) -> node id. The key's name is the one the
 /// node's [`Link`] holds (one allocation for both); lookups borrow theirs ([`Name`]).
-type Tree = hashbrown::HashMap<TreeKey, u64, rustc_hash::FxBuildHasher>;
+type Tree = Map<TreeKey, u64>;
+/// The map kind of the node table (hashbrown, for lookups by borrowed keys).
+type Map<K, V> = hashbrown::HashMap<K, V, rustc_hash::FxBuildHasher>;
 type TreeKey = (u64, Arc<OsStr>);
 
 /// A borrowed (parent id, name) to look a [`TreeKey`] up with; hashes as the key does.
@@ -278,7 +283,7 @@ impl Trees<'_> {
 }
 
 impl NodeTable {
-    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<Node>>> {
+    fn shard(&self, id: u64) -> &Mutex<Map<u64, Arc<Node>>> {
         &self.shards[(id as usize) % SHARDS]
     }
 
@@ -489,21 +494,18 @@ impl NodeTable {
     fn forgotten(&self) {
         const EVERY: u64 = 1 << 15;
         if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
-            // Hash tables keep the room of their largest size: hand back what is mostly empty
-            // (the node shards and the name index are maps of two kinds).
-            macro_rules! shrink {
-                ($shards:expr) => {
-                    for m in $shards {
-                        let mut m = m.lock();
-                        if m.len() * 4 < m.capacity() {
-                            let len = m.len();
-                            m.shrink_to(len * 2);
-                        }
+            // Hash tables keep the room of their largest size: hand back what is mostly empty.
+            fn shrink<K: std::hash::Hash + Eq, V>(shards: &[Mutex<Map<K, V>>]) {
+                for m in shards {
+                    let mut m = m.lock();
+                    if m.len() * 4 < m.capacity() {
+                        let len = m.len();
+                        m.shrink_to(len * 2);
                     }
-                };
+                }
             }
-            shrink!(&self.shards);
-            shrink!(&self.trees);
+            shrink(&self.shards);
+            shrink(&self.trees);
             crate::sys::limits::release_free_memory();
         }
     }

@@ -194,13 +194,13 @@ impl Union {
             if let Some(u) = &st.upper_dir {
                 return Ok(Entry {
                     dir: u.clone(),
-                    name: Arc::from(std::ffi::OsStr::new("")),
+                    name: crate::fs::tables::node::empty_name(),
                 });
             }
             let l = st.lower_dirs.first().ok_or(FsError(Errno::ENOENT))?;
             return Ok(Entry {
                 dir: l.fd.clone(),
-                name: Arc::from(std::ffi::OsStr::new("")),
+                name: crate::fs::tables::node::empty_name(),
             });
         }
         if let (Some(key), Some(idx)) = (&st.indexed, &self.layers.index) {

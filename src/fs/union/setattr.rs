@@ -85,7 +85,7 @@ impl Union {
         }
         // The object to change: a directory fd and a name, or (empty name) the fd itself.
         let (dir, name): (Arc<OwnedFd>, Arc<std::ffi::OsStr>) = match &handle {
-            Some(h) => (self.current_fd(h)?, Arc::from(std::ffi::OsStr::new(""))),
+            Some(h) => (self.current_fd(h)?, crate::fs::tables::node::empty_name()),
             None => {
                 let e = self.entry_of(node)?;
                 (e.dir.clone(), e.name.clone())
