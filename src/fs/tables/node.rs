@@ -1,7 +1,7 @@
 //! The inode table: FUSE node ids -> nodes (where the object lives in the layers, its name
 //! and parent, its stable inode number), with kernel lookup counts and forget.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,12 +82,14 @@ impl LowerDir {
     }
 }
 
-/// Per node: its FUSE passthrough backing id while passthrough opens exist, and how many
-/// opens of each kind are live (the kernel refuses to mix cached and passthrough opens of one
-/// inode). Managed by the union's passthrough code.
+/// Per node: the fd of an open handle (to stat the object once its last name is gone), its
+/// FUSE passthrough backing id while passthrough opens exist, and how many opens of each kind
+/// are live (the kernel refuses to mix cached and passthrough opens of one inode). Managed by
+/// the union's open and passthrough code.
 #[derive(Debug, Default)]
-pub struct Backing {
-    pub id: Option<Arc<fuser::BackingId>>,
+pub struct Opens {
+    pub fd: std::sync::Weak<OwnedFd>,
+    pub backing: Option<Arc<fuser::BackingId>>,
     pub passthrough_opens: u32,
     pub cached_opens: u32,
 }
@@ -100,13 +102,14 @@ pub struct NodeState {
     /// Directories: O_PATH fd of the upper directory once it exists.
     pub upper_dir: Option<Arc<OwnedFd>>,
     /// Directories: lower directories merged under it, topmost first.
-    pub lower_dirs: Vec<LowerDir>,
-    /// Non-directories not yet copied up: the lower layer that holds the object.
-    pub lower_layer: Option<usize>,
+    pub lower_dirs: Box<[LowerDir]>,
+    /// Non-directories not yet copied up: the lower layer that holds the object (an index
+    /// of the union's lower layers, which are far fewer than 2^32: each holds an fd).
+    lower_layer: Option<u32>,
     /// Path of the object in the union's lower namespace (relative to the lower roots): its
     /// parent's lower path and its name, or what its upper `redirect` says. A redirect written
     /// when the object moves names this path, as kernel overlayfs does.
-    pub lower_path: Option<OsString>,
+    pub lower_path: Option<Arc<OsStr>>,
     /// The upper directory is opaque (nothing below shows through).
     pub opaque: bool,
     /// Values recorded by a rootless unpack, shown instead of the real ones.
@@ -124,6 +127,17 @@ pub struct NodeState {
     /// The object came from a lower layer (it has lower objects, or an upper copy with an
     /// origin): a directory it is moved into becomes impure.
     pub from_lower: bool,
+}
+
+impl NodeState {
+    /// Non-directories not yet copied up: the lower layer that holds the object.
+    pub fn lower_layer(&self) -> Option<usize> {
+        self.lower_layer.map(|l| l as usize)
+    }
+
+    pub fn set_lower_layer(&mut self, layer: Option<usize>) {
+        self.lower_layer = layer.map(|l| l as u32);
+    }
 }
 
 /// Where the data of a metadata-only file lives: a name in a directory of a lower layer.
@@ -164,6 +178,69 @@ impl Link {
     }
 }
 
+/// The names of a node: nearly always one, kept inline (a node is as small as one name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Links {
+    One(Link),
+    /// None (an empty slice allocates nothing), or several: the hard links of one object.
+    Many(Box<[Link]>),
+}
+
+impl Links {
+    fn empty() -> Links {
+        Links::Many(Box::new([]))
+    }
+
+    fn as_slice(&self) -> &[Link] {
+        match self {
+            Links::One(l) => std::slice::from_ref(l),
+            Links::Many(ls) => ls,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Link] {
+        match self {
+            Links::One(l) => std::slice::from_mut(l),
+            Links::Many(ls) => ls,
+        }
+    }
+
+    fn first(&self) -> Option<&Link> {
+        self.as_slice().first()
+    }
+
+    fn from_vec(mut v: Vec<Link>) -> Links {
+        match v.len() {
+            1 => Links::One(v.remove(0)),
+            _ => Links::Many(v.into_boxed_slice()),
+        }
+    }
+
+    fn push(&mut self, link: Link) {
+        let mut v = std::mem::replace(self, Links::empty()).as_slice().to_vec();
+        v.push(link);
+        *self = Links::from_vec(v);
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Link) -> bool) {
+        if self.as_slice().iter().all(&keep) {
+            return;
+        }
+        let v = self
+            .as_slice()
+            .iter()
+            .filter(|l| keep(l))
+            .cloned()
+            .collect();
+        *self = Links::from_vec(v);
+    }
+
+    /// Take every name out, leaving none.
+    fn take(&mut self) -> Links {
+        std::mem::replace(self, Links::empty())
+    }
+}
+
 /// One object of the union as the kernel knows it. A non-directory may have several names
 /// (hard links); the first is the one used to reach its object.
 #[derive(Debug)]
@@ -175,15 +252,13 @@ pub struct Node {
     /// The preferred inode number (equal to `id` unless that was taken).
     pub ino: u64,
     /// Names of the node (changed with the tree shards of its parents held).
-    names: Mutex<smallvec::SmallVec<[Link; 1]>>,
+    names: Mutex<Links>,
     pub state: RwLock<NodeState>,
     pub lookups: AtomicU64,
     /// Serialises copy-up of this node.
     pub copyup_lock: Mutex<()>,
-    /// The fd of an open handle, to stat the object once its last name is gone.
-    pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
-    /// Passthrough state of its open files.
-    pub backing: Mutex<Backing>,
+    /// Its open files.
+    pub opens: Mutex<Opens>,
 }
 
 impl Node {
@@ -193,12 +268,11 @@ impl Node {
             id: ino,
             kind,
             ino,
-            names: Mutex::new(smallvec::smallvec![link]),
+            names: Mutex::new(Links::One(link)),
             state: RwLock::new(state),
             lookups: AtomicU64::new(0),
             copyup_lock: Mutex::new(()),
-            open_fd: Mutex::new(std::sync::Weak::new()),
-            backing: Mutex::new(Default::default()),
+            opens: Mutex::new(Opens::default()),
         }
     }
 
@@ -231,7 +305,7 @@ const SHARDS: usize = 64;
 /// parent: no lock covers the whole filesystem.
 #[derive(Debug)]
 pub struct NodeTable {
-    shards: Vec<Mutex<Map<u64, Arc<Node>>>>,
+    shards: Vec<Mutex<Shard>>,
     /// Which node each known name shows, by parent. A shard also guards the `names` of the
     /// nodes it names (lock order: tree shards by index, then a node's `names`, then a node
     /// shard).
@@ -244,7 +318,7 @@ pub struct NodeTable {
 impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             trees: (0..SHARDS).map(|_| Mutex::new(Tree::default())).collect(),
             next_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
@@ -252,11 +326,65 @@ impl Default for NodeTable {
     }
 }
 
+/// The nodes of one shard, by id. A table of the nodes alone (the id is in the node): 8 bytes a
+/// slot, where a map from id would take 16.
+#[derive(Debug, Default)]
+struct Shard(hashbrown::HashTable<Arc<Node>>);
+
+impl Shard {
+    fn hash(id: u64) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(id)
+    }
+
+    fn get(&self, id: u64) -> Option<&Arc<Node>> {
+        self.0.find(Self::hash(id), |n| n.id == id)
+    }
+
+    /// Insert `node`, replacing the node of the same id if there is one.
+    fn insert(&mut self, node: Arc<Node>) {
+        match self.0.entry(
+            Self::hash(node.id),
+            |n| n.id == node.id,
+            |n| Self::hash(n.id),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = node,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(node);
+            }
+        }
+    }
+
+    /// Insert `node` unless a node of its id is there.
+    fn insert_if_absent(&mut self, node: &Arc<Node>) {
+        if let hashbrown::hash_table::Entry::Vacant(e) = self.0.entry(
+            Self::hash(node.id),
+            |n| n.id == node.id,
+            |n| Self::hash(n.id),
+        ) {
+            e.insert(node.clone());
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Ok(e) = self.0.find_entry(Self::hash(id), |n| n.id == id) {
+            e.remove();
+        }
+    }
+
+    /// Hand back the room of a mostly empty table.
+    fn shrink(&mut self) {
+        if self.0.len() * 4 < self.0.capacity() {
+            let len = self.0.len();
+            self.0.shrink_to(len * 2, |n| Self::hash(n.id));
+        }
+    }
+}
+
 /// The name index of one shard: (parent id, name) -> node id. The key's name is the one the
 /// node's [`Link`] holds (one allocation for both); lookups borrow theirs ([`Name`]).
-type Tree = Map<TreeKey, u64>;
-/// The map kind of the node table (hashbrown, for lookups by borrowed keys).
-type Map<K, V> = hashbrown::HashMap<K, V, rustc_hash::FxBuildHasher>;
+/// (hashbrown, for lookups by borrowed keys)
+type Tree = hashbrown::HashMap<TreeKey, u64, rustc_hash::FxBuildHasher>;
 type TreeKey = (u64, Arc<OsStr>);
 
 /// A borrowed (parent id, name) to look a [`TreeKey`] up with; hashes as the key does.
@@ -283,7 +411,7 @@ impl Trees<'_> {
 }
 
 impl NodeTable {
-    fn shard(&self, id: u64) -> &Mutex<Map<u64, Arc<Node>>> {
+    fn shard(&self, id: u64) -> &Mutex<Shard> {
         &self.shards[(id as usize) % SHARDS]
     }
 
@@ -309,11 +437,11 @@ impl NodeTable {
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Node>> {
-        self.shard(id).lock().get(&id).cloned()
+        self.shard(id).lock().get(id).cloned()
     }
 
     pub fn insert(&self, node: Arc<Node>) {
-        self.shard(node.id).lock().insert(node.id, node);
+        self.shard(node.id).lock().insert(node);
     }
 
     /// Register a new node under its preferred id (its inode number), or under a synthetic
@@ -321,9 +449,9 @@ impl NodeTable {
     fn insert_new(&self, mut node: Node) -> Arc<Node> {
         {
             let mut shard = self.shard(node.id).lock();
-            if node.id != DETACHED && !shard.contains_key(&node.id) {
+            if node.id != DETACHED && shard.get(node.id).is_none() {
                 let node = Arc::new(node);
-                shard.insert(node.id, node.clone());
+                shard.insert(node.clone());
                 return node;
             }
         }
@@ -337,10 +465,7 @@ impl NodeTable {
     /// forget of its last lookup took it out. Call with `node.names` locked.
     fn count_lookup(&self, node: &Arc<Node>) {
         node.lookups.fetch_add(1, Ordering::Relaxed);
-        self.shard(node.id)
-            .lock()
-            .entry(node.id)
-            .or_insert_with(|| node.clone());
+        self.shard(node.id).lock().insert_if_absent(node);
     }
 
     /// Remove name `name` of `parent` from whatever node it showed (its tree shard must be
@@ -429,7 +554,7 @@ impl NodeTable {
         self.unlink_name(&mut tree, parent.id, name);
         let key = {
             let mut names = node.names.lock();
-            let key = match names.iter().find(|l| l.is(parent.id, name)) {
+            let key = match names.as_slice().iter().find(|l| l.is(parent.id, name)) {
                 Some(l) => l.key(),
                 None => {
                     let link = Link::new(parent.id, name);
@@ -459,7 +584,7 @@ impl NodeTable {
             && let Some(node) = self.get(id)
         {
             let dst = Link::new(to.id, to_name);
-            for l in node.names.lock().iter_mut() {
+            for l in node.names.lock().as_mut_slice() {
                 if l.is(from.id, name) {
                     *l = dst.clone();
                 }
@@ -479,7 +604,7 @@ impl NodeTable {
             if let Some(id) = id
                 && let Some(n) = self.get(id)
             {
-                for l in n.names.lock().iter_mut() {
+                for l in n.names.lock().as_mut_slice() {
                     if l.is(from.parent, &from.name) {
                         *l = to.clone();
                     }
@@ -495,17 +620,16 @@ impl NodeTable {
         const EVERY: u64 = 1 << 15;
         if self.dropped.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
             // Hash tables keep the room of their largest size: hand back what is mostly empty.
-            fn shrink<K: std::hash::Hash + Eq, V>(shards: &[Mutex<Map<K, V>>]) {
-                for m in shards {
-                    let mut m = m.lock();
-                    if m.len() * 4 < m.capacity() {
-                        let len = m.len();
-                        m.shrink_to(len * 2);
-                    }
+            for shard in &self.shards {
+                shard.lock().shrink();
+            }
+            for tree in &self.trees {
+                let mut tree = tree.lock();
+                if tree.len() * 4 < tree.capacity() {
+                    let len = tree.len();
+                    tree.shrink_to(len * 2);
                 }
             }
-            shrink(&self.shards);
-            shrink(&self.trees);
             crate::sys::limits::release_free_memory();
         }
     }
@@ -519,7 +643,7 @@ impl NodeTable {
         loop {
             // Lock the tree shards of every name, then check the names did not change.
             let before = node.names.lock().clone();
-            let parents: Vec<u64> = before.iter().map(|l| l.parent).collect();
+            let parents: Vec<u64> = before.as_slice().iter().map(|l| l.parent).collect();
             let mut trees = self.lock_trees(&parents);
             let mut names = node.names.lock();
             if *names != before {
@@ -528,14 +652,14 @@ impl NodeTable {
             let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
             node.lookups.store(left, Ordering::Relaxed);
             if left == 0 {
-                for l in names.drain(..) {
+                for l in names.take().as_slice() {
                     let key = Name(l.parent, &l.name);
                     let tree = trees.of(l.parent);
                     if tree.get(&key) == Some(&id) {
                         tree.remove(&key);
                     }
                 }
-                self.shard(id).lock().remove(&id);
+                self.shard(id).lock().remove(id);
                 drop(names);
                 drop(trees);
                 // With no lock held: giving memory back locks every shard.
@@ -549,10 +673,25 @@ impl NodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
 
     fn child(ino: u64, name: &OsStr) -> Node {
         let link = Link::new(ROOT_ID, name);
         Node::new(FileType::RegularFile, ino, link, NodeState::default())
+    }
+
+    /// A node lives for every name the kernel holds (a million after a walk of a million
+    /// files): with its reference counts it must fit a 208-byte allocation (glibc rounds a
+    /// request plus 8 up to 16).
+    #[test]
+    fn a_node_stays_small() {
+        let node = std::mem::size_of::<Node>();
+        let state = std::mem::size_of::<NodeState>();
+        assert!(
+            node + 16 + 8 <= 208,
+            "Node is {node} bytes (NodeState {state})"
+        );
+        assert!(state <= 80, "NodeState is {state} bytes");
     }
 
     /// Forgetting more nodes than the memory-return interval must not hang (giving memory
@@ -573,7 +712,7 @@ mod tests {
                 table.forget(node.id, 1);
                 assert!(table.child_id(ROOT_ID, &name).is_none());
             }
-            let left: usize = table.shards.iter().map(|s| s.lock().len()).sum();
+            let left: usize = table.shards.iter().map(|s| s.lock().0.len()).sum();
             let _ = done.send(left);
         });
         let left = finished

@@ -214,7 +214,7 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     let mut st = node.state.write();
     st.metacopy = false;
     st.data = None;
-    st.lower_layer = None;
+    st.set_lower_layer(None);
     Ok(())
 }
 
@@ -237,7 +237,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     // Hard-linked lower files go through the index, so every name shares one upper inode.
     let (indexed, lower_layer) = {
         let s = node.state.read();
-        (s.indexed.clone(), s.lower_layer)
+        (s.indexed.clone(), s.lower_layer())
     };
     let key = match (indexed, lower_layer) {
         (Some(k), _) => Some(*k),
@@ -257,7 +257,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         let _ = at::utimens_at(pdir.as_fd(), OsStr::new(""), &times_of(&parent_st));
         u.mark_impure(&parent, pdir.as_fd())?;
         let mut st = node.state.write();
-        st.lower_layer = None;
+        st.set_lower_layer(None);
         st.in_upper = true;
         st.from_lower = true;
         st.indexed = Some(Box::new(key.clone()));
@@ -276,7 +276,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     };
     let origin_layer = {
         let s = node.state.read();
-        s.lower_layer
+        s.lower_layer()
             .or_else(|| s.lower_dirs.first().map(|d| d.layer))
     };
     let made = made.and_then(|_| match &key {
@@ -321,7 +321,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         }
         st.metacopy = true;
     } else {
-        st.lower_layer = None;
+        st.set_lower_layer(None);
         st.metacopy = false;
         st.data = None;
         st.indexed = key.map(Box::new);

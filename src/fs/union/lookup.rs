@@ -456,19 +456,7 @@ impl Union {
             return Err(FsError(Errno::EIO));
         }
 
-        // The path of the object in the lower namespace (what a redirect of it would say).
-        let lower_path = match upper_redirect.as_deref().map(OsStr::as_bytes) {
-            Some([b'/', rest @ ..]) => Some(OsStr::from_bytes(rest).to_os_string()),
-            Some(r) => pst
-                .lower_path
-                .as_deref()
-                .map(|p| join(p, OsStr::from_bytes(r))),
-            None => pst.lower_path.as_deref().map(|p| join(p, name)),
-        };
-        let mut state = NodeState {
-            lower_path,
-            ..Default::default()
-        };
+        let mut state = NodeState::default();
         let kind;
         let ino;
         let mut real_st;
@@ -510,7 +498,7 @@ impl Union {
                 if upper_metacopy {
                     state.metacopy = true;
                     let (l, h) = &hits[0];
-                    state.lower_layer = Some(*l);
+                    state.set_lower_layer(Some(*l));
                     state.data = Some(Box::new(self.data_of(&hits)));
                     ino = self
                         .origin_ino_if_unbroken(&state, Place::Lower(*l), &h.st)
@@ -531,7 +519,7 @@ impl Union {
                 if kind == fuser::FileType::Directory {
                     state.lower_dirs = self.lower_dirs_of(&hits);
                 } else {
-                    state.lower_layer = Some(*l);
+                    state.set_lower_layer(Some(*l));
                     if h.marks.metacopy {
                         state.metacopy = true;
                         state.data = Some(Box::new(self.data_of(&hits)));
@@ -563,8 +551,16 @@ impl Union {
         // Only directories (their children's paths) and metadata-only files (their redirect
         // when moved) use the lower path: the others do not keep it.
         let may_become_metacopy = self.settings.metacopy && !state.in_upper;
-        if kind != fuser::FileType::Directory && !state.metacopy && !may_become_metacopy {
-            state.lower_path = None;
+        if kind == fuser::FileType::Directory || state.metacopy || may_become_metacopy {
+            // The path of the object in the lower namespace (what a redirect of it would say).
+            state.lower_path = match upper_redirect.as_deref().map(OsStr::as_bytes) {
+                Some([b'/', rest @ ..]) => Some(Arc::from(OsStr::from_bytes(rest))),
+                Some(r) => pst
+                    .lower_path
+                    .as_deref()
+                    .map(|p| join(p, OsStr::from_bytes(r)).into()),
+                None => pst.lower_path.as_deref().map(|p| join(p, name).into()),
+            };
         }
         state.from_lower =
             !hits.is_empty() || upper.as_ref().is_some_and(|u| u.marks.origin.is_some());
@@ -587,7 +583,7 @@ impl Union {
     }
 
     /// The lower directories merged under a directory: every directory found below.
-    fn lower_dirs_of(&self, hits: &[(usize, Hit)]) -> Vec<LowerDir> {
+    fn lower_dirs_of(&self, hits: &[(usize, Hit)]) -> Box<[LowerDir]> {
         hits.iter()
             .filter_map(|(l, h)| h.fd.clone().map(|fd| LowerDir::new(*l, fd)))
             .collect()
@@ -660,7 +656,7 @@ impl Union {
             let dir = if state.in_upper {
                 pst.upper_dir.clone()
             } else {
-                state.lower_layer.and_then(|l| {
+                state.lower_layer().and_then(|l| {
                     pst.lower_dirs
                         .iter()
                         .find(|d| d.layer == l)

@@ -138,6 +138,7 @@ impl Union {
             state.upper_dir = Some(Arc::new(fd));
         }
         if !state.opaque {
+            let mut lower_dirs = Vec::new();
             for (i, l) in layers.lowers.iter().enumerate() {
                 let fd = at::open_at(l.fd(), OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
                 let opaque = whiteout::is_opaque_dir(fd.as_fd())?;
@@ -145,13 +146,14 @@ impl Union {
                 if root_ino.is_none() {
                     root_ino = Some(layers.ino(Place::Lower(i), at::fstat(fd.as_fd())?.st_ino));
                 }
-                state.lower_dirs.push(LowerDir::new(i, Arc::new(fd)));
+                lower_dirs.push(LowerDir::new(i, Arc::new(fd)));
                 if opaque {
                     break;
                 }
             }
+            state.lower_dirs = lower_dirs.into();
         }
-        state.lower_path = Some(Default::default());
+        state.lower_path = Some(Arc::from(std::ffi::OsStr::new("")));
         let mut root = Node::new(
             FileType::Directory,
             ROOT_ID,
@@ -210,7 +212,7 @@ impl Union {
             });
         }
         let in_upper = st.in_upper;
-        let lower_layer = st.lower_layer;
+        let lower_layer = st.lower_layer();
         drop(st);
         let (parent, name) = self.parent_of(node)?;
         let pst = parent.state.read();
@@ -259,7 +261,7 @@ impl Union {
         let e = self.entry_of(node)?;
         let fd = at::open_at(e.dir(), &e.name, libc::O_PATH, 0)?;
         let mut value = b"/".to_vec();
-        value.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()));
+        value.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(&*path));
         xattr::set_xattr(
             fd.as_fd(),
             self.fmt
@@ -281,7 +283,7 @@ impl Union {
     pub fn attr(&self, node: &Node) -> FsResult<fuser::FileAttr> {
         let st = match self.real_stat(node) {
             Err(e) if e == Errno::ENOENT => {
-                let fd = node.open_fd.lock().upgrade().ok_or(e)?;
+                let fd = node.opens.lock().fd.upgrade().ok_or(e)?;
                 at::fstat(fd.as_fd())?
             }
             other => other?,

@@ -143,10 +143,8 @@ impl Union {
         let _pass = self.gate.enter();
         let (udir, fd, over_whiteout) = self.place_object(parent, name, &obj, who)?;
         let st = at::stat_at(udir.as_fd(), name)?;
-        let mut state = NodeState {
-            in_upper: true,
-            ..Default::default()
-        };
+        let mut state = NodeState::default();
+        state.in_upper = true;
         if obj.is_dir() {
             let d = at::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
             state.upper_dir = Some(Arc::new(d));

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use fuser::BackingId;
 
 use crate::fs::tables::handles::FileHandle;
-pub use crate::fs::tables::node::Backing;
 use crate::fs::tables::node::Node;
 use crate::fs::union::Union;
 
@@ -54,14 +53,14 @@ impl Union {
             Mode::Upper => node.data_in_upper() || self.layers.upper.is_none(),
             Mode::All => true,
         } && !(write && self.settings.pausable);
-        let mut b = node.backing.lock();
+        let mut b = node.opens.lock();
         if wanted && b.cached_opens == 0 {
-            let id = match &b.id {
+            let id = match &b.backing {
                 Some(id) => Some(id.clone()),
                 None => register(&h.fd()).ok().map(Arc::new),
             };
             if let Some(id) = id {
-                b.id = Some(id.clone());
+                b.backing = Some(id.clone());
                 b.passthrough_opens += 1;
                 *h.backing.lock() = Some(id.clone());
                 return Some(id);
@@ -69,7 +68,7 @@ impl Union {
         }
         if b.passthrough_opens > 0 {
             // The inode is already in passthrough mode: this open must join it.
-            if let Some(id) = b.id.clone() {
+            if let Some(id) = b.backing.clone() {
                 b.passthrough_opens += 1;
                 *h.backing.lock() = Some(id.clone());
                 return Some(id);
@@ -81,11 +80,11 @@ impl Union {
 
     /// Account for the release of handle `h`.
     pub fn passthrough_release(&self, h: &FileHandle) {
-        let mut b = h.node.backing.lock();
+        let mut b = h.node.opens.lock();
         if h.backing.lock().take().is_some() {
             b.passthrough_opens = b.passthrough_opens.saturating_sub(1);
             if b.passthrough_opens == 0 {
-                b.id = None;
+                b.backing = None;
             }
         } else {
             b.cached_opens = b.cached_opens.saturating_sub(1);

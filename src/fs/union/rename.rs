@@ -150,10 +150,13 @@ impl Union {
             return Err(FsError(Errno::EIO));
         };
         if !st.lower_dirs.is_empty() && !st.opaque {
-            let origin = st.lower_path.clone().unwrap_or_default();
+            let origin = st
+                .lower_path
+                .clone()
+                .unwrap_or_else(crate::fs::tables::node::empty_name);
             let np = newparent.state.read().lower_path.clone();
             let new_lower_path = np.map(|p| join(&p, newname));
-            if new_lower_path.as_deref() != Some(origin.as_os_str()) {
+            if new_lower_path.as_deref() != Some(&*origin) {
                 let mut value = b"/".to_vec();
                 value.extend_from_slice(origin.as_bytes());
                 xattr::set_xattr(
