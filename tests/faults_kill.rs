@@ -193,7 +193,7 @@ fn strata_fuse_killed_mid_work_keeps_every_fsynced_file() {
         return skip(&why);
     }
     let work = common::tmpdir("faults-kill-fuse");
-    for (i, (ms, extra)) in [(5u64, ""), (60, ""), (250, "sync_copyup")]
+    for (i, (ms, extra)) in [(5u64, ""), (60, "sync_copyup=0"), (250, "")]
         .into_iter()
         .enumerate()
     {

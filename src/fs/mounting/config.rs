@@ -26,9 +26,11 @@ pub struct MountConfig {
     pub fuse_options: Vec<String>,
     /// Which opens use FUSE passthrough (`off`, `upper` = default, `all`).
     pub passthrough: crate::fs::union::passthrough::Mode,
-    /// fsync copied-up data before it is renamed into place, as kernel overlayfs does
-    /// (`sync_copyup`); off by default, as in fuse-overlayfs: a copy-up is then as durable
-    /// as any unsynced write, and a killed daemon still never leaves a half file.
+    /// fsync copied-up data before it is renamed into place, as kernel overlayfs does: on by
+    /// default, so that a power cut never leaves an empty or zero-filled copy hiding a lower
+    /// file. `sync_copyup=0` (and `volatile`, and `fsync=0` unless `sync_copyup` is given)
+    /// leave it to the writeback, as fuse-overlayfs does; a killed daemon still never leaves
+    /// a half file.
     pub sync_copy_up: bool,
     /// Carry out fsync requests (`fsync=0` and `volatile` turn them into no-ops).
     pub honor_fsync: bool,
@@ -59,7 +61,7 @@ impl MountConfig {
             control_socket: None,
             fuse_options: Vec::new(),
             passthrough: crate::fs::union::passthrough::Mode::Upper,
-            sync_copy_up: false,
+            sync_copy_up: true,
             honor_fsync: true,
             threads: None,
             metacopy: false,

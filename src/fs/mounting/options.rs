@@ -124,6 +124,8 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
             }
         }
     }
+    // Copy-ups are fsynced unless asked otherwise, or unless fsyncs are not carried out at all.
+    let mut sync_copy_up = None;
     for o in opts {
         let (key, value) = match o.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),
@@ -161,7 +163,7 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
             ("fsync", Some(v)) => cfg.honor_fsync = flag_value("fsync", &v)?,
             ("metacopy", v) => cfg.metacopy = v.map_or(Ok(true), |v| flag_value("metacopy", &v))?,
             ("sync_copyup", v) => {
-                cfg.sync_copy_up = v.map_or(Ok(true), |v| flag_value("sync_copyup", &v))?
+                sync_copy_up = Some(v.map_or(Ok(true), |v| flag_value("sync_copyup", &v))?)
             }
             ("threads", Some(v)) => {
                 let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -170,7 +172,7 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
                 cfg.threads = Some(n);
             }
             ("volatile", None) => {
-                cfg.sync_copy_up = false;
+                sync_copy_up = Some(false);
                 cfg.honor_fsync = false;
                 warn("volatile: fsync requests are not carried out".into());
             }
@@ -180,6 +182,7 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
             _ => warn(format!("unknown option {o:?} ignored")),
         }
     }
+    cfg.sync_copy_up = sync_copy_up.unwrap_or(cfg.honor_fsync);
     cfg.mountpoint = mountpoint.ok_or_else(|| MountError::Invalid("no mountpoint given".into()))?;
     if cfg.lowerdirs.is_empty() {
         return Err(MountError::Invalid(
@@ -233,7 +236,16 @@ mod tests {
         let (c, _) = parse_ok(&["-o", "lowerdir=/a", "/m"]);
         assert_eq!(c.passthrough, Mode::Upper);
         assert!(c.honor_fsync);
-        assert!(!c.sync_copy_up);
+        assert!(
+            c.sync_copy_up,
+            "copy-ups are fsynced by default, as on the kernel"
+        );
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,sync_copyup=0", "/m"]);
+        assert!(!c.sync_copy_up && c.honor_fsync);
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,fsync=0", "/m"]);
+        assert!(!c.sync_copy_up && !c.honor_fsync);
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,fsync=0,sync_copyup", "/m"]);
+        assert!(c.sync_copy_up && !c.honor_fsync);
         let (c, _) = parse_ok(&["-o", "lowerdir=/a,sync_copyup,fsync=1", "/m"]);
         assert!(c.sync_copy_up && c.honor_fsync);
         let (c, _) = parse_ok(&["-o", "lowerdir=/a,sync_copyup=0,volatile", "/m"]);
