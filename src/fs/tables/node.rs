@@ -680,6 +680,29 @@ mod tests {
         Node::new(FileType::RegularFile, ino, link, NodeState::default())
     }
 
+    /// Names of a node: added, removed and taken, one kept inline, none and several in a
+    /// slice.
+    #[test]
+    fn a_nodes_names_are_kept_in_order_through_changes() {
+        let l = |p: u64, n: &str| Link::new(p, OsStr::new(n));
+        let mut names = Links::One(l(1, "a"));
+        names.push(l(2, "b"));
+        names.push(l(1, "c"));
+        assert_eq!(names.as_slice(), &[l(1, "a"), l(2, "b"), l(1, "c")]);
+        names.retain(|x| !x.is(2, OsStr::new("b")));
+        assert_eq!(names.as_slice(), &[l(1, "a"), l(1, "c")]);
+        names.retain(|x| x.parent == 1 && &*x.name == OsStr::new("c"));
+        assert!(matches!(names, Links::One(_)), "one name is kept inline");
+        assert_eq!(names.first(), Some(&l(1, "c")));
+        let taken = names.take();
+        assert_eq!(taken.as_slice(), &[l(1, "c")]);
+        assert!(names.as_slice().is_empty() && names.first().is_none());
+        names.push(l(3, "d"));
+        assert!(matches!(names, Links::One(_)));
+        names.retain(|_| false);
+        assert!(names.as_slice().is_empty());
+    }
+
     /// A node lives for every name the kernel holds (a million after a walk of a million
     /// files): with its reference counts it must fit a 208-byte allocation (glibc rounds a
     /// request plus 8 up to 16).
