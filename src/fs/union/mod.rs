@@ -153,7 +153,7 @@ impl Union {
             }
             state.lower_dirs = lower_dirs.into();
         }
-        state.lower_path = Some(Arc::from(std::ffi::OsStr::new("")));
+        state.lower_path = Some(crate::fs::tables::node::empty_name());
         let mut root = Node::new(
             FileType::Directory,
             ROOT_ID,
