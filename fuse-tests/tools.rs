@@ -949,3 +949,132 @@ fn apt_installs_runs_verifies_and_purges_packages_in_a_chroot_on_a_strata_mount(
         "jq landed in the lower layer"
     );
 }
+
+/// OPEN requests in a debug trace.
+fn traced_open_requests(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("fuser::request") && l.contains(" OPEN "))
+        .count()
+}
+
+/// Reads through descriptors opened before a copy-up, an unlink, a rename over the file and
+/// a write after the unlink; prints what each read saw. `d` is the mount, holding `lower`
+/// (4 MiB, pattern A, in the lower layer), `victim` and `wlow` (lower files) and `up` (4 MiB,
+/// pattern B, written through the mount before).
+const NODE_IO_SCRIPT: &str = r#"
+import os, sys
+d = sys.argv[1]
+MB = 1 << 20
+A = bytes(i % 251 for i in range(4 * MB))
+B = bytes(i % 241 for i in range(4 * MB))
+# 1. A read-only descriptor opened before a copy-up reads the copied-up data after it.
+r = os.open(f"{d}/lower", os.O_RDONLY)
+assert os.pread(r, 4096, 0) == A[:4096]
+w = os.open(f"{d}/lower", os.O_WRONLY)
+os.pwrite(w, b"NEW", 3 * MB)
+os.close(w)
+assert os.pread(r, 3, 3 * MB) == b"NEW", "old descriptor missed the copy-up"
+os.close(r)
+# 2. An upper file unlinked while open: the rest of it is still read, and fstat works.
+u = os.open(f"{d}/up", os.O_RDONLY)
+assert os.pread(u, 4096, 0) == B[:4096]
+os.unlink(f"{d}/up")
+assert os.pread(u, MB, 3 * MB) == B[3 * MB:], "unlinked upper file lost its data"
+assert os.fstat(u).st_size == 4 * MB
+os.close(u)
+# 3. A lower file unlinked while open (a whiteout now hides it): still read.
+v = os.open(f"{d}/victim", os.O_RDONLY)
+assert os.pread(v, 4096, 0) == A[:4096]
+os.unlink(f"{d}/victim")
+assert os.pread(v, MB, 3 * MB) == A[3 * MB:], "unlinked lower file lost its data"
+os.close(v)
+# 4. Renaming a new file over an open one (how dpkg replaces a running binary).
+open(f"{d}/up2", "wb").write(B)
+o = os.open(f"{d}/up2", os.O_RDONLY)
+assert os.pread(o, 4096, 0) == B[:4096]
+open(f"{d}/up2.new", "wb").write(b"replacement")
+os.rename(f"{d}/up2.new", f"{d}/up2")
+assert os.pread(o, MB, 3 * MB) == B[3 * MB:], "replaced file lost its data"
+os.close(o)
+# 5. A lower file written after its name was removed: a private copy takes the write.
+x = os.open(f"{d}/wlow", os.O_RDWR)
+os.unlink(f"{d}/wlow")
+os.pwrite(x, b"XYZ", 0)
+assert os.pread(x, 6, 0) == b"XYZ" + A[3:6]
+os.close(x)
+print("node io ok")
+"#;
+
+#[test]
+fn with_open_handles_off_the_kernel_sends_no_open_and_reads_keep_kernel_semantics() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    let a: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let b: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 241) as u8).collect();
+    Layer::new()
+        .file("lower", &a)
+        .file("victim", &a)
+        .file("wlow", &a)
+        .build(&lower);
+    let lower_sum = sh(&format!("cd {} && md5sum *", p(&lower)));
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(
+        std::slice::from_ref(&lower),
+        Some((&upper, &work)),
+        &mnt,
+        &["debug", "open_handles=0"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    fs::write(mnt.join("up"), &b).expect("write up");
+    let script = ws.join("node_io.py");
+    fs::write(&script, NODE_IO_SCRIPT).expect("write script");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&mnt)
+        .output()
+        .expect("spawn python3");
+    let log = m.log_text();
+    assert!(
+        out.status.success(),
+        "{}\n{}\ndaemon log tail:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "node io ok");
+    // The first OPEN is answered with ENOSYS; the kernel sends no other.
+    assert_eq!(traced_open_requests(&log), 1, "OPEN requests in the trace");
+    // The data after the unmount: the copy-up and the replacement are in the upper layer,
+    // the lower layer is untouched, and the unlinked files are gone from both views.
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    let copied = fs::read(upper.join("lower")).expect("copied-up file");
+    assert_eq!(&copied[3 << 20..(3 << 20) + 3], b"NEW");
+    assert_eq!(fs::read(upper.join("up2")).expect("up2"), b"replacement");
+    assert!(!upper.join("up").exists());
+    assert_eq!(
+        sh(&format!("cd {} && md5sum *", p(&lower))),
+        lower_sum,
+        "the lower layer changed"
+    );
+
+    // A read-only mount with the same option reads every file through the daemon, by node.
+    let mnt2 = ws.mkdir("mnt2");
+    let m = FuseMount::mount(
+        std::slice::from_ref(&lower),
+        None,
+        &mnt2,
+        &["debug", "open_handles=0"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for name in ["lower", "victim", "wlow"] {
+        assert_eq!(fs::read(mnt2.join(name)).expect("read"), a, "{name}");
+    }
+    let ino = ino_of(&mnt2.join("victim"));
+    let log = m.log_text();
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(traced_open_requests(&log), 1, "OPEN requests in the trace");
+    assert!(traced_reads(&log, ino) > 0, "no read by node in the trace");
+}

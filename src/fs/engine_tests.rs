@@ -97,7 +97,7 @@ fn read(u: &Union, path: &str) -> std::result::Result<String, Box<dyn std::error
         .open(&n, libc::O_RDONLY)
         .map_err(|e| format!("open {path}: {e:?}"))?;
     let data = u
-        .read(o.fh, 0, 1 << 20)
+        .read(n.id, o.fh, 0, 1 << 20)
         .map_err(|e| format!("read {path}: {e:?}"))?;
     u.release(o.fh);
     Ok(String::from_utf8(data)?)
@@ -109,7 +109,7 @@ fn append(u: &Union, path: &str, more: &str) -> R {
     let o = u
         .open(&n, libc::O_WRONLY)
         .map_err(|e| format!("open {path}: {e:?}"))?;
-    u.write(o.fh, size, more.as_bytes())
+    u.write(n.id, o.fh, size, more.as_bytes())
         .map_err(|e| format!("write {path}: {e:?}"))?;
     u.release(o.fh);
     Ok(())
@@ -278,5 +278,72 @@ fn a_directory_made_over_a_deleted_one_is_opaque() -> R {
     drop(u);
     let u = l.union()?;
     assert!(names(&u, "d")?.is_empty(), "the old contents stay hidden");
+    Ok(())
+}
+
+/// A union whose I/O is addressed by node, as on a mount where the kernel sends no OPEN.
+fn node_io_union(l: &Layers) -> std::result::Result<Union, Box<dyn std::error::Error>> {
+    let u = l.union()?;
+    u.node_fds.set_enabled(true);
+    Ok(u)
+}
+
+fn read_node(u: &Union, n: &Node) -> std::result::Result<String, Box<dyn std::error::Error>> {
+    let data = u
+        .read(n.id, 0, 0, 1 << 20)
+        .map_err(|e| format!("read node {}: {e:?}", n.id))?;
+    Ok(String::from_utf8(data)?)
+}
+
+#[test]
+fn node_io_reads_the_lower_file_then_follows_its_copy_up() -> R {
+    let l = Layers::new(1)?;
+    l.write(0, "f", "lower")?;
+    let u = node_io_union(&l)?;
+    let n = walk(&u, "f").map_err(|e| format!("{e:?}"))?;
+    assert_eq!(read_node(&u, &n)?, "lower");
+    assert!(!l.upper().join("f").exists(), "a read copied the file up");
+    // A write through the node copies the file up; the next read (same node, as through a
+    // descriptor opened before) sees the upper copy.
+    u.write(n.id, 0, 5, b"+w").map_err(|e| format!("{e:?}"))?;
+    assert_eq!(fs::read_to_string(l.upper().join("f"))?, "lower+w");
+    assert_eq!(read_node(&u, &n)?, "lower+w");
+    assert_eq!(fs::read_to_string(l.lowers[0].join("f"))?, "lower");
+    Ok(())
+}
+
+#[test]
+fn node_io_keeps_an_unlinked_files_data_until_it_is_forgotten() -> R {
+    let l = Layers::new(1)?;
+    l.write(0, "low", "lower data")?;
+    let u = node_io_union(&l)?;
+    fs::write(l.upper().join("up"), "upper data")?;
+    let up = walk(&u, "up").map_err(|e| format!("{e:?}"))?;
+    let low = walk(&u, "low").map_err(|e| format!("{e:?}"))?;
+    u.unlink(&root(&u), OsStr::new("up"))
+        .map_err(|e| format!("{e:?}"))?;
+    u.unlink(&root(&u), OsStr::new("low"))
+        .map_err(|e| format!("{e:?}"))?;
+    assert!(!l.upper().join("up").exists());
+    assert_eq!(read_node(&u, &up)?, "upper data");
+    assert_eq!(read_node(&u, &low)?, "lower data");
+    assert_eq!(u.pinned_attr(&up).map_err(|e| format!("{e:?}"))?.size, 10);
+    // Writing the unlinked lower file goes to a private copy, never to the lower layer.
+    u.write(low.id, 0, 0, b"LOWER")
+        .map_err(|e| format!("{e:?}"))?;
+    assert_eq!(read_node(&u, &low)?, "LOWER data");
+    assert_eq!(fs::read_to_string(l.lowers[0].join("low"))?, "lower data");
+    u.write(up.id, 0, 0, b"UPPER")
+        .map_err(|e| format!("{e:?}"))?;
+    assert_eq!(read_node(&u, &up)?, "UPPER data");
+    // Once the kernel forgets the nodes, nothing is kept for them.
+    assert!(u.node_fds.held() >= 2, "pinned: {}", u.node_fds.held());
+    let (up_id, low_id) = (up.id, low.id);
+    drop((up, low));
+    for id in [up_id, low_id] {
+        u.nodes.forget(id, u64::MAX);
+        u.node_fds.forgotten(id);
+    }
+    assert_eq!(u.node_fds.held(), 0);
     Ok(())
 }

@@ -132,12 +132,26 @@ impl Filesystem for StrataFs {
         ] {
             let _ = config.add_capabilities(cap);
         }
-        if self.u.settings.passthrough != crate::fs::union::passthrough::Mode::Off
+        // Open handles cost two round trips per file opened (OPEN, and RELEASE after the
+        // close). A writable mount needs them all the same: kernel overlayfs copies a lower
+        // file up when it is opened for writing, written or not, and only OPEN tells. A
+        // read-only mount needs them only for passthrough; without it (no CAP_SYS_ADMIN, or
+        // `passthrough=off`) OPEN is answered with ENOSYS, the kernel then sends no OPEN and
+        // RELEASE at all, and I/O names the node (`union::nodeio`). `open_handles=0` asks
+        // for that on a writable mount too, where a file opened for writing is then copied up
+        // at its first change instead.
+        use crate::fs::union::passthrough::Mode;
+        let read_only = self.u.layers.upper.is_none();
+        let asked = self.u.settings.open_handles;
+        if asked != Some(false)
+            && self.u.settings.passthrough != Mode::Off
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
             self.passthrough = true;
         }
+        let handles = asked.unwrap_or(self.passthrough || !read_only);
+        self.u.node_fds.set_enabled(!handles);
         Ok(())
     }
 
@@ -163,13 +177,15 @@ impl Filesystem for StrataFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.u.nodes.forget(ino.0, nlookup);
+        self.u.node_fds.forgotten(ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = self.timed("getattr", ino.0, None, || {
-            let r = self.u.node(ino.0).and_then(|n| self.u.attr(&n));
-            match (r, fh) {
-                (Err(e), Some(fh)) if e == Errno::ENOENT => self.u.handle_attr(fh.0),
+            let n = self.u.node(ino.0)?;
+            match (self.u.attr(&n), fh) {
+                (Err(e), Some(fh)) if e == Errno::ENOENT && fh.0 != 0 => self.u.handle_attr(fh.0),
+                (Err(e), _) if e == Errno::ENOENT => self.u.pinned_attr(&n).map_err(|_| e),
                 (r, _) => r,
             }
         });
@@ -339,6 +355,11 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.u.node_fds.enabled() {
+            // I/O is addressed by node on this mount: from this answer on the kernel sends
+            // no OPEN (and no RELEASE) at all; see `init`.
+            return reply.error(Errno::ENOSYS);
+        }
         let r = self.timed("open", ino.0, None, || {
             self.u.node(ino.0).and_then(|n| self.u.open(&n, flags.0))
         });
@@ -385,7 +406,9 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let r = self.timed("read", ino.0, None, || self.u.read(fh.0, offset, size));
+        let r = self.timed("read", ino.0, None, || {
+            self.u.read(ino.0, fh.0, offset, size)
+        });
         match r {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e.into()),
@@ -404,7 +427,9 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.timed("write", ino.0, None, || self.u.write(fh.0, offset, data));
+        let r = self.timed("write", ino.0, None, || {
+            self.u.write(ino.0, fh.0, offset, data)
+        });
         match r {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e.into()),
@@ -447,7 +472,7 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.timed("fsync", ino.0, None, || self.u.fsync(fh.0, datasync));
+        let r = self.timed("fsync", ino.0, None, || self.u.fsync(ino.0, fh.0, datasync));
         reply_empty(reply, r);
     }
 
@@ -725,7 +750,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let r = self.timed("fallocate", ino.0, None, || {
-            self.u.fallocate(fh.0, offset, length, mode)
+            self.u.fallocate(ino.0, fh.0, offset, length, mode)
         });
         reply_empty(reply, r);
     }
@@ -739,7 +764,9 @@ impl Filesystem for StrataFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let r = self.timed("lseek", ino.0, None, || self.u.lseek(fh.0, offset, whence));
+        let r = self.timed("lseek", ino.0, None, || {
+            self.u.lseek(ino.0, fh.0, offset, whence)
+        });
         match r {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e.into()),
@@ -752,7 +779,7 @@ impl Filesystem for StrataFs {
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
@@ -760,8 +787,11 @@ impl Filesystem for StrataFs {
         reply: ReplyWrite,
     ) {
         let r = self.timed("copy_file_range", ino_in.0, None, || {
-            self.u
-                .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+            self.u.copy_range(
+                (ino_in.0, fh_in.0, offset_in),
+                (ino_out.0, fh_out.0, offset_out),
+                len,
+            )
         });
         match r {
             Ok(n) => reply.written(n),

@@ -40,6 +40,11 @@ pub struct MountConfig {
     /// by default, as in the kernel: an upper written without it holds whole files that any
     /// tool (tar, rsync, a kernel mount without `metacopy=on`) reads as they are.
     pub metacopy: bool,
+    /// Whether the kernel sends OPEN and RELEASE (`open_handles=1`) or I/O names only the
+    /// node (`open_handles=0`: two round trips fewer per file opened, and a file opened for
+    /// writing is copied up at its first change rather than at the open). Default: handles,
+    /// except on a read-only mount without FUSE passthrough.
+    pub open_handles: Option<bool>,
 }
 
 impl MountConfig {
@@ -65,6 +70,7 @@ impl MountConfig {
             honor_fsync: true,
             threads: None,
             metacopy: false,
+            open_handles: None,
         }
     }
 }

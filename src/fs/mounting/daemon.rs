@@ -182,6 +182,7 @@ pub(in crate::fs) fn build(
         sync_copy_up: cfg.sync_copy_up,
         honor_fsync: cfg.honor_fsync,
         metacopy: cfg.metacopy,
+        open_handles: cfg.open_handles,
     };
     Union::new(layers, fmt, settings).map_err(io_err("reading the layer roots".into()))
 }

@@ -161,6 +161,9 @@ pub fn parse(args: &[String], warn: &mut dyn FnMut(String)) -> Result<Command, M
                     })?;
             }
             ("fsync", Some(v)) => cfg.honor_fsync = flag_value("fsync", &v)?,
+            ("open_handles", v) => {
+                cfg.open_handles = Some(v.map_or(Ok(true), |v| flag_value("open_handles", &v))?)
+            }
             ("metacopy", v) => cfg.metacopy = v.map_or(Ok(true), |v| flag_value("metacopy", &v))?,
             ("sync_copyup", v) => {
                 sync_copy_up = Some(v.map_or(Ok(true), |v| flag_value("sync_copyup", &v))?)
@@ -240,6 +243,11 @@ mod tests {
             c.sync_copy_up,
             "copy-ups are fsynced by default, as on the kernel"
         );
+        assert_eq!(c.open_handles, None, "decided at FUSE init unless given");
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,open_handles=0", "/m"]);
+        assert_eq!(c.open_handles, Some(false));
+        let (c, _) = parse_ok(&["-o", "lowerdir=/a,open_handles", "/m"]);
+        assert_eq!(c.open_handles, Some(true));
         let (c, _) = parse_ok(&["-o", "lowerdir=/a,sync_copyup=0", "/m"]);
         assert!(!c.sync_copy_up && c.honor_fsync);
         let (c, _) = parse_ok(&["-o", "lowerdir=/a,fsync=0", "/m"]);

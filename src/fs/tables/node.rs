@@ -292,6 +292,11 @@ impl Node {
         self.state.read().in_upper
     }
 
+    /// How many names the node has (0 once the last one was removed).
+    pub fn name_count(&self) -> usize {
+        self.names.lock().as_slice().len()
+    }
+
     /// Whether the file's data is in the upper layer (copied up and not metadata-only).
     pub fn data_in_upper(&self) -> bool {
         let s = self.state.read();

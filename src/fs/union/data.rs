@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 
 use crate::fs::tables::handles::FileHandle;
 use crate::fs::tables::node::Node;
+use crate::fs::tables::node_fds::Access;
 use crate::fs::union::FsError;
 use crate::fs::union::copyup::copy_up;
 use crate::fs::union::{FsResult, Union, errno};
@@ -91,20 +92,18 @@ impl Union {
         Ok(guard.clone())
     }
 
-    fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
+    pub(crate) fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
         self.handles.file(fh).ok_or(FsError(Errno::EBADF))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let h = self.handle(fh)?;
-        let fd = self.current_fd(&h)?;
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let fd = self.io_fd(ino, fh, Access::Read)?;
         io::pread_to_vec(fd.as_fd(), size as usize, offset).map_err(errno)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let _pass = self.gate.enter();
-        let h = self.handle(fh)?;
-        let fd = self.current_fd(&h)?;
+        let fd = self.io_fd(ino, fh, Access::Write)?;
         let mut done = 0usize;
         while done < data.len() {
             let n = io::pwrite(fd.as_fd(), &data[done..], offset + done as u64)?;
@@ -122,12 +121,18 @@ impl Union {
         }
     }
 
-    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
-        let h = self.handle(fh)?;
+    pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> FsResult<()> {
         if !self.settings.honor_fsync {
             return Ok(());
         }
-        let fd = self.current_fd(&h)?;
+        if fh == 0 {
+            // Without a handle: only data in the upper layer (or a private copy) can be dirty.
+            let node = self.node(ino)?;
+            if !node.data_in_upper() && self.node_fds.pinned(&node).is_none() {
+                return Ok(());
+            }
+        }
+        let fd = self.io_fd(ino, fh, Access::Read)?;
         io::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 
@@ -148,32 +153,27 @@ impl Union {
         io::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+    pub fn fallocate(&self, ino: u64, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         let _pass = self.gate.enter();
-        let h = self.handle(fh)?;
-        let fd = self.current_fd(&h)?;
+        let fd = self.io_fd(ino, fh, Access::Write)?;
         io::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
     }
 
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
-        let h = self.handle(fh)?;
-        let fd = self.current_fd(&h)?;
+    pub fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
+        let fd = self.io_fd(ino, fh, Access::Read)?;
         io::lseek(fd.as_fd(), offset, whence).map_err(errno)
     }
 
+    /// copy_file_range(2) from (`ino_in`, `fh_in`) to (`ino_out`, `fh_out`).
     pub fn copy_range(
         &self,
-        fh_in: u64,
-        off_in: u64,
-        fh_out: u64,
-        off_out: u64,
+        (ino_in, fh_in, off_in): (u64, u64, u64),
+        (ino_out, fh_out, off_out): (u64, u64, u64),
         len: u64,
     ) -> FsResult<u32> {
         let _pass = self.gate.enter();
-        let hi = self.handle(fh_in)?;
-        let ho = self.handle(fh_out)?;
-        let fi = self.current_fd(&hi)?;
-        let fo = self.current_fd(&ho)?;
+        let fi = self.io_fd(ino_in, fh_in, Access::Read)?;
+        let fo = self.io_fd(ino_out, fh_out, Access::Write)?;
         let len = len.min(u32::MAX as u64 & !0xfff) as usize;
         let n = match io::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len) {
             Ok(n) => n,
@@ -183,7 +183,7 @@ impl Union {
                     Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
                 ) =>
             {
-                let data = self.read(fh_in, off_in, len.min(1 << 20) as u32)?;
+                let data = io::pread_to_vec(fi.as_fd(), len.min(1 << 20), off_in).map_err(errno)?;
                 io::pwrite(fo.as_fd(), &data, off_out)?
             }
             Err(e) => return Err(errno(e)),

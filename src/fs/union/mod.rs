@@ -9,6 +9,7 @@ pub mod getattr;
 pub mod index;
 pub mod lookup;
 pub mod names;
+pub mod nodeio;
 pub mod passthrough;
 pub mod rdplus;
 pub mod readdir;
@@ -93,6 +94,8 @@ pub struct Settings {
     /// Copy metadata only on chmod/chown/utimes/xattr changes, links and renames of lower
     /// files, and follow metadata-only files (kernel `metacopy=on`; off by default).
     pub metacopy: bool,
+    /// `open_handles=`: `None` decides at FUSE init (see `StrataFs::init`).
+    pub open_handles: Option<bool>,
 }
 
 /// A mounted union.
@@ -101,6 +104,8 @@ pub struct Union {
     pub layers: Layers,
     pub nodes: NodeTable,
     pub handles: HandleTable,
+    /// Descriptors for I/O addressed by node (mounts where the kernel sends no OPEN).
+    pub node_fds: crate::fs::tables::node_fds::NodeFds,
     pub listings: crate::fs::tables::listings::Listings,
     pub fmt: Format,
     pub settings: Settings,
@@ -167,6 +172,7 @@ impl Union {
             layers,
             nodes,
             handles: HandleTable::default(),
+            node_fds: Default::default(),
             listings: Default::default(),
             fmt,
             settings,

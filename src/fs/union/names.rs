@@ -328,6 +328,7 @@ impl Union {
     /// Take `name` (showing `node`) out of the union: delete the upper object and leave a
     /// whiteout when a lower layer holds the name.
     fn remove_name(&self, parent: &Arc<Node>, name: &OsStr, node: &Arc<Node>) -> FsResult<()> {
+        self.pin_before_removal(node);
         // A name that is not in the upper layer comes from a lower one: no need to look.
         let needs_whiteout = !node.in_upper() || self.lower_has(parent, name)?;
         let udir = self.upper_dir(parent)?;

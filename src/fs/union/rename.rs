@@ -99,6 +99,9 @@ impl Union {
             return Ok(());
         }
 
+        if let Some(d) = &dst {
+            self.pin_before_removal(d);
+        }
         // Make room at the target: an upper directory there holds only whiteouts now.
         if let Some(d) = &dst
             && d.is_dir()
