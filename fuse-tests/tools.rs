@@ -957,10 +957,10 @@ fn traced_open_requests(log: &str) -> usize {
         .count()
 }
 
-/// Reads through descriptors opened before a copy-up, an unlink, a rename over the file and
-/// a write after the unlink; prints what each read saw. `d` is the mount, holding `lower`
-/// (4 MiB, pattern A, in the lower layer), `victim` and `wlow` (lower files) and `up` (4 MiB,
-/// pattern B, written through the mount before).
+/// I/O through descriptors opened before a copy-up, an unlink, a rename over the file and a
+/// write after the unlink, then O_TRUNC, a shared writable mapping and O_APPEND; asserts
+/// what each saw. `d` is the mount: `lower`, `victim`, `wlow`, `trunc` and `mapped` are lower
+/// files (4 MiB, pattern A), `up` is a file written through the mount before (pattern B).
 const NODE_IO_SCRIPT: &str = r#"
 import os, sys
 d = sys.argv[1]
@@ -1002,6 +1002,24 @@ os.unlink(f"{d}/wlow")
 os.pwrite(x, b"XYZ", 0)
 assert os.pread(x, 6, 0) == b"XYZ" + A[3:6]
 os.close(x)
+# 6. Opening a lower file with O_TRUNC empties its copy (a SETATTR, with no OPEN to tell).
+t = os.open(f"{d}/trunc", os.O_WRONLY | os.O_TRUNC)
+os.write(t, b"short")
+os.close(t)
+assert open(f"{d}/trunc", "rb").read() == b"short"
+# 7. A shared writable mapping of a lower file: its writeback copies the file up.
+import mmap
+mfd = os.open(f"{d}/mapped", os.O_RDWR)
+mm = mmap.mmap(mfd, 4096)
+mm[0:6] = b"MAPPED"
+mm.flush()
+mm.close()
+os.close(mfd)
+assert open(f"{d}/mapped", "rb").read(8) == b"MAPPED" + A[6:8]
+# 8. O_APPEND appends at the end the kernel knows.
+with open(f"{d}/trunc", "ab") as f:
+    f.write(b"+more")
+assert open(f"{d}/trunc", "rb").read() == b"short+more"
 print("node io ok")
 "#;
 
@@ -1018,6 +1036,8 @@ fn with_open_handles_off_the_kernel_sends_no_open_and_reads_keep_kernel_semantic
         .file("lower", &a)
         .file("victim", &a)
         .file("wlow", &a)
+        .file("trunc", &a)
+        .file("mapped", &a)
         .build(&lower);
     let lower_sum = sh(&format!("cd {} && md5sum *", p(&lower)));
     let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
@@ -1054,6 +1074,11 @@ fn with_open_handles_off_the_kernel_sends_no_open_and_reads_keep_kernel_semantic
     assert_eq!(&copied[3 << 20..(3 << 20) + 3], b"NEW");
     assert_eq!(fs::read(upper.join("up2")).expect("up2"), b"replacement");
     assert!(!upper.join("up").exists());
+    assert_eq!(fs::read(upper.join("trunc")).expect("trunc"), b"short+more");
+    assert_eq!(
+        &fs::read(upper.join("mapped")).expect("mapped")[..6],
+        b"MAPPED"
+    );
     assert_eq!(
         sh(&format!("cd {} && md5sum *", p(&lower))),
         lower_sum,
@@ -1069,7 +1094,7 @@ fn with_open_handles_off_the_kernel_sends_no_open_and_reads_keep_kernel_semantic
         &["debug", "open_handles=0"],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    for name in ["lower", "victim", "wlow"] {
+    for name in ["lower", "victim", "wlow", "trunc", "mapped"] {
         assert_eq!(fs::read(mnt2.join(name)).expect("read"), a, "{name}");
     }
     let ino = ino_of(&mnt2.join("victim"));

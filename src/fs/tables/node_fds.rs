@@ -149,6 +149,9 @@ impl NodeFds {
 
     /// The kernel forgot node `id`: drop what is kept for it once nothing else holds it.
     pub fn forgotten(&self, id: u64) {
+        if !self.enabled() {
+            return;
+        }
         {
             let mut shard = self.shard(id).lock();
             if shard.get(&id).is_some_and(|s| s.node.strong_count() == 0) {
