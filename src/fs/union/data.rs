@@ -92,7 +92,7 @@ impl Union {
         Ok(guard.clone())
     }
 
-    pub(crate) fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
         self.handles.file(fh).ok_or(FsError(Errno::EBADF))
     }
 

@@ -21,7 +21,7 @@ impl Union {
     /// Callers that write hold the gate.
     pub fn io_fd(&self, ino: u64, fh: u64, want: Access) -> FsResult<Arc<OwnedFd>> {
         if fh != 0 {
-            let h = self.handles.file(fh).ok_or(FsError(Errno::EBADF))?;
+            let h = self.handle(fh)?;
             return self.current_fd(&h);
         }
         let node = self.node(ino)?;
