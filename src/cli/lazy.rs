@@ -147,7 +147,7 @@ pub fn release_mounts(store: &Store, c: &ContainerRecord) -> anyhow::Result<()> 
     for l in &img.layers {
         let mp = store.lazy_mountpoint(&l.diff_id);
         if !in_use.contains(&l.diff_id) && is_mounted(&mp) {
-            crate::store::containers::unmount(&mp)?;
+            crate::store::containers::unmount_released(&mp, std::time::Duration::from_secs(5))?;
         }
     }
     Ok(())

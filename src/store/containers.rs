@@ -196,6 +196,33 @@ pub fn is_mounted(mp: &Path) -> bool {
     crate::fs::mountinfo::is_mountpoint(&want)
 }
 
+/// Unmount `mp` once nothing holds it, trying quietly for up to `wait`: a union daemon that
+/// was just unmounted closes its descriptors on the layer mounts below while it exits, and
+/// until then such a mount is busy. The last try reports its error.
+pub fn unmount_released(mp: &Path, wait: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline && is_mounted(mp) {
+        let done = if crate::image::fsutil::is_root() {
+            rustix::mount::unmount(mp, rustix::mount::UnmountFlags::empty()).is_ok()
+        } else {
+            std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(mp)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if done {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !is_mounted(mp) {
+        return Ok(());
+    }
+    unmount(mp)
+}
+
 /// Unmount `mp` (fusermount3 -u for users, umount2 for root).
 pub fn unmount(mp: &Path) -> Result<()> {
     if crate::image::fsutil::is_root()

@@ -5,20 +5,19 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
-    BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::union::FsError;
-use crate::fs::union::data;
-use crate::fs::union::names::{Creator, NewObject};
+use crate::fs::fuse::replies::{GEN, negative_entry, reply_empty};
+use crate::fs::union::Union;
+use crate::fs::union::names::NewObject;
 use crate::fs::union::setattr::SetAttr;
-use crate::fs::union::{FsResult, Union};
 
 /// The FUSE front of a union.
 pub struct StrataFs {
@@ -30,128 +29,9 @@ pub struct StrataFs {
     pub rdplus: crate::fs::union::rdplus::ReaddirPlus,
 }
 
-const GEN: Generation = Generation(0);
-
-fn trace<T>(op: &str, ino: u64, name: Option<&OsStr>, t: Instant, r: &FsResult<T>) {
-    let res = match r {
-        Ok(_) => "ok".to_string(),
-        Err(e) => format!("errno {}", e.code()),
-    };
-    let name = name.map(|n| format!(" {:?}", n)).unwrap_or_default();
-    log::debug!("{op} ino={ino}{name} -> {res} ({:?})", t.elapsed());
-}
-
-/// The attributes of a negative lookup reply (node id 0).
-fn negative_entry() -> fuser::FileAttr {
-    fuser::FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: std::time::UNIX_EPOCH,
-        mtime: std::time::UNIX_EPOCH,
-        ctime: std::time::UNIX_EPOCH,
-        crtime: std::time::UNIX_EPOCH,
-        kind: fuser::FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
-    }
-}
-
-/// Answer an operation that returns nothing.
-fn reply_empty(reply: ReplyEmpty, r: FsResult<()>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(e.into()),
-    }
-}
-
-impl StrataFs {
-    /// Run union operation `op` on node `ino` (and `name`); with `-o debug`, trace its
-    /// outcome and time.
-    fn timed<T>(
-        &self,
-        op: &str,
-        ino: u64,
-        name: Option<&OsStr>,
-        f: impl FnOnce() -> FsResult<T>,
-    ) -> FsResult<T> {
-        if !self.debug {
-            return f();
-        }
-        let t = Instant::now();
-        let r = f();
-        trace(op, ino, name, t, &r);
-        r
-    }
-
-    fn ttl(&self) -> Duration {
-        self.u.settings.timeout
-    }
-
-    fn who(req: &Request) -> Creator {
-        Creator {
-            uid: req.uid(),
-            gid: req.gid(),
-        }
-    }
-
-    fn entry_reply(&self, r: FsResult<Arc<crate::fs::tables::node::Node>>, reply: ReplyEntry) {
-        match r.and_then(|n| self.u.attr(&n).map(|a| (n, a))) {
-            Ok((_, a)) => reply.entry(&self.ttl(), &a, GEN),
-            Err(e) => reply.error(e.into()),
-        }
-    }
-
-    fn create_entry(
-        &self,
-        parent: INodeNo,
-        name: &OsStr,
-        obj: NewObject<'_>,
-        req: &Request,
-    ) -> FsResult<Arc<crate::fs::tables::node::Node>> {
-        let p = self.u.node(parent.0)?;
-        self.u
-            .make_object(&p, name, obj, Self::who(req))
-            .map(|(n, _)| n)
-    }
-}
-
 impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        for cap in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_ASYNC_DIO,
-        ] {
-            let _ = config.add_capabilities(cap);
-        }
-        // Open handles cost two round trips per file opened (OPEN, and RELEASE after the
-        // close). A writable mount needs them all the same: kernel overlayfs copies a lower
-        // file up when it is opened for writing, written or not, and only OPEN tells. A
-        // read-only mount needs them only for passthrough; without it (no CAP_SYS_ADMIN, or
-        // `passthrough=off`) OPEN is answered with ENOSYS, the kernel then sends no OPEN and
-        // RELEASE at all, and I/O names the node (`union::nodeio`). `open_handles=0` asks
-        // for that on a writable mount too, where a file opened for writing is then copied up
-        // at its first change instead.
-        use crate::fs::union::passthrough::Mode;
-        let read_only = self.u.layers.upper.is_none();
-        let asked = self.u.settings.open_handles;
-        if asked != Some(false)
-            && self.u.settings.passthrough != Mode::Off
-            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && config.set_max_stack_depth(1).is_ok()
-        {
-            self.passthrough = true;
-        }
-        let handles = asked.unwrap_or(self.passthrough || !read_only);
-        self.u.node_fds.set_enabled(!handles);
+        self.negotiate(config);
         Ok(())
     }
 
@@ -355,44 +235,7 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.u.node_fds.enabled() {
-            // I/O is addressed by node on this mount: from this answer on the kernel sends
-            // no OPEN (and no RELEASE) at all; see `init`.
-            return reply.error(Errno::ENOSYS);
-        }
-        let r = self.timed("open", ino.0, None, || {
-            self.u.node(ino.0).and_then(|n| self.u.open(&n, flags.0))
-        });
-        match r {
-            Ok(o) => {
-                let write = data::wants_write(flags.0);
-                let mut f = if o.keep_cache {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                if !write {
-                    // Nothing to flush on close of a read-only file: save the round trip.
-                    f |= FopenFlags::FOPEN_NOFLUSH;
-                }
-                let backing = match (self.passthrough, self.u.handles.file(o.fh)) {
-                    (true, Some(h)) => self
-                        .u
-                        .passthrough_for(&h, write, |fd| reply.open_backing(fd)),
-                    _ => None,
-                };
-                match backing {
-                    // The page cache is not used in passthrough mode.
-                    Some(id) => reply.opened_passthrough(
-                        FileHandle(o.fh),
-                        f & FopenFlags::FOPEN_NOFLUSH,
-                        &id,
-                    ),
-                    None => reply.opened(FileHandle(o.fh), f),
-                }
-            }
-            Err(e) => reply.error(e.into()),
-        }
+        self.reply_open(ino, flags, reply);
     }
 
     fn read(
@@ -493,52 +336,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let r = self.timed("readdir", ino.0, None, || {
-            let n = self.u.node(ino.0)?;
-            let list = self.u.listing_at(&n, offset)?;
-            Ok((n, list))
-        });
-        let (node, list) = match r {
-            Ok(x) => x,
-            Err(e) => return reply.error(e.into()),
-        };
-        let mut off = offset;
-        if off == 0 {
-            if reply.add(
-                INodeNo(Union::st_ino(&node)),
-                1,
-                fuser::FileType::Directory,
-                ".",
-            ) {
-                return reply.ok();
-            }
-            off = 1;
-        }
-        if off == 1 {
-            let pino = self
-                .u
-                .parent_of(&node)
-                .map(|(p, _)| Union::st_ino(&p))
-                .unwrap_or(Union::st_ino(&node));
-            if reply.add(INodeNo(pino), 2, fuser::FileType::Directory, "..") {
-                return reply.ok();
-            }
-            off = 2;
-        }
-        if off - 2 >= list.len() as u64 {
-            self.rdplus.released(node.id);
-        }
-        let mut files = 0;
-        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
-            if reply.add(INodeNo(e.ino), i as u64 + 3, e.kind, &e.name) {
-                break;
-            }
-            files += u32::from(e.kind != fuser::FileType::Directory);
-        }
-        self.rdplus.listed(node.id, files);
-        reply.ok();
+        self.reply_readdir(ino, offset, reply);
     }
 
     fn readdirplus(
@@ -547,61 +347,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let r = self.timed("readdirplus", ino.0, None, || {
-            let n = self.u.node(ino.0)?;
-            let list = self.u.listing_at(&n, offset)?;
-            Ok((n, list))
-        });
-        let (node, list) = match r {
-            Ok(x) => x,
-            Err(e) => return reply.error(e.into()),
-        };
-        let ttl = self.ttl();
-        let mut off = offset;
-        // Unless listings have been followed by stats, the first reply carries `.`, `..` and
-        // the subdirectories (which a walk looks up anyway; the listing holds them first) and
-        // stops there: the kernel asks for the rest with plain READDIR.
-        let names_only = off == 0 && !self.rdplus.full_listing(node.id);
-        if off == 0 {
-            if let Ok(a) = self.u.attr(&node)
-                && reply.add(INodeNo(node.id), 1, ".", &ttl, &a, GEN)
-            {
-                return reply.ok();
-            }
-            off = 1;
-        }
-        if off == 1 {
-            let parent = self
-                .u
-                .parent_of(&node)
-                .map(|(p, _)| p)
-                .unwrap_or_else(|_| node.clone());
-            if let Ok(a) = self.u.attr(&parent)
-                && reply.add(INodeNo(parent.id), 2, "..", &ttl, &a, GEN)
-            {
-                return reply.ok();
-            }
-            off = 2;
-        }
-        if off - 2 >= list.len() as u64 {
-            self.rdplus.released(node.id);
-        }
-        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
-            if names_only && e.kind != fuser::FileType::Directory {
-                break;
-            }
-            let Ok((child, a)) = self.u.lookup_attr(&node, &e.name) else {
-                continue;
-            };
-            let full = reply.add(INodeNo(child.id), i as u64 + 3, &e.name, &ttl, &a, GEN);
-            if full {
-                self.u.nodes.forget(child.id, 1);
-                break;
-            }
-        }
-        reply.ok();
+        self.reply_readdirplus(ino, offset, reply);
     }
 
     fn fsyncdir(
@@ -698,45 +446,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = self.timed("create", parent.0, Some(name), || {
-            self.u.node(parent.0).and_then(|p| {
-                let obj = NewObject::File {
-                    mode: mode & 0o7777 & !umask,
-                    flags,
-                };
-                let (node, fd) = self.u.make_object(&p, name, obj, Self::who(req))?;
-                let fd = fd.ok_or(FsError(Errno::EIO))?;
-                let a = self.u.attr(&node)?;
-                let fh = self
-                    .u
-                    .add_handle(&node, fd, data::backing_flags(flags), true);
-                Ok((a, fh))
-            })
-        });
-        match r {
-            Ok((a, fh)) => {
-                let backing = match (self.passthrough, self.u.handles.file(fh)) {
-                    (true, Some(h)) => self
-                        .u
-                        .passthrough_for(&h, true, |fd| reply.open_backing(fd)),
-                    _ => None,
-                };
-                match backing {
-                    Some(id) => reply.created_passthrough(
-                        &self.ttl(),
-                        &a,
-                        GEN,
-                        FileHandle(fh),
-                        FopenFlags::empty(),
-                        &id,
-                    ),
-                    None => {
-                        reply.created(&self.ttl(), &a, GEN, FileHandle(fh), FopenFlags::empty())
-                    }
-                }
-            }
-            Err(e) => reply.error(e.into()),
-        }
+        self.reply_create(req, parent, name, (mode, umask, flags), reply);
     }
 
     fn fallocate(

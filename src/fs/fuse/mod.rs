@@ -2,3 +2,7 @@
 //! union operation and replies.
 
 pub mod dispatch;
+mod init;
+mod listing;
+mod opening;
+mod replies;

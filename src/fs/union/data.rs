@@ -125,14 +125,16 @@ impl Union {
         if !self.settings.honor_fsync {
             return Ok(());
         }
-        if fh == 0 {
+        let fd = if fh == 0 {
             // Without a handle: only data in the upper layer (or a private copy) can be dirty.
             let node = self.node(ino)?;
             if !node.data_in_upper() && self.node_fds.pinned(&node).is_none() {
                 return Ok(());
             }
-        }
-        let fd = self.io_fd(ino, fh, Access::Read)?;
+            self.node_fd(&node, Access::Read)?
+        } else {
+            self.io_fd(ino, fh, Access::Read)?
+        };
         io::fsync(fd.as_fd(), datasync).map_err(errno)
     }
 

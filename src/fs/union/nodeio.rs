@@ -29,14 +29,11 @@ impl Union {
     }
 
     /// The descriptor for I/O on `node` itself; wanting to write copies the file up first.
+    /// A cached descriptor serves a node whose names are gone too: it is on the same inode
+    /// (a private copy replaces it when one is made).
     pub fn node_fd(&self, node: &Arc<Node>, want: Access) -> FsResult<Arc<OwnedFd>> {
         if node.is_dir() {
             return Err(FsError(Errno::EISDIR));
-        }
-        if node.name_count() == 0
-            && let Some(p) = self.node_fds.pinned(node)
-        {
-            return self.pinned_fd(node, p, want);
         }
         let opened = (|| {
             if want != Access::Read {
@@ -50,7 +47,7 @@ impl Union {
             Ok(self.node_fds.put(node, fd, upper, access))
         })();
         match opened {
-            // The last name went away meanwhile.
+            // No name reaches the data any more: use what its removal kept.
             Err(e) if e == Errno::ENOENT => match self.node_fds.pinned(node) {
                 Some(p) => self.pinned_fd(node, p, want),
                 None => Err(e),
@@ -102,7 +99,7 @@ impl Union {
                 )
                 .map_err(errno)?;
                 copy_data(src.as_fd(), tmp.as_fd(), size, false).map_err(errno)?;
-                let fd = Arc::new(tmp);
+                let fd = self.node_fds.put(node, tmp, false, Access::ReadWrite);
                 self.node_fds
                     .pin(node, Pinned::Fd(fd.clone(), Access::ReadWrite));
                 Ok(fd)
