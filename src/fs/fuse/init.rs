@@ -8,9 +8,11 @@ use crate::fs::fuse::dispatch::StrataFs;
 impl StrataFs {
     /// Ask for the capabilities this filesystem uses and settle the I/O mode.
     pub(super) fn negotiate(&mut self, config: &mut KernelConfig) {
+        // READDIRPLUS for every read of a listing (no FUSE_READDIRPLUS_AUTO, under which the
+        // kernel asks for attributes at offset 0 only): each entry then carries attributes or
+        // only its name, as `union::rdplus` judges the workload.
         for cap in [
             InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_ASYNC_DIO,

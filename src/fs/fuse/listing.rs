@@ -1,11 +1,11 @@
 //! READDIR and READDIRPLUS replies from the merged listing of a directory: `.` and `..`
 //! first, stable offsets, and (READDIRPLUS) attributes for every entry or, as the workload
-//! shows it pays, for the subdirectories only.
+//! shows it pays, for the subdirectories only (the other entries as names without a node).
 
 use fuser::{INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 
 use crate::fs::fuse::dispatch::StrataFs;
-use crate::fs::fuse::replies::GEN;
+use crate::fs::fuse::replies::{GEN, negative_entry};
 use crate::fs::union::Union;
 
 impl StrataFs {
@@ -73,10 +73,16 @@ impl StrataFs {
         };
         let ttl = self.ttl();
         let mut off = offset;
-        // Unless listings have been followed by stats, the first reply carries `.`, `..` and
-        // the subdirectories (which a walk looks up anyway; the listing holds them first) and
-        // stops there: the kernel asks for the rest with plain READDIR.
-        let names_only = off == 0 && !self.rdplus.full_listing(node.id);
+        // A listing carries attributes for every entry, or (names only) for the
+        // subdirectories, which a walk looks up anyway, and for the other entries just their
+        // name, inode number and type (node id 0: the kernel makes no inode of them). Which
+        // one is decided at offset 0 from what recent listings were followed by, and kept for
+        // the reads that continue it.
+        let names_only = if off == 0 {
+            !self.rdplus.full_listing(node.id)
+        } else {
+            self.rdplus.names_only(node.id)
+        };
         if off == 0 {
             if let Ok(a) = self.u.attr(&node)
                 && reply.add(INodeNo(node.id), 1, ".", &ttl, &a, GEN)
@@ -101,19 +107,30 @@ impl StrataFs {
         if off - 2 >= list.len() as u64 {
             self.rdplus.released(node.id);
         }
+        let mut files = 0;
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
+            let next = i as u64 + 3;
             if names_only && e.kind != fuser::FileType::Directory {
-                break;
+                let name_only = fuser::FileAttr {
+                    ino: INodeNo(e.ino),
+                    kind: e.kind,
+                    ..negative_entry()
+                };
+                if reply.add(INodeNo(0), next, &e.name, &ttl, &name_only, GEN) {
+                    break;
+                }
+                files += 1;
+                continue;
             }
             let Ok((child, a)) = self.u.lookup_attr(&node, &e.name) else {
                 continue;
             };
-            let full = reply.add(INodeNo(child.id), i as u64 + 3, &e.name, &ttl, &a, GEN);
-            if full {
+            if reply.add(INodeNo(child.id), next, &e.name, &ttl, &a, GEN) {
                 self.u.nodes.forget(child.id, 1);
                 break;
             }
         }
+        self.rdplus.listed(node.id, files);
         reply.ok();
     }
 }

@@ -1,16 +1,15 @@
 //! Whether a directory listing should carry every entry's attributes (READDIRPLUS) or only
-//! names (plain READDIR), learnt from what the listings are followed by.
+//! names, learnt from what the listings are followed by.
 //!
-//! With `FUSE_READDIRPLUS_AUTO` the kernel asks for READDIRPLUS at offset 0 of every listing
-//! and for plain READDIR after that (unless lookups in the directory advised otherwise). A
-//! READDIRPLUS entry costs a lookup in the daemon and an inode in the kernel, which a walk
-//! that never stats (`find`, `du --inodes`, globbing) throws away, while a walk that stats
-//! every entry (`ls -l`, `tar`, `find -printf %s`) would otherwise pay one LOOKUP round trip
-//! per entry. So the answer to the first READDIRPLUS is either the whole listing with
-//! attributes or just `.` and `..`, after which the kernel continues with plain READDIR; which
-//! one is decided by whether the regular entries of recent names-only listings were then
-//! looked up. Names-only listings keep being tried now and then, so the choice follows the
-//! workload.
+//! The kernel asks for READDIRPLUS for every read of a listing (`FUSE_READDIRPLUS_AUTO` is
+//! off). An entry with attributes costs a lookup in the daemon and an inode in the kernel,
+//! which a walk that never stats (`find`, `du --inodes`, globbing) throws away, while a walk
+//! that stats every entry (`ls -l`, `tar`, `find -printf %s`, `rm -rf`) would otherwise pay
+//! one LOOKUP round trip per entry. An entry of node id 0 carries only its name, inode number
+//! and type. So a listing is either all attributes or names only (but for subdirectories);
+//! which one is decided when it starts by whether the regular entries of recent names-only
+//! listings were then looked up. Names-only listings keep being tried now and then, so the
+//! choice follows the workload.
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 
@@ -29,7 +28,7 @@ const MAX_WATCHED: usize = 256;
 /// What was seen of one names-only listing.
 #[derive(Debug, Default, Clone, Copy)]
 struct Watch {
-    /// Non-directory entries handed out by plain READDIR.
+    /// Non-directory entries handed out as names only.
     files: u32,
     /// Lookups of non-directory children since.
     lookups: u32,
@@ -49,7 +48,7 @@ pub struct ReaddirPlus {
 
 impl ReaddirPlus {
     /// At offset 0 of a READDIRPLUS of directory `dir`: whether to send the whole listing with
-    /// attributes (true) or only `.` and `..` (false; the directory is then watched).
+    /// attributes (true) or names only (false; the directory is then watched).
     pub fn full_listing(&self, dir: u64) -> bool {
         if self.watched_len.load(Ordering::Relaxed) > 0 {
             self.judge_released(dir);
@@ -76,7 +75,17 @@ impl ReaddirPlus {
         full
     }
 
-    /// Plain READDIR of `dir` handed out `files` non-directory entries.
+    /// Whether the listing of `dir` being read (at an offset past 0) was started names-only.
+    pub fn names_only(&self, dir: u64) -> bool {
+        self.watched_len.load(Ordering::Relaxed) > 0
+            && self
+                .watched
+                .lock()
+                .get(&dir)
+                .is_some_and(|v| !v.released)
+    }
+
+    /// A names-only listing of `dir` handed out `files` non-directory entries.
     pub fn listed(&self, dir: u64, files: u32) {
         if files == 0 || self.watched_len.load(Ordering::Relaxed) == 0 {
             return;
