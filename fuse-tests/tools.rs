@@ -1103,3 +1103,108 @@ fn with_open_handles_off_the_kernel_sends_no_open_and_reads_keep_kernel_semantic
     assert_eq!(traced_open_requests(&log), 1, "OPEN requests in the trace");
     assert!(traced_reads(&log, ino) > 0, "no read by node in the trace");
 }
+
+/// Successful LOOKUPs of regular entries (names `f...`) in a debug trace.
+fn traced_file_lookups(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("lookup ino=") && l.contains(" \"f") && l.contains("-> ok"))
+        .count()
+}
+
+/// Every entry below `root` as `path inode type` lines, read with `os.scandir` (the listing's
+/// d_ino and d_type, no stat), sorted.
+fn scandir_listing(root: &Path) -> String {
+    let script = r#"
+import os, sys
+out = []
+def walk(d, rel):
+    for e in os.scandir(d):
+        kind = "d" if e.is_dir(follow_symlinks=False) else "f"
+        out.append(f"{rel}{e.name} {e.inode()} {kind}")
+        if kind == "d":
+            walk(e.path, f"{rel}{e.name}/")
+walk(sys.argv[1], "")
+print("\n".join(sorted(out)))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(root)
+        .output()
+        .expect("spawn python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Listings answer READDIRPLUS with attributes for every entry once walks are seen to stat
+/// them (no LOOKUP per entry, even past the first reply of a directory too big for one), and
+/// with names only (node id 0: no inode, no lookup) for walks that never stat; both show the
+/// names, inode numbers and types of the layers.
+#[test]
+fn listings_carry_attributes_for_stat_walks_and_names_only_for_plain_walks() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let lower = ws.join("lower");
+    // 12 directories of 400 files: a directory's entries with attributes take more than the
+    // 32 KiB a getdents asks for, so its listing takes several READDIRPLUS.
+    let (dirs, files) = (12, 400);
+    let mut layer = Layer::new();
+    for d in 0..dirs {
+        for f in 0..files {
+            layer = layer.file(&format!("d{d:02}/f{f:03}"), "x".repeat(f % 7).as_str());
+        }
+    }
+    layer.build(&lower);
+    let listing = |root: &Path| {
+        sh(&format!(
+            "find {} -mindepth 1 -printf '%P %s %i\\n' | sort",
+            p(root)
+        ))
+    };
+    let want = listing(&lower);
+
+    // A walk that stats every entry: after the first directory or two it is learnt.
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(
+        std::slice::from_ref(&lower),
+        Some((&upper, &work)),
+        &mnt,
+        &["debug"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listing(&mnt), want, "stat walk through the mount");
+    let lookups = traced_file_lookups(&m.log_text());
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        lookups <= 2 * files,
+        "{lookups} LOOKUPs of files for a stat walk of {} files",
+        dirs * files
+    );
+
+    // A walk that never stats: names, inode numbers and types, and no LOOKUP of a file.
+    let (upper, work, mnt) = (ws.mkdir("upper2"), ws.mkdir("work2"), ws.mkdir("mnt2"));
+    let m = FuseMount::mount(
+        std::slice::from_ref(&lower),
+        Some((&upper, &work)),
+        &mnt,
+        &["debug"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(scandir_listing(&mnt), scandir_listing(&lower), "names walk");
+    let log = m.log_text();
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        traced_file_lookups(&log),
+        0,
+        "LOOKUPs of files for a names walk"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("readdirplus")),
+        "the trace shows no READDIRPLUS"
+    );
+}

@@ -78,11 +78,7 @@ impl ReaddirPlus {
     /// Whether the listing of `dir` being read (at an offset past 0) was started names-only.
     pub fn names_only(&self, dir: u64) -> bool {
         self.watched_len.load(Ordering::Relaxed) > 0
-            && self
-                .watched
-                .lock()
-                .get(&dir)
-                .is_some_and(|v| !v.released)
+            && self.watched.lock().get(&dir).is_some_and(|v| !v.released)
     }
 
     /// A names-only listing of `dir` handed out `files` non-directory entries.
