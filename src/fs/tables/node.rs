@@ -154,7 +154,7 @@ pub fn empty_name() -> Arc<OsStr> {
     EMPTY.clone()
 }
 
-/// Name and parent of a node. The name is shared with the name index's key.
+/// Name and parent of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub parent: u64,
@@ -167,10 +167,6 @@ impl Link {
             parent,
             name: Arc::from(name),
         }
-    }
-
-    fn key(&self) -> TreeKey {
-        (self.parent, self.name.clone())
     }
 
     fn is(&self, parent: u64, name: &OsStr) -> bool {
@@ -257,8 +253,8 @@ pub struct Node {
     pub lookups: AtomicU64,
     /// Serialises copy-up of this node.
     pub copyup_lock: Mutex<()>,
-    /// Its open files.
-    pub opens: Mutex<Opens>,
+    /// Its open files (boxed on the first open: most nodes are never opened).
+    opens: Mutex<Option<Box<Opens>>>,
 }
 
 impl Node {
@@ -272,7 +268,7 @@ impl Node {
             state: RwLock::new(state),
             lookups: AtomicU64::new(0),
             copyup_lock: Mutex::new(()),
-            opens: Mutex::new(Opens::default()),
+            opens: Mutex::new(None),
         }
     }
 
@@ -290,6 +286,20 @@ impl Node {
 
     pub fn in_upper(&self) -> bool {
         self.state.read().in_upper
+    }
+
+    /// Whether `parent`'s name `name` is one of the node's names.
+    fn has_link(&self, parent: u64, name: &OsStr) -> bool {
+        self.names
+            .lock()
+            .as_slice()
+            .iter()
+            .any(|l| l.is(parent, name))
+    }
+
+    /// Its open files, locked.
+    pub fn opens(&self) -> parking_lot::MappedMutexGuard<'_, Opens> {
+        parking_lot::MutexGuard::map(self.opens.lock(), |o| &mut **o.get_or_insert_default())
     }
 
     /// How many names the node has (0 once the last one was removed).
@@ -386,19 +396,69 @@ impl Shard {
     }
 }
 
-/// The name index of one shard: (parent id, name) -> node id. The key's name is the one the
-/// node's [`Link`] holds (one allocation for both); lookups borrow theirs ([`Name`]).
-/// (hashbrown, for lookups by borrowed keys)
-type Tree = hashbrown::HashMap<TreeKey, u64, rustc_hash::FxBuildHasher>;
-type TreeKey = (u64, Arc<OsStr>);
+/// The name index of one shard: (parent id, name) -> node. A slot holds the hash of the name
+/// and the node, 16 bytes: the name itself is the node's [`Link`], compared when the hashes
+/// match (under the tree shard, which guards the names of the nodes it names).
+#[derive(Debug, Default)]
+struct Tree(hashbrown::HashTable<Named>);
 
-/// A borrowed (parent id, name) to look a [`TreeKey`] up with; hashes as the key does.
-#[derive(Hash)]
-struct Name<'a>(u64, &'a OsStr);
+/// One name of a node in the name index.
+#[derive(Debug)]
+struct Named {
+    hash: u64,
+    node: Arc<Node>,
+}
 
-impl hashbrown::Equivalent<TreeKey> for Name<'_> {
-    fn equivalent(&self, key: &TreeKey) -> bool {
-        self.0 == key.0 && self.1 == &*key.1
+fn child_hash(parent: u64, name: &OsStr) -> u64 {
+    use std::hash::BuildHasher;
+    use std::os::unix::ffi::OsStrExt;
+    rustc_hash::FxBuildHasher.hash_one((parent, name.as_bytes()))
+}
+
+impl Tree {
+    /// The node that name `name` of `parent` shows. Locks the names of the nodes whose name
+    /// hashes match: call with no node's names locked.
+    fn get(&self, parent: u64, name: &OsStr) -> Option<&Arc<Node>> {
+        let hash = child_hash(parent, name);
+        self.0
+            .find(hash, |e| e.hash == hash && e.node.has_link(parent, name))
+            .map(|e| &e.node)
+    }
+
+    /// Take name `name` of `parent` out of the index (same locking as [`Tree::get`]).
+    fn remove(&mut self, parent: u64, name: &OsStr) -> Option<Arc<Node>> {
+        let hash = child_hash(parent, name);
+        let entry = self
+            .0
+            .find_entry(hash, |e| e.hash == hash && e.node.has_link(parent, name))
+            .ok()?;
+        Some(entry.remove().0.node)
+    }
+
+    /// Take the entry of `node` for name `name` of `parent` out, if it is `node`'s (compared
+    /// by identity: `node`'s names may be locked).
+    fn remove_if_of(&mut self, parent: u64, name: &OsStr, node: &Arc<Node>) {
+        let hash = child_hash(parent, name);
+        if let Ok(e) = self
+            .0
+            .find_entry(hash, |e| e.hash == hash && Arc::ptr_eq(&e.node, node))
+        {
+            e.remove();
+        }
+    }
+
+    /// Index `node` under name `name` of `parent`, which must not be indexed already.
+    fn insert(&mut self, parent: u64, name: &OsStr, node: Arc<Node>) {
+        let hash = child_hash(parent, name);
+        self.0.insert_unique(hash, Named { hash, node }, |e| e.hash);
+    }
+
+    /// Hand back the room of a mostly empty table.
+    fn shrink(&mut self) {
+        if self.0.len() * 4 < self.0.capacity() {
+            let len = self.0.len();
+            self.0.shrink_to(len * 2, |e| e.hash);
+        }
     }
 }
 
@@ -476,22 +536,20 @@ impl NodeTable {
     /// Remove name `name` of `parent` from whatever node it showed (its tree shard must be
     /// held).
     fn unlink_name(&self, tree: &mut Tree, parent: u64, name: &OsStr) -> Option<Arc<Node>> {
-        let id = tree.remove(&Name(parent, name))?;
-        let node = self.get(id)?;
+        let node = tree.remove(parent, name)?;
         node.names.lock().retain(|l| !l.is(parent, name));
         Some(node)
     }
 
     /// The node id of child `name` of `parent`, if the kernel knows it.
     pub fn child_id(&self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.lock_tree(parent).get(&Name(parent, name)).copied()
+        self.lock_tree(parent).get(parent, name).map(|n| n.id)
     }
 
     /// The child `name` of `parent` if the kernel already knows it; counts one lookup.
     pub fn find_child(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
         let tree = self.lock_tree(parent.id);
-        let id = *tree.get(&Name(parent.id, name))?;
-        let node = self.get(id)?;
+        let node = tree.get(parent.id, name)?.clone();
         let _names = node.names.lock();
         node.lookups.fetch_add(1, Ordering::Relaxed);
         drop(_names);
@@ -509,9 +567,7 @@ impl NodeTable {
         same_object: &dyn Fn(&Node, &Node) -> bool,
     ) -> (Arc<Node>, bool) {
         let mut tree = self.lock_tree(parent.id);
-        if let Some(id) = tree.get(&Name(parent.id, name))
-            && let Some(existing) = self.get(*id)
-        {
+        if let Some(existing) = tree.get(parent.id, name).cloned() {
             let _names = existing.names.lock();
             existing.lookups.fetch_add(1, Ordering::Relaxed);
             drop(_names);
@@ -523,24 +579,22 @@ impl NodeTable {
             && same_object(&existing, &node)
         {
             let mut names = existing.names.lock();
-            let link = Link::new(parent.id, name);
-            let key = link.key();
-            names.push(link);
+            names.push(Link::new(parent.id, name));
             self.count_lookup(&existing);
             drop(names);
-            tree.insert(key, existing.id);
+            tree.insert(parent.id, name, existing.clone());
             return (existing, false);
         }
-        let key = node
-            .names
-            .lock()
-            .first()
-            .filter(|l| l.is(parent.id, name))
-            .map(Link::key)
-            .unwrap_or_else(|| (parent.id, Arc::from(name)));
         let node = self.insert_new(node);
+        {
+            // (a node made for another name is given this one)
+            let mut names = node.names.lock();
+            if !names.as_slice().iter().any(|l| l.is(parent.id, name)) {
+                names.push(Link::new(parent.id, name));
+            }
+        }
         node.lookups.fetch_add(1, Ordering::Relaxed);
-        tree.insert(key, node.id);
+        tree.insert(parent.id, name, node.clone());
         (node, true)
     }
 
@@ -557,21 +611,14 @@ impl NodeTable {
     pub fn add_name(&self, parent: &Node, name: &OsStr, node: &Arc<Node>) {
         let mut tree = self.lock_tree(parent.id);
         self.unlink_name(&mut tree, parent.id, name);
-        let key = {
+        {
             let mut names = node.names.lock();
-            let key = match names.as_slice().iter().find(|l| l.is(parent.id, name)) {
-                Some(l) => l.key(),
-                None => {
-                    let link = Link::new(parent.id, name);
-                    let key = link.key();
-                    names.push(link);
-                    key
-                }
-            };
+            if !names.as_slice().iter().any(|l| l.is(parent.id, name)) {
+                names.push(Link::new(parent.id, name));
+            }
             self.count_lookup(node);
-            key
-        };
-        tree.insert(key, node.id);
+        }
+        tree.insert(parent.id, name, node.clone());
     }
 
     /// Forget child `name` of `parent` (after unlink): the node stays until the kernel forgets it.
@@ -585,16 +632,14 @@ impl NodeTable {
     pub fn move_child(&self, from: &Node, name: &OsStr, to: &Node, to_name: &OsStr) {
         let mut trees = self.lock_trees(&[from.id, to.id]);
         self.unlink_name(trees.of(to.id), to.id, to_name);
-        if let Some(id) = trees.of(from.id).remove(&Name(from.id, name))
-            && let Some(node) = self.get(id)
-        {
+        if let Some(node) = trees.of(from.id).remove(from.id, name) {
             let dst = Link::new(to.id, to_name);
             for l in node.names.lock().as_mut_slice() {
                 if l.is(from.id, name) {
                     *l = dst.clone();
                 }
             }
-            trees.of(to.id).insert(dst.key(), id);
+            trees.of(to.id).insert(to.id, to_name, node);
         }
     }
 
@@ -603,18 +648,16 @@ impl NodeTable {
         let mut trees = self.lock_trees(&[a.id, b.id]);
         let la = Link::new(a.id, an);
         let lb = Link::new(b.id, bn);
-        let ida = trees.of(a.id).remove(&Name(a.id, an));
-        let idb = trees.of(b.id).remove(&Name(b.id, bn));
-        for (id, from, to) in [(ida, &la, &lb), (idb, &lb, &la)] {
-            if let Some(id) = id
-                && let Some(n) = self.get(id)
-            {
+        let na = trees.of(a.id).remove(a.id, an);
+        let nb = trees.of(b.id).remove(b.id, bn);
+        for (n, from, to) in [(na, &la, &lb), (nb, &lb, &la)] {
+            if let Some(n) = n {
                 for l in n.names.lock().as_mut_slice() {
                     if l.is(from.parent, &from.name) {
                         *l = to.clone();
                     }
                 }
-                trees.of(to.parent).insert(to.key(), id);
+                trees.of(to.parent).insert(to.parent, &to.name, n);
             }
         }
     }
@@ -629,11 +672,7 @@ impl NodeTable {
                 shard.lock().shrink();
             }
             for tree in &self.trees {
-                let mut tree = tree.lock();
-                if tree.len() * 4 < tree.capacity() {
-                    let len = tree.len();
-                    tree.shrink_to(len * 2);
-                }
+                tree.lock().shrink();
             }
             crate::sys::limits::release_free_memory();
         }
@@ -658,11 +697,7 @@ impl NodeTable {
             node.lookups.store(left, Ordering::Relaxed);
             if left == 0 {
                 for l in names.take().as_slice() {
-                    let key = Name(l.parent, &l.name);
-                    let tree = trees.of(l.parent);
-                    if tree.get(&key) == Some(&id) {
-                        tree.remove(&key);
-                    }
+                    trees.of(l.parent).remove_if_of(l.parent, &l.name, &node);
                 }
                 self.shard(id).lock().remove(id);
                 drop(names);
@@ -709,14 +744,14 @@ mod tests {
     }
 
     /// A node lives for every name the kernel holds (a million after a walk of a million
-    /// files): with its reference counts it must fit a 208-byte allocation (glibc rounds a
+    /// files): with its reference counts it must fit a 192-byte allocation (glibc rounds a
     /// request plus 8 up to 16).
     #[test]
     fn a_node_stays_small() {
         let node = std::mem::size_of::<Node>();
         let state = std::mem::size_of::<NodeState>();
         assert!(
-            node + 16 + 8 <= 208,
+            node + 16 + 8 <= 192,
             "Node is {node} bytes (NodeState {state})"
         );
         assert!(state <= 80, "NodeState is {state} bytes");

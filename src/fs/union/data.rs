@@ -67,7 +67,7 @@ impl Union {
     /// Register an open fd as a handle.
     pub fn add_handle(&self, node: &Arc<Node>, fd: OwnedFd, flags: i32, on_upper: bool) -> u64 {
         let fd = Arc::new(fd);
-        node.opens.lock().fd = Arc::downgrade(&fd);
+        node.opens().fd = Arc::downgrade(&fd);
         self.handles.add_file(FileHandle {
             node: node.clone(),
             fd: RwLock::new(fd),
@@ -85,7 +85,7 @@ impl Union {
         let mut guard = h.fd.write();
         if !h.on_upper.load(Ordering::Acquire) {
             let fd = Arc::new(self.open_backing(&h.node, h.flags)?);
-            h.node.opens.lock().fd = Arc::downgrade(&fd);
+            h.node.opens().fd = Arc::downgrade(&fd);
             *guard = fd;
             h.on_upper.store(true, Ordering::Release);
         }

@@ -289,7 +289,7 @@ impl Union {
     pub fn attr(&self, node: &Node) -> FsResult<fuser::FileAttr> {
         let st = match self.real_stat(node) {
             Err(e) if e == Errno::ENOENT => {
-                let fd = node.opens.lock().fd.upgrade().ok_or(e)?;
+                let fd = node.opens().fd.upgrade().ok_or(e)?;
                 at::fstat(fd.as_fd())?
             }
             other => other?,

@@ -53,7 +53,7 @@ impl Union {
             Mode::Upper => node.data_in_upper() || self.layers.upper.is_none(),
             Mode::All => true,
         } && !(write && self.settings.pausable);
-        let mut b = node.opens.lock();
+        let mut b = node.opens();
         if wanted && b.cached_opens == 0 {
             let id = match &b.backing {
                 Some(id) => Some(id.clone()),
@@ -80,7 +80,7 @@ impl Union {
 
     /// Account for the release of handle `h`.
     pub fn passthrough_release(&self, h: &FileHandle) {
-        let mut b = h.node.opens.lock();
+        let mut b = h.node.opens();
         if h.backing.lock().take().is_some() {
             b.passthrough_opens = b.passthrough_opens.saturating_sub(1);
             if b.passthrough_opens == 0 {

@@ -127,8 +127,8 @@ impl Union {
                 e.ino = id;
             }
         }
-        // Directories first: a names-only READDIRPLUS still gives them with attributes (a walk
-        // goes into each of them), and it can stop where the other entries begin.
+        // Directories first: a walk goes into each of them, so a names-only READDIRPLUS gives
+        // them with attributes, and the kernel has them before the names of the other entries.
         out.sort_by_key(|e| e.kind != FileType::Directory);
         Ok(out)
     }
