@@ -112,15 +112,11 @@ pub struct NodeState {
     pub lower_path: Option<Arc<OsStr>>,
     /// The upper directory is opaque (nothing below shows through).
     pub opaque: bool,
-    /// Values recorded by a rootless unpack, shown instead of the real ones.
-    pub over: Option<Box<crate::fs::format::override_stat::StatOverride>>,
-    /// Non-directories with hard links: the object is the hard-link index entry of this key.
-    pub indexed: Option<Box<crate::fs::format::index::IndexKey>>,
+    /// What few nodes have: a stat override, a hard-link index key, a metacopy's data.
+    extras: Option<Box<Extras>>,
     /// The object that holds the metadata (the upper one, or else the topmost lower one) has
     /// no data of its own: it is at [`NodeState::data`] (kernel overlayfs `metacopy`).
     pub metacopy: bool,
-    /// Metadata-only objects: where their data is, in a lower layer.
-    pub data: Option<Box<DataLoc>>,
     /// Directories: the upper directory is marked `impure` (it may hold entries copied up
     /// from lower layers, whose inode numbers come from their origin).
     pub impure: bool,
@@ -129,7 +125,54 @@ pub struct NodeState {
     pub from_lower: bool,
 }
 
+/// The rarer parts of a node's state, boxed together (most nodes have none of them).
+#[derive(Debug, Clone, Default)]
+struct Extras {
+    /// Values recorded by a rootless unpack, shown instead of the real ones.
+    over: Option<crate::fs::format::override_stat::StatOverride>,
+    /// Non-directories with hard links: the object is the hard-link index entry of this key.
+    indexed: Option<crate::fs::format::index::IndexKey>,
+    /// Metadata-only objects: where their data is, in a lower layer.
+    data: Option<DataLoc>,
+}
+
 impl NodeState {
+    /// Values recorded by a rootless unpack, shown instead of the real ones.
+    pub fn over(&self) -> Option<&crate::fs::format::override_stat::StatOverride> {
+        self.extras.as_ref()?.over.as_ref()
+    }
+
+    /// Non-directories with hard links: the hard-link index key of the object.
+    pub fn indexed(&self) -> Option<&crate::fs::format::index::IndexKey> {
+        self.extras.as_ref()?.indexed.as_ref()
+    }
+
+    /// Metadata-only objects: where their data is, in a lower layer.
+    pub fn data(&self) -> Option<&DataLoc> {
+        self.extras.as_ref()?.data.as_ref()
+    }
+
+    pub fn set_over(&mut self, over: Option<crate::fs::format::override_stat::StatOverride>) {
+        self.change_extras(|e| e.over = over);
+    }
+
+    pub fn set_indexed(&mut self, key: Option<crate::fs::format::index::IndexKey>) {
+        self.change_extras(|e| e.indexed = key);
+    }
+
+    pub fn set_data(&mut self, data: Option<DataLoc>) {
+        self.change_extras(|e| e.data = data);
+    }
+
+    /// Change the extras, boxing them when one appears and dropping the box when none is left.
+    fn change_extras(&mut self, change: impl FnOnce(&mut Extras)) {
+        let mut extras = self.extras.take().unwrap_or_default();
+        change(&mut extras);
+        if extras.over.is_some() || extras.indexed.is_some() || extras.data.is_some() {
+            self.extras = Some(extras);
+        }
+    }
+
     /// Non-directories not yet copied up: the lower layer that holds the object.
     pub fn lower_layer(&self) -> Option<usize> {
         self.lower_layer.map(|l| l as usize)
@@ -744,17 +787,17 @@ mod tests {
     }
 
     /// A node lives for every name the kernel holds (a million after a walk of a million
-    /// files): with its reference counts it must fit a 192-byte allocation (glibc rounds a
+    /// files): with its reference counts it must fit a 176-byte allocation (glibc rounds a
     /// request plus 8 up to 16).
     #[test]
     fn a_node_stays_small() {
         let node = std::mem::size_of::<Node>();
         let state = std::mem::size_of::<NodeState>();
         assert!(
-            node + 16 + 8 <= 192,
+            node + 16 + 8 <= 176,
             "Node is {node} bytes (NodeState {state})"
         );
-        assert!(state <= 80, "NodeState is {state} bytes");
+        assert!(state <= 64, "NodeState is {state} bytes");
     }
 
     /// Forgetting more nodes than the memory-return interval must not hang (giving memory

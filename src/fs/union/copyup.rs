@@ -219,7 +219,7 @@ pub fn copy_up_data(u: &Union, node: &Arc<Node>) -> FsResult<()> {
     }
     let mut st = node.state.write();
     st.metacopy = false;
-    st.data = None;
+    st.set_data(None);
     st.set_lower_layer(None);
     Ok(())
 }
@@ -243,10 +243,10 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     // Hard-linked lower files go through the index, so every name shares one upper inode.
     let (indexed, lower_layer) = {
         let s = node.state.read();
-        (s.indexed.clone(), s.lower_layer())
+        (s.indexed().cloned(), s.lower_layer())
     };
     let key = match (indexed, lower_layer) {
-        (Some(k), _) => Some(*k),
+        (Some(k), _) => Some(k),
         (None, Some(layer))
             if at::is_reg_or_special(&src_st) && src_st.st_nlink > 1 && u.has_index() =>
         {
@@ -266,7 +266,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
         st.set_lower_layer(None);
         st.in_upper = true;
         st.from_lower = true;
-        st.indexed = Some(Box::new(key.clone()));
+        st.set_indexed(Some(key.clone()));
         return Ok(());
     }
 
@@ -320,7 +320,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     } else if metacopy {
         if !st.metacopy {
             // The data stays where it is: in the lower object just copied.
-            st.data = Some(Box::new(crate::fs::tables::node::DataLoc {
+            st.set_data(Some(crate::fs::tables::node::DataLoc {
                 dir: src.dir.clone(),
                 name: src.name.clone(),
             }));
@@ -329,8 +329,8 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     } else {
         st.set_lower_layer(None);
         st.metacopy = false;
-        st.data = None;
-        st.indexed = key.map(Box::new);
+        st.set_data(None);
+        st.set_indexed(key);
     }
     st.in_upper = true;
     st.from_lower = true;

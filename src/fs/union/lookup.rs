@@ -491,7 +491,7 @@ impl Union {
                     && ist.st_ino == u.st.st_ino
                     && ist.st_dev == u.st.st_dev
                 {
-                    state.indexed = Some(Box::new(key.clone()));
+                    state.set_indexed(Some(key.clone()));
                     real_st = ist;
                 }
                 let upper_ino = self.layers.ino(Place::Upper, u.st.st_ino);
@@ -499,14 +499,14 @@ impl Union {
                     state.metacopy = true;
                     let (l, h) = &hits[0];
                     state.set_lower_layer(Some(*l));
-                    state.data = Some(Box::new(self.data_of(&hits)));
+                    state.set_data(Some(self.data_of(&hits)));
                     ino = self
                         .origin_ino_if_unbroken(&state, Place::Lower(*l), &h.st)
                         .unwrap_or(upper_ino);
                 } else {
                     ino = match u.marks.origin.as_deref() {
                         Some(o) => self
-                            .origin_ino(o, state.indexed.is_some())
+                            .origin_ino(o, state.indexed().is_some())
                             .unwrap_or(upper_ino),
                         None => upper_ino,
                     };
@@ -522,7 +522,7 @@ impl Union {
                     state.set_lower_layer(Some(*l));
                     if h.marks.metacopy {
                         state.metacopy = true;
-                        state.data = Some(Box::new(self.data_of(&hits)));
+                        state.set_data(Some(self.data_of(&hits)));
                     }
                     if h.st.st_nlink > 1 && self.index_in_use() {
                         // A lower hard link whose inode was copied up under another name.
@@ -533,8 +533,8 @@ impl Union {
                             // (kernel overlayfs may have indexed a metadata-only copy)
                             if self.index_is_metacopy(&key)? {
                                 state.metacopy = true;
-                                if state.data.is_none() {
-                                    state.data = Some(Box::new(DataLoc {
+                                if state.data().is_none() {
+                                    state.set_data(Some(DataLoc {
                                         dir: h.dir.clone(),
                                         name: Arc::from(h.name.as_os_str()),
                                     }));
@@ -542,7 +542,7 @@ impl Union {
                             } else {
                                 state.metacopy = false;
                             }
-                            state.indexed = Some(Box::new(key));
+                            state.set_indexed(Some(key));
                         }
                     }
                 }
@@ -565,9 +565,8 @@ impl Union {
         state.from_lower =
             !hits.is_empty() || upper.as_ref().is_some_and(|u| u.marks.origin.is_some());
         if self.settings.override_stat {
-            state.over = self
-                .read_override(&state, parent, name, kind)?
-                .map(Box::new);
+            let over = self.read_override(&state, parent, name, kind)?;
+            state.set_over(over);
         }
         let node = Node::new(kind, ino, Link::new(parent.id, name), state);
         Ok(Some((node, real_st)))
@@ -607,7 +606,7 @@ impl Union {
         place: Place,
         st: &libc::stat64,
     ) -> Option<u64> {
-        (state.indexed.is_some() || st.st_nlink == 1).then(|| self.layers.ino(place, st.st_ino))
+        (state.indexed().is_some() || st.st_nlink == 1).then(|| self.layers.ino(place, st.st_ino))
     }
 
     /// The inode number an upper non-directory shows from its `overlay.origin` value: the

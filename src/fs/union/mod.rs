@@ -211,7 +211,7 @@ impl Union {
                 name: crate::fs::tables::node::empty_name(),
             });
         }
-        if let (Some(key), Some(idx)) = (&st.indexed, &self.layers.index) {
+        if let (Some(key), Some(idx)) = (st.indexed(), &self.layers.index) {
             return Ok(Entry {
                 dir: idx.clone(),
                 name: Arc::from(key.name.as_os_str()),
@@ -246,7 +246,7 @@ impl Union {
             drop(st);
             return self.entry_of(node);
         }
-        let data = st.data.clone().ok_or(FsError(Errno::EIO))?;
+        let data = st.data().cloned().ok_or(FsError(Errno::EIO))?;
         Ok(Entry {
             dir: data.dir,
             name: data.name,
@@ -257,7 +257,7 @@ impl Union {
     /// (kernel overlayfs sets the same absolute `redirect` on moved or linked metacopy files).
     pub fn set_file_redirect(&self, node: &Node) -> FsResult<()> {
         let st = node.state.read();
-        if !st.metacopy || st.indexed.is_some() {
+        if !st.metacopy || st.indexed().is_some() {
             return Ok(());
         }
         let Some(path) = st.lower_path.clone() else {
@@ -312,23 +312,23 @@ impl Union {
     pub fn attr_from_stat(&self, node: &Node, st: &libc::stat64) -> fuser::FileAttr {
         let s = node.state.read();
         let ino = Self::st_ino(node);
-        if let Some(key) = &s.indexed {
+        if let Some(key) = s.indexed() {
             // The index entry holds one link of its own; lower names not linked up yet count.
             let mut st = *st;
             st.st_nlink = self.index_nlink(key, &st);
-            return getattr::to_file_attr(&st, ino, false, s.over.as_deref());
+            return getattr::to_file_attr(&st, ino, false, s.over());
         }
         let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
         if s.metacopy
-            && let Some(d) = &s.data
+            && let Some(d) = s.data()
             && let Ok(dst) = at::stat_at(d.dir.as_fd(), &d.name)
         {
             // A metadata-only file occupies the blocks of its data, as the kernel reports.
             let mut st = *st;
             st.st_blocks = dst.st_blocks;
-            return getattr::to_file_attr(&st, ino, merged, s.over.as_deref());
+            return getattr::to_file_attr(&st, ino, merged, s.over());
         }
-        getattr::to_file_attr(st, ino, merged, s.over.as_deref())
+        getattr::to_file_attr(st, ino, merged, s.over())
     }
 
     /// An O_PATH fd for the upper directory of dir `node`, copying it (and its parents) up.

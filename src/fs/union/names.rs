@@ -313,7 +313,7 @@ impl Union {
         if node.is_dir() {
             return Ok(());
         }
-        let Some(key) = node.state.read().indexed.clone() else {
+        let Some(key) = node.state.read().indexed().cloned() else {
             return Ok(());
         };
         let udir = self.upper_dir(parent)?;
@@ -337,7 +337,7 @@ impl Union {
         let in_upper = node.in_upper() && self.name_in_upper(udir.as_fd(), name)?;
         if !in_upper {
             self.make_whiteout(udir.as_fd(), name)?;
-            if let Some(key) = node.state.read().indexed.clone() {
+            if let Some(key) = node.state.read().indexed().cloned() {
                 let union = self.index_union_nlink(&key)?;
                 self.index_name_removed(&key, union)?;
             }

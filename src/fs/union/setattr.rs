@@ -111,7 +111,7 @@ impl Union {
         // A node whose owner and mode come from an override xattr (rootless layers, read with
         // `override_stat`) keeps them there, also on a privileged mount (root of a container's
         // user namespace): a real chown/chmod would not change what the node reports.
-        let over = node.state.read().over.as_deref().copied();
+        let over = node.state.read().over().copied();
         if a.uid.is_some() || a.gid.is_some() {
             if let Some(mut o) = over {
                 o.uid = a.uid.unwrap_or(o.uid);
@@ -171,7 +171,7 @@ impl Union {
         let fd = self.object_fd(node)?;
         let v = override_stat::format(&o);
         xattr::set_xattr(fd.as_fd(), override_stat::XATTR.as_bytes(), v.as_bytes(), 0)?;
-        node.state.write().over = Some(Box::new(o));
+        node.state.write().set_over(Some(o));
         Ok(())
     }
 
