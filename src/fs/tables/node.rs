@@ -99,10 +99,8 @@ pub struct Opens {
 pub struct NodeState {
     /// The object exists in the upper layer (a non-dir at its parent's upper dir + name).
     pub in_upper: bool,
-    /// Directories: O_PATH fd of the upper directory once it exists.
-    pub upper_dir: Option<Arc<OwnedFd>>,
-    /// Directories: lower directories merged under it, topmost first.
-    pub lower_dirs: Box<[LowerDir]>,
+    /// Directories: their upper and lower directories (boxed: most nodes are files).
+    dirs: Option<Box<DirLayers>>,
     /// Non-directories not yet copied up: the lower layer that holds the object (an index
     /// of the union's lower layers, which are far fewer than 2^32: each holds an fd).
     lower_layer: Option<u32>,
@@ -125,6 +123,15 @@ pub struct NodeState {
     pub from_lower: bool,
 }
 
+/// The directories a union directory merges.
+#[derive(Debug, Clone, Default)]
+struct DirLayers {
+    /// O_PATH fd of the upper directory once it exists.
+    upper: Option<Arc<OwnedFd>>,
+    /// Lower directories merged under it, topmost first.
+    lowers: Box<[LowerDir]>,
+}
+
 /// The rarer parts of a node's state, boxed together (most nodes have none of them).
 #[derive(Debug, Clone, Default)]
 struct Extras {
@@ -137,6 +144,34 @@ struct Extras {
 }
 
 impl NodeState {
+    /// Directories: O_PATH fd of the upper directory once it exists.
+    pub fn upper_dir(&self) -> Option<&Arc<OwnedFd>> {
+        self.dirs.as_ref()?.upper.as_ref()
+    }
+
+    /// Directories: lower directories merged under it, topmost first.
+    pub fn lower_dirs(&self) -> &[LowerDir] {
+        self.dirs.as_deref().map_or(&[], |d| &d.lowers)
+    }
+
+    pub fn set_upper_dir(&mut self, fd: Option<Arc<OwnedFd>>) {
+        self.change_dirs(|d| d.upper = fd);
+    }
+
+    pub fn set_lower_dirs(&mut self, lowers: Box<[LowerDir]>) {
+        self.change_dirs(|d| d.lowers = lowers);
+    }
+
+    /// Change the directories, boxing them when one appears and dropping the box when none is
+    /// left.
+    fn change_dirs(&mut self, change: impl FnOnce(&mut DirLayers)) {
+        let mut dirs = self.dirs.take().unwrap_or_default();
+        change(&mut dirs);
+        if dirs.upper.is_some() || !dirs.lowers.is_empty() {
+            self.dirs = Some(dirs);
+        }
+    }
+
     /// Values recorded by a rootless unpack, shown instead of the real ones.
     pub fn over(&self) -> Option<&crate::fs::format::override_stat::StatOverride> {
         self.extras.as_ref()?.over.as_ref()
@@ -787,17 +822,17 @@ mod tests {
     }
 
     /// A node lives for every name the kernel holds (a million after a walk of a million
-    /// files): with its reference counts it must fit a 176-byte allocation (glibc rounds a
+    /// files): with its reference counts it must fit a 160-byte allocation (glibc rounds a
     /// request plus 8 up to 16).
     #[test]
     fn a_node_stays_small() {
         let node = std::mem::size_of::<Node>();
         let state = std::mem::size_of::<NodeState>();
         assert!(
-            node + 16 + 8 <= 176,
+            node + 16 + 8 <= 160,
             "Node is {node} bytes (NodeState {state})"
         );
-        assert!(state <= 64, "NodeState is {state} bytes");
+        assert!(state <= 48, "NodeState is {state} bytes");
     }
 
     /// Forgetting more nodes than the memory-return interval must not hang (giving memory

@@ -283,7 +283,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let origin_layer = {
         let s = node.state.read();
         s.lower_layer()
-            .or_else(|| s.lower_dirs.first().map(|d| d.layer))
+            .or_else(|| s.lower_dirs().first().map(|d| d.layer))
     };
     let made = made.and_then(|_| match &key {
         Some(k) => u.add_to_index(work, &tmp, k, src_st.st_nlink),
@@ -316,7 +316,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     let mut st = node.state.write();
     if node.is_dir() {
         let fd = at::open_at(pdir.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-        st.upper_dir = Some(Arc::new(fd));
+        st.set_upper_dir(Some(Arc::new(fd)));
     } else if metacopy {
         if !st.metacopy {
             // The data stays where it is: in the lower object just copied.

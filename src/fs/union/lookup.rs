@@ -387,7 +387,7 @@ impl Union {
 
         // The upper layer.
         let mut upper = None;
-        if let Some(udir) = &pst.upper_dir {
+        if let Some(udir) = pst.upper_dir() {
             upper = self.lookup_single(
                 &Base::Dir(udir.clone()),
                 name,
@@ -417,7 +417,7 @@ impl Union {
         let mut stack: Vec<(usize, Base)> = if on_roots {
             roots()
         } else {
-            pst.lower_dirs
+            pst.lower_dirs()
                 .iter()
                 .map(|d| (d.layer, Base::Cached(d.clone())))
                 .collect()
@@ -466,10 +466,10 @@ impl Union {
                 kind = fuser::FileType::Directory;
                 real_st = u.st;
                 state.in_upper = true;
-                state.upper_dir = u.fd.clone();
+                state.set_upper_dir(u.fd.clone());
                 state.opaque = upper_opaque;
                 state.impure = u.marks.impure;
-                state.lower_dirs = self.lower_dirs_of(&hits);
+                state.set_lower_dirs(self.lower_dirs_of(&hits));
                 // A merged directory shows the inode number of its topmost lower directory.
                 ino = match hits.first() {
                     Some((l, h)) => self.layers.ino(Place::Lower(*l), h.st.st_ino),
@@ -517,7 +517,7 @@ impl Union {
                 real_st = h.st;
                 ino = self.layers.ino(Place::Lower(*l), h.st.st_ino);
                 if kind == fuser::FileType::Directory {
-                    state.lower_dirs = self.lower_dirs_of(&hits);
+                    state.set_lower_dirs(self.lower_dirs_of(&hits));
                 } else {
                     state.set_lower_layer(Some(*l));
                     if h.marks.metacopy {
@@ -641,9 +641,9 @@ impl Union {
     ) -> FsResult<Option<crate::fs::format::override_stat::StatOverride>> {
         let (dir, name): (Arc<OwnedFd>, &OsStr) = if kind == fuser::FileType::Directory {
             match state
-                .upper_dir
-                .clone()
-                .or_else(|| state.lower_dirs.first().map(|l| l.fd.clone()))
+                .upper_dir()
+                .cloned()
+                .or_else(|| state.lower_dirs().first().map(|l| l.fd.clone()))
             {
                 Some(d) => (d, OsStr::new("")),
                 None => return Ok(None),
@@ -653,10 +653,10 @@ impl Union {
         } else {
             let pst = parent.state.read();
             let dir = if state.in_upper {
-                pst.upper_dir.clone()
+                pst.upper_dir().cloned()
             } else {
                 state.lower_layer().and_then(|l| {
-                    pst.lower_dirs
+                    pst.lower_dirs()
                         .iter()
                         .find(|d| d.layer == l)
                         .map(|d| d.fd.clone())
@@ -688,7 +688,7 @@ impl Union {
         if pst.opaque {
             return Ok(false);
         }
-        for ld in &pst.lower_dirs {
+        for ld in pst.lower_dirs() {
             match probe_lower(ld, name)? {
                 Found::Nothing => continue,
                 Found::Whiteout => return Ok(false),

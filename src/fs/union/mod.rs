@@ -140,7 +140,7 @@ impl Union {
             state.opaque = whiteout::is_opaque_dir(fd.as_fd())?;
             state.impure = whiteout::marks_at(fd.as_fd(), OsStr::new(""))?.impure;
             root_ino = Some(layers.ino(Place::Upper, at::fstat(fd.as_fd())?.st_ino));
-            state.upper_dir = Some(Arc::new(fd));
+            state.set_upper_dir(Some(Arc::new(fd)));
         }
         if !state.opaque {
             let mut lower_dirs = Vec::new();
@@ -156,7 +156,7 @@ impl Union {
                     break;
                 }
             }
-            state.lower_dirs = lower_dirs.into();
+            state.set_lower_dirs(lower_dirs.into());
         }
         state.lower_path = Some(crate::fs::tables::node::empty_name());
         let mut root = Node::new(
@@ -199,13 +199,13 @@ impl Union {
     pub fn entry_of(&self, node: &Node) -> FsResult<Entry> {
         let st = node.state.read();
         if node.is_dir() {
-            if let Some(u) = &st.upper_dir {
+            if let Some(u) = st.upper_dir() {
                 return Ok(Entry {
                     dir: u.clone(),
                     name: crate::fs::tables::node::empty_name(),
                 });
             }
-            let l = st.lower_dirs.first().ok_or(FsError(Errno::ENOENT))?;
+            let l = st.lower_dirs().first().ok_or(FsError(Errno::ENOENT))?;
             return Ok(Entry {
                 dir: l.fd.clone(),
                 name: crate::fs::tables::node::empty_name(),
@@ -223,12 +223,12 @@ impl Union {
         let (parent, name) = self.parent_of(node)?;
         let pst = parent.state.read();
         if in_upper {
-            let dir = pst.upper_dir.clone().ok_or(FsError(Errno::EIO))?;
+            let dir = pst.upper_dir().cloned().ok_or(FsError(Errno::EIO))?;
             return Ok(Entry { dir, name });
         }
         let layer = lower_layer.ok_or(FsError(Errno::EIO))?;
         let l = pst
-            .lower_dirs
+            .lower_dirs()
             .iter()
             .find(|d| d.layer == layer)
             .ok_or(FsError(Errno::EIO))?;
@@ -318,7 +318,8 @@ impl Union {
             st.st_nlink = self.index_nlink(key, &st);
             return getattr::to_file_attr(&st, ino, false, s.over());
         }
-        let merged = node.is_dir() && (s.lower_dirs.len() + usize::from(s.upper_dir.is_some())) > 1;
+        let merged =
+            node.is_dir() && (s.lower_dirs().len() + usize::from(s.upper_dir().is_some())) > 1;
         if s.metacopy
             && let Some(d) = s.data()
             && let Ok(dst) = at::stat_at(d.dir.as_fd(), &d.name)
@@ -333,7 +334,7 @@ impl Union {
 
     /// An O_PATH fd for the upper directory of dir `node`, copying it (and its parents) up.
     pub fn upper_dir(&self, node: &Arc<Node>) -> FsResult<Arc<OwnedFd>> {
-        if let Some(fd) = &node.state.read().upper_dir {
+        if let Some(fd) = node.state.read().upper_dir() {
             return Ok(fd.clone());
         }
         if self.layers.upper.is_none() {
@@ -342,8 +343,8 @@ impl Union {
         crate::fs::union::copyup::copy_up(self, node)?;
         node.state
             .read()
-            .upper_dir
-            .clone()
+            .upper_dir()
+            .cloned()
             .ok_or(FsError(Errno::EIO))
     }
 

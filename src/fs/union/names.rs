@@ -147,7 +147,7 @@ impl Union {
         state.in_upper = true;
         if obj.is_dir() {
             let d = at::open_at(udir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-            state.upper_dir = Some(Arc::new(d));
+            state.set_upper_dir(Some(Arc::new(d)));
             state.opaque = over_whiteout;
         }
         let node = Node::new(
@@ -290,7 +290,7 @@ impl Union {
 
     /// Delete the whiteouts and markers left in the upper dir of an (empty) union directory.
     pub fn clear_upper_dir(&self, node: &Arc<Node>) -> FsResult<()> {
-        let Some(udir) = node.state.read().upper_dir.clone() else {
+        let Some(udir) = node.state.read().upper_dir().cloned() else {
             return Ok(());
         };
         for e in dir::read_dir(udir.as_fd())? {

@@ -56,7 +56,7 @@ impl Union {
         let mut seen: HashSet<Vec<u8>> = HashSet::default();
         let mut out: Vec<DirEntry> = Vec::new();
 
-        if let Some(udir) = &st.upper_dir {
+        if let Some(udir) = st.upper_dir() {
             for e in dir::read_dir(udir.as_fd())? {
                 match classify(udir, &e)? {
                     Kind::Marker => {}
@@ -92,7 +92,7 @@ impl Union {
             }
         }
         if !st.opaque {
-            for ld in &st.lower_dirs {
+            for ld in st.lower_dirs() {
                 let mut hidden_here = Vec::new();
                 let entries = dir::read_dir(ld.fd.as_fd())?;
                 if !ld.names_known() {

@@ -149,10 +149,10 @@ impl Union {
             return Ok(());
         }
         let st = node.state.read().clone();
-        let Some(udir) = st.upper_dir.clone() else {
+        let Some(udir) = st.upper_dir().cloned() else {
             return Err(FsError(Errno::EIO));
         };
-        if !st.lower_dirs.is_empty() && !st.opaque {
+        if !st.lower_dirs().is_empty() && !st.opaque {
             let origin = st
                 .lower_path
                 .clone()
