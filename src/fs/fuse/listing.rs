@@ -2,7 +2,7 @@
 //! first, stable offsets, and (READDIRPLUS) attributes for every entry or, as the workload
 //! shows it pays, for the subdirectories only (the other entries as names without a node).
 
-use fuser::{INodeNo, ReplyDirectory, ReplyDirectoryPlus};
+use fuser::{Errno, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 
 use crate::fs::fuse::dispatch::StrataFs;
 use crate::fs::fuse::replies::{GEN, negative_entry};
@@ -110,7 +110,18 @@ impl StrataFs {
         let mut files = 0;
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
             let next = i as u64 + 3;
-            if names_only && e.kind != fuser::FileType::Directory {
+            let looked_up = if names_only && e.kind != fuser::FileType::Directory {
+                None
+            } else {
+                // An entry gone since the listing was made is left out; one whose lookup fails
+                // otherwise is still listed, by name.
+                match self.u.lookup_attr(&node, &e.name) {
+                    Ok(found) => Some(found),
+                    Err(err) if err == Errno::ENOENT => continue,
+                    Err(_) => None,
+                }
+            };
+            let Some((child, a)) = looked_up else {
                 let name_only = fuser::FileAttr {
                     ino: INodeNo(e.ino),
                     kind: e.kind,
@@ -119,10 +130,7 @@ impl StrataFs {
                 if reply.add(INodeNo(0), next, &e.name, &ttl, &name_only, GEN) {
                     break;
                 }
-                files += 1;
-                continue;
-            }
-            let Ok((child, a)) = self.u.lookup_attr(&node, &e.name) else {
+                files += u32::from(e.kind != fuser::FileType::Directory);
                 continue;
             };
             if reply.add(INodeNo(child.id), next, &e.name, &ttl, &a, GEN) {
