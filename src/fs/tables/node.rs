@@ -104,10 +104,6 @@ pub struct NodeState {
     /// Non-directories not yet copied up: the lower layer that holds the object (an index
     /// of the union's lower layers, which are far fewer than 2^32: each holds an fd).
     lower_layer: Option<u32>,
-    /// Path of the object in the union's lower namespace (relative to the lower roots): its
-    /// parent's lower path and its name, or what its upper `redirect` says. A redirect written
-    /// when the object moves names this path, as kernel overlayfs does.
-    pub lower_path: Option<Arc<OsStr>>,
     /// The upper directory is opaque (nothing below shows through).
     pub opaque: bool,
     /// What few nodes have: a stat override, a hard-link index key, a metacopy's data.
@@ -130,6 +126,8 @@ struct DirLayers {
     upper: Option<Arc<OwnedFd>>,
     /// Lower directories merged under it, topmost first.
     lowers: Box<[LowerDir]>,
+    /// See [`NodeState::lower_path`].
+    lower_path: Option<Arc<OsStr>>,
 }
 
 /// The rarer parts of a node's state, boxed together (most nodes have none of them).
@@ -141,6 +139,8 @@ struct Extras {
     indexed: Option<crate::fs::format::index::IndexKey>,
     /// Metadata-only objects: where their data is, in a lower layer.
     data: Option<DataLoc>,
+    /// Files that are or may become metadata-only: see [`NodeState::lower_path`].
+    lower_path: Option<Arc<OsStr>>,
 }
 
 impl NodeState {
@@ -167,8 +167,28 @@ impl NodeState {
     fn change_dirs(&mut self, change: impl FnOnce(&mut DirLayers)) {
         let mut dirs = self.dirs.take().unwrap_or_default();
         change(&mut dirs);
-        if dirs.upper.is_some() || !dirs.lowers.is_empty() {
+        if dirs.upper.is_some() || !dirs.lowers.is_empty() || dirs.lower_path.is_some() {
             self.dirs = Some(dirs);
+        }
+    }
+
+    /// Directories and metadata-only files: the path of the object in the union's lower namespace (relative to the lower roots): its
+    /// parent's lower path and its name, or what its upper `redirect` says. A redirect written
+    /// when the object moves names this path, as kernel overlayfs does.
+    /// Other files do not keep it.
+    pub fn lower_path(&self) -> Option<&Arc<OsStr>> {
+        self.dirs
+            .as_ref()
+            .and_then(|d| d.lower_path.as_ref())
+            .or_else(|| self.extras.as_ref()?.lower_path.as_ref())
+    }
+
+    /// Set the lower path of a directory (`dir`) or of a file.
+    pub fn set_lower_path(&mut self, dir: bool, path: Option<Arc<OsStr>>) {
+        if dir {
+            self.change_dirs(|d| d.lower_path = path);
+        } else {
+            self.change_extras(|e| e.lower_path = path);
         }
     }
 
@@ -203,7 +223,11 @@ impl NodeState {
     fn change_extras(&mut self, change: impl FnOnce(&mut Extras)) {
         let mut extras = self.extras.take().unwrap_or_default();
         change(&mut extras);
-        if extras.over.is_some() || extras.indexed.is_some() || extras.data.is_some() {
+        if extras.over.is_some()
+            || extras.indexed.is_some()
+            || extras.data.is_some()
+            || extras.lower_path.is_some()
+        {
             self.extras = Some(extras);
         }
     }
@@ -822,17 +846,17 @@ mod tests {
     }
 
     /// A node lives for every name the kernel holds (a million after a walk of a million
-    /// files): with its reference counts it must fit a 160-byte allocation (glibc rounds a
+    /// files): with its reference counts it must fit a 144-byte allocation (glibc rounds a
     /// request plus 8 up to 16).
     #[test]
     fn a_node_stays_small() {
         let node = std::mem::size_of::<Node>();
         let state = std::mem::size_of::<NodeState>();
         assert!(
-            node + 16 + 8 <= 160,
+            node + 16 + 8 <= 144,
             "Node is {node} bytes (NodeState {state})"
         );
-        assert!(state <= 48, "NodeState is {state} bytes");
+        assert!(state <= 32, "NodeState is {state} bytes");
     }
 
     /// Forgetting more nodes than the memory-return interval must not hang (giving memory

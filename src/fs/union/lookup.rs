@@ -553,14 +553,14 @@ impl Union {
         let may_become_metacopy = self.settings.metacopy && !state.in_upper;
         if kind == fuser::FileType::Directory || state.metacopy || may_become_metacopy {
             // The path of the object in the lower namespace (what a redirect of it would say).
-            state.lower_path = match upper_redirect.as_deref().map(OsStr::as_bytes) {
+            let path = match upper_redirect.as_deref().map(OsStr::as_bytes) {
                 Some([b'/', rest @ ..]) => Some(Arc::from(OsStr::from_bytes(rest))),
                 Some(r) => pst
-                    .lower_path
-                    .as_deref()
+                    .lower_path()
                     .map(|p| join(p, OsStr::from_bytes(r)).into()),
-                None => pst.lower_path.as_deref().map(|p| join(p, name).into()),
+                None => pst.lower_path().map(|p| join(p, name).into()),
             };
+            state.set_lower_path(kind == fuser::FileType::Directory, path);
         }
         state.from_lower =
             !hits.is_empty() || upper.as_ref().is_some_and(|u| u.marks.origin.is_some());

@@ -158,7 +158,7 @@ impl Union {
             }
             state.set_lower_dirs(lower_dirs.into());
         }
-        state.lower_path = Some(crate::fs::tables::node::empty_name());
+        state.set_lower_path(true, Some(crate::fs::tables::node::empty_name()));
         let mut root = Node::new(
             FileType::Directory,
             ROOT_ID,
@@ -260,7 +260,7 @@ impl Union {
         if !st.metacopy || st.indexed().is_some() {
             return Ok(());
         }
-        let Some(path) = st.lower_path.clone() else {
+        let Some(path) = st.lower_path().cloned() else {
             return Ok(());
         };
         drop(st);

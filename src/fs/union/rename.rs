@@ -154,10 +154,10 @@ impl Union {
         };
         if !st.lower_dirs().is_empty() && !st.opaque {
             let origin = st
-                .lower_path
-                .clone()
+                .lower_path()
+                .cloned()
                 .unwrap_or_else(crate::fs::tables::node::empty_name);
-            let np = newparent.state.read().lower_path.clone();
+            let np = newparent.state.read().lower_path().cloned();
             let new_lower_path = np.map(|p| join(&p, newname));
             if new_lower_path.as_deref() != Some(&*origin) {
                 let mut value = b"/".to_vec();
