@@ -106,7 +106,8 @@ pub struct NodeState {
     lower_layer: Option<u32>,
     /// The upper directory is opaque (nothing below shows through).
     pub opaque: bool,
-    /// What few nodes have: a stat override, a hard-link index key, a metacopy's data.
+    /// What few nodes have: a stat override, a hard-link index key, a metacopy's data and
+    /// lower path.
     extras: Option<Box<Extras>>,
     /// The object that holds the metadata (the upper one, or else the topmost lower one) has
     /// no data of its own: it is at [`NodeState::data`] (kernel overlayfs `metacopy`).
@@ -172,10 +173,10 @@ impl NodeState {
         }
     }
 
-    /// Directories and metadata-only files: the path of the object in the union's lower namespace (relative to the lower roots): its
-    /// parent's lower path and its name, or what its upper `redirect` says. A redirect written
-    /// when the object moves names this path, as kernel overlayfs does.
-    /// Other files do not keep it.
+    /// Directories and (possibly) metadata-only files: the path of the object in the union's
+    /// lower namespace (relative to the lower roots), its parent's lower path and its name or
+    /// what its upper `redirect` says. A redirect written when the object moves names this
+    /// path, as kernel overlayfs does. Other files do not keep it.
     pub fn lower_path(&self) -> Option<&Arc<OsStr>> {
         self.dirs
             .as_ref()
