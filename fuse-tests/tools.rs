@@ -1208,3 +1208,52 @@ fn listings_carry_attributes_for_stat_walks_and_names_only_for_plain_walks() {
         "the trace shows no READDIRPLUS"
     );
 }
+
+/// A name whose lookup fails (a metadata-only file on a mount without `metacopy=on`: EPERM)
+/// is still listed once listings carry attributes, as kernel overlayfs lists it, and its
+/// stat fails there too.
+#[test]
+fn a_name_whose_lookup_fails_is_listed_as_kernel_overlayfs_lists_it() {
+    if !common::ready() {
+        return;
+    }
+    let ws = Workspace::new();
+    let (top, bottom) = (ws.join("top"), ws.join("bottom"));
+    Layer::new()
+        .file("m/meta", "data")
+        .file("m/plain", "p")
+        .build(&bottom);
+    // Directories whose files are stat'd after listing them: the listings that follow
+    // (`m`'s) carry attributes.
+    let mut layer =
+        Layer::new()
+            .sparse("m/meta", 4, &[])
+            .xattr("m/meta", "trusted.overlay.metacopy", b"");
+    for d in 0..8 {
+        for f in 0..8 {
+            layer = layer.file(&format!("s{d}/f{f}"), "x");
+        }
+    }
+    layer.build(&top);
+    let lowers = [top, bottom];
+    let walk_then_list = |m: &Path| {
+        sh(&format!(
+            "find {m}/s0 {m}/s1 {m}/s2 {m}/s3 {m}/s4 {m}/s5 {m}/s6 {m}/s7 -printf '%s\\n' \
+             >/dev/null; ls -1 {m}/m; stat {m}/m/meta >/dev/null 2>&1 && echo stat-ok \
+             || echo stat-failed",
+            m = p(m)
+        ))
+    };
+    let (ku, kw, kmnt) = (ws.mkdir("ku"), ws.mkdir("kw"), ws.mkdir("kmnt"));
+    let k = common::KernelOverlay::mount_with(&lowers, Some((&ku, &kw)), &kmnt, "", &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = walk_then_list(&kmnt);
+    k.unmount();
+    assert_eq!(want, "meta\nplain\nstat-failed\n", "kernel overlayfs");
+    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
+    let m = FuseMount::mount(&lowers, Some((&upper, &work)), &mnt, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = walk_then_list(&mnt);
+    m.unmount().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, want, "strata (left) and kernel overlayfs (right)");
+}
