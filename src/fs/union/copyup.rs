@@ -320,7 +320,7 @@ fn copy_up_inner(u: &Union, node: &Arc<Node>, meta_only: bool) -> FsResult<()> {
     } else if metacopy {
         if !st.metacopy {
             // The data stays where it is: in the lower object just copied.
-            st.set_data(Some(crate::fs::tables::node::DataLoc {
+            st.set_data(Some(crate::fs::tables::node_state::DataLoc {
                 dir: src.dir.clone(),
                 name: src.name.clone(),
             }));

@@ -27,7 +27,9 @@ use crate::fs::format::whiteout::{self, Format};
 use crate::fs::tables::gate::Gate;
 use crate::fs::tables::handles::HandleTable;
 use crate::fs::tables::layer::{Layers, Place};
-use crate::fs::tables::node::{Link, LowerDir, Node, NodeState, NodeTable, ROOT_ID};
+use crate::fs::tables::node::{Link, Node, ROOT_ID};
+use crate::fs::tables::node_state::{LowerDir, NodeState};
+use crate::fs::tables::node_table::NodeTable;
 use crate::sys::{at, xattr};
 
 /// Result of a union operation: an errno goes back to the kernel as is.

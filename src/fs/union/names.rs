@@ -10,7 +10,8 @@ use fuser::Errno;
 
 use crate::fs::format::whiteout;
 use crate::fs::tables::layer::Place;
-use crate::fs::tables::node::{Link, Node, NodeState};
+use crate::fs::tables::node::{Link, Node};
+use crate::fs::tables::node_state::NodeState;
 use crate::fs::union::FsError;
 use crate::fs::union::getattr;
 use crate::fs::union::{FsResult, Union, errno};
