@@ -1104,6 +1104,22 @@ fn with_open_handles_off_the_kernel_sends_no_open_and_reads_keep_kernel_semantic
     assert!(traced_reads(&log, ino) > 0, "no read by node in the trace");
 }
 
+/// A strata mount of `lowers` with an upper, work and mount directory of its own (`TAG-upper`,
+/// `TAG-work`, `TAG-mnt`), and the mount's path.
+fn mount_fresh(
+    ws: &Workspace,
+    lowers: &[PathBuf],
+    tag: &str,
+    opts: &[&str],
+) -> (FuseMount, PathBuf) {
+    let upper = ws.mkdir(&format!("{tag}-upper"));
+    let work = ws.mkdir(&format!("{tag}-work"));
+    let mnt = ws.mkdir(&format!("{tag}-mnt"));
+    let m = FuseMount::mount(lowers, Some((&upper, &work)), &mnt, opts)
+        .unwrap_or_else(|e| panic!("strata mount failed: {e}"));
+    (m, mnt)
+}
+
 /// Successful LOOKUPs of regular entries (names `f...`) in a debug trace.
 fn traced_file_lookups(log: &str) -> usize {
     log.lines()
@@ -1169,14 +1185,8 @@ fn listings_carry_attributes_for_stat_walks_and_names_only_for_plain_walks() {
     let want = listing(&lower);
 
     // A walk that stats every entry: after the first directory or two it is learnt.
-    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
-    let m = FuseMount::mount(
-        std::slice::from_ref(&lower),
-        Some((&upper, &work)),
-        &mnt,
-        &["debug"],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let lowers = std::slice::from_ref(&lower);
+    let (m, mnt) = mount_fresh(&ws, lowers, "stat", &["debug"]);
     assert_eq!(listing(&mnt), want, "stat walk through the mount");
     let lookups = traced_file_lookups(&m.log_text());
     m.unmount().unwrap_or_else(|e| panic!("{e}"));
@@ -1187,14 +1197,7 @@ fn listings_carry_attributes_for_stat_walks_and_names_only_for_plain_walks() {
     );
 
     // A walk that never stats: names, inode numbers and types, and no LOOKUP of a file.
-    let (upper, work, mnt) = (ws.mkdir("upper2"), ws.mkdir("work2"), ws.mkdir("mnt2"));
-    let m = FuseMount::mount(
-        std::slice::from_ref(&lower),
-        Some((&upper, &work)),
-        &mnt,
-        &["debug"],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (m, mnt) = mount_fresh(&ws, lowers, "names", &["debug"]);
     assert_eq!(scandir_listing(&mnt), scandir_listing(&lower), "names walk");
     let log = m.log_text();
     m.unmount().unwrap_or_else(|e| panic!("{e}"));
@@ -1250,9 +1253,7 @@ fn a_name_whose_lookup_fails_is_listed_as_kernel_overlayfs_lists_it() {
     let want = walk_then_list(&kmnt);
     k.unmount();
     assert_eq!(want, "meta\nplain\nstat-failed\n", "kernel overlayfs");
-    let (upper, work, mnt) = (ws.mkdir("upper"), ws.mkdir("work"), ws.mkdir("mnt"));
-    let m = FuseMount::mount(&lowers, Some((&upper, &work)), &mnt, &[])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (m, mnt) = mount_fresh(&ws, &lowers, "strata", &[]);
     let got = walk_then_list(&mnt);
     m.unmount().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got, want, "strata (left) and kernel overlayfs (right)");

@@ -6,16 +6,16 @@ use fuser::{Errno, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 
 use crate::fs::fuse::dispatch::StrataFs;
 use crate::fs::fuse::replies::{GEN, negative_entry};
+use std::sync::Arc;
+
+use crate::fs::tables::handles::DirEntry;
+use crate::fs::tables::node::Node;
+use crate::fs::union::FsResult;
 use crate::fs::union::Union;
 
 impl StrataFs {
     pub(super) fn reply_readdir(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectory) {
-        let r = self.timed("readdir", ino.0, None, || {
-            let n = self.u.node(ino.0)?;
-            let list = self.u.listing_at(&n, offset)?;
-            Ok((n, list))
-        });
-        let (node, list) = match r {
+        let (node, list) = match self.listing_read("readdir", ino, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(e.into()),
         };
@@ -32,18 +32,16 @@ impl StrataFs {
             off = 1;
         }
         if off == 1 {
-            let pino = self
-                .u
-                .parent_of(&node)
-                .map(|(p, _)| Union::st_ino(&p))
-                .unwrap_or(Union::st_ino(&node));
-            if reply.add(INodeNo(pino), 2, fuser::FileType::Directory, "..") {
+            let parent = self.parent_or_self(&node);
+            if reply.add(
+                INodeNo(Union::st_ino(&parent)),
+                2,
+                fuser::FileType::Directory,
+                "..",
+            ) {
                 return reply.ok();
             }
             off = 2;
-        }
-        if off - 2 >= list.len() as u64 {
-            self.rdplus.released(node.id);
         }
         let mut files = 0;
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
@@ -62,12 +60,7 @@ impl StrataFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.timed("readdirplus", ino.0, None, || {
-            let n = self.u.node(ino.0)?;
-            let list = self.u.listing_at(&n, offset)?;
-            Ok((n, list))
-        });
-        let (node, list) = match r {
+        let (node, list) = match self.listing_read("readdirplus", ino, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(e.into()),
         };
@@ -92,11 +85,7 @@ impl StrataFs {
             off = 1;
         }
         if off == 1 {
-            let parent = self
-                .u
-                .parent_of(&node)
-                .map(|(p, _)| p)
-                .unwrap_or_else(|_| node.clone());
+            let parent = self.parent_or_self(&node);
             if let Ok(a) = self.u.attr(&parent)
                 && reply.add(INodeNo(parent.id), 2, "..", &ttl, &a, GEN)
             {
@@ -104,9 +93,7 @@ impl StrataFs {
             }
             off = 2;
         }
-        if off - 2 >= list.len() as u64 {
-            self.rdplus.released(node.id);
-        }
+        let no_node = negative_entry();
         let mut files = 0;
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
             let next = i as u64 + 3;
@@ -125,7 +112,7 @@ impl StrataFs {
                 let name_only = fuser::FileAttr {
                     ino: INodeNo(e.ino),
                     kind: e.kind,
-                    ..negative_entry()
+                    ..no_node
                 };
                 if reply.add(INodeNo(0), next, &e.name, &ttl, &name_only, GEN) {
                     break;
@@ -140,5 +127,34 @@ impl StrataFs {
         }
         self.rdplus.listed(node.id, files);
         reply.ok();
+    }
+
+    /// The directory and merged listing a READDIR or READDIRPLUS at `offset` reads (traced as
+    /// `op`); a read from past its end tells the learner the listing is done.
+    fn listing_read(
+        &self,
+        op: &str,
+        ino: INodeNo,
+        offset: u64,
+    ) -> FsResult<(Arc<Node>, Arc<Vec<DirEntry>>)> {
+        let (node, list) = self.timed(op, ino.0, None, || {
+            let n = self.u.node(ino.0)?;
+            let list = self.u.listing_at(&n, offset)?;
+            Ok((n, list))
+        })?;
+        // Offsets 1 and 2 are `.` and `..`; entry `i` has offset `i + 3`.
+        if offset.max(2) - 2 >= list.len() as u64 {
+            self.rdplus.released(node.id);
+        }
+        Ok((node, list))
+    }
+
+    /// The parent a listing shows as `..` (the directory itself for the root, or once its name
+    /// is gone).
+    fn parent_or_self(&self, node: &Arc<Node>) -> Arc<Node> {
+        self.u
+            .parent_of(node)
+            .map(|(p, _)| p)
+            .unwrap_or_else(|_| node.clone())
     }
 }

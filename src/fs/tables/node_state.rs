@@ -136,20 +136,24 @@ impl NodeState {
     }
 
     pub fn set_upper_dir(&mut self, fd: Option<Arc<OwnedFd>>) {
-        self.change_dirs(|d| d.upper = fd);
+        self.change_dirs(fd.is_some(), |d| d.upper = fd);
     }
 
     pub fn set_lower_dirs(&mut self, lowers: Box<[LowerDir]>) {
-        self.change_dirs(|d| d.lowers = lowers);
+        self.change_dirs(!lowers.is_empty(), |d| d.lowers = lowers);
     }
 
-    /// Change the directories, boxing them when one appears and dropping the box when none is
-    /// left.
-    fn change_dirs(&mut self, change: impl FnOnce(&mut DirLayers)) {
-        let mut dirs = self.dirs.take().unwrap_or_default();
-        change(&mut dirs);
-        if dirs.upper.is_some() || !dirs.lowers.is_empty() || dirs.lower_path.is_some() {
-            self.dirs = Some(dirs);
+    /// Change the directories (`sets`: the change gives a value rather than clearing one),
+    /// boxing them when one appears and dropping the box when none is left; clearing what is
+    /// not there allocates nothing.
+    fn change_dirs(&mut self, sets: bool, change: impl FnOnce(&mut DirLayers)) {
+        if !sets && self.dirs.is_none() {
+            return;
+        }
+        let dirs = self.dirs.get_or_insert_default();
+        change(dirs);
+        if dirs.upper.is_none() && dirs.lowers.is_empty() && dirs.lower_path.is_none() {
+            self.dirs = None;
         }
     }
 
@@ -167,9 +171,9 @@ impl NodeState {
     /// Set the lower path of a directory (`dir`) or of a file.
     pub fn set_lower_path(&mut self, dir: bool, path: Option<Arc<OsStr>>) {
         if dir {
-            self.change_dirs(|d| d.lower_path = path);
+            self.change_dirs(path.is_some(), |d| d.lower_path = path);
         } else {
-            self.change_extras(|e| e.lower_path = path);
+            self.change_extras(path.is_some(), |e| e.lower_path = path);
         }
     }
 
@@ -189,27 +193,30 @@ impl NodeState {
     }
 
     pub fn set_over(&mut self, over: Option<crate::fs::format::override_stat::StatOverride>) {
-        self.change_extras(|e| e.over = over);
+        self.change_extras(over.is_some(), |e| e.over = over);
     }
 
     pub fn set_indexed(&mut self, key: Option<crate::fs::format::index::IndexKey>) {
-        self.change_extras(|e| e.indexed = key);
+        self.change_extras(key.is_some(), |e| e.indexed = key);
     }
 
     pub fn set_data(&mut self, data: Option<DataLoc>) {
-        self.change_extras(|e| e.data = data);
+        self.change_extras(data.is_some(), |e| e.data = data);
     }
 
-    /// Change the extras, boxing them when one appears and dropping the box when none is left.
-    fn change_extras(&mut self, change: impl FnOnce(&mut Extras)) {
-        let mut extras = self.extras.take().unwrap_or_default();
-        change(&mut extras);
-        if extras.over.is_some()
-            || extras.indexed.is_some()
-            || extras.data.is_some()
-            || extras.lower_path.is_some()
+    /// Change the extras, as [`NodeState::change_dirs`] does the directories.
+    fn change_extras(&mut self, sets: bool, change: impl FnOnce(&mut Extras)) {
+        if !sets && self.extras.is_none() {
+            return;
+        }
+        let extras = self.extras.get_or_insert_default();
+        change(extras);
+        if extras.over.is_none()
+            && extras.indexed.is_none()
+            && extras.data.is_none()
+            && extras.lower_path.is_none()
         {
-            self.extras = Some(extras);
+            self.extras = None;
         }
     }
 
@@ -228,4 +235,32 @@ impl NodeState {
 pub struct DataLoc {
     pub dir: Arc<OwnedFd>,
     pub name: Arc<OsStr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::tables::node::empty_name;
+
+    /// The boxes of a node's state exist only while they hold something: clearing what is not
+    /// there makes none, and clearing the last value drops the box.
+    #[test]
+    fn the_state_boxes_come_and_go_with_their_values() {
+        let mut st = NodeState::default();
+        st.set_over(None);
+        st.set_data(None);
+        st.set_upper_dir(None);
+        st.set_lower_dirs(Box::new([]));
+        assert!(st.extras.is_none() && st.dirs.is_none());
+        st.set_lower_path(false, Some(empty_name()));
+        assert!(st.extras.is_some() && st.dirs.is_none());
+        assert!(st.lower_path().is_some() && st.over().is_none());
+        st.set_lower_path(false, None);
+        assert!(st.extras.is_none() && st.lower_path().is_none());
+        st.set_lower_path(true, Some(empty_name()));
+        assert!(st.dirs.is_some() && st.extras.is_none());
+        assert!(st.lower_path().is_some() && st.upper_dir().is_none());
+        st.set_lower_path(true, None);
+        assert!(st.dirs.is_none());
+    }
 }
